@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` and `make test`. Each creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+STAMP  := $(VENV)/.installed-all
+
+.PHONY: demo test install bench pi-check clean
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "edge-asc needs Python >= 3.10"'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -c constraints.txt -e '.[all]'
+	# onnx2tf and tf-keras pin ancient versions of everything: install them without their dependencies.
+	$(PIP) install -c constraints.txt --no-deps onnx2tf==1.29.24 tf-keras==2.21.0
+	@touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/edge-asc demo
+
+bench: $(STAMP)
+	mkdir -p runs/bench
+	for b in benchmarks/*.py; do $(PY) $$b --json runs/bench/$$(basename $$b .py).json || exit 1; done
+
+pi-check: $(STAMP)
+	bash scripts/pi_check.sh
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

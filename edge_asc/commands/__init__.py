@@ -1,0 +1,1 @@
+"""CLI commands. Each module: ``add_arguments(parser)`` and ``run(args) -> int``; stdlib-only at module level."""
