@@ -8,6 +8,7 @@ file, the problem and the fix. Suspicious but usable audio (clipping, shorter th
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,13 +131,23 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     if p.is_dir():
         raise AudioInputError(f"{p}: is a directory, not an audio file")
     try:
-        info = sf.info(str(p))
+        with sf.SoundFile(str(p)) as f:
+            info = AudioInfo(path=str(p), sample_rate=int(f.samplerate), channels=int(f.channels),
+                             frames=int(f.frames), subtype=str(f.subtype))
+            log = f.extra_info
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError with libsndfile's text
         raise AudioInputError(
             f"{p}: not a readable audio file ({_first_line(exc)}): use WAV, FLAC or OGG"
         ) from None
-    return AudioInfo(path=str(p), sample_rate=int(info.samplerate), channels=int(info.channels),
-                     frames=int(info.frames), subtype=str(info.subtype))
+    # libsndfile silently shortens a WAV whose data chunk runs past the end of the file; its log says so.
+    m = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", log, re.MULTILINE)
+    if m and int(m.group(2)) < int(m.group(1)):
+        align = re.search(r"Block Align\s*:\s*(\d+)", log)
+        declared = int(m.group(1)) // max(1, int(align.group(1)) if align else 2 * info.channels)
+        raise AudioInputError(
+            f"{p}: file is truncated (header says {declared} samples, {info.frames} present): re-copy or re-export it"
+        )
+    return info
 
 
 def load_audio(
