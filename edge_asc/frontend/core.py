@@ -97,7 +97,26 @@ class _Kernel:
     def __init__(self, spec: FrontendSpec) -> None:
         self.spec = spec
         self.window = analysis_window(spec)
-        self.mel_t = np.ascontiguousarray(mel_filterbank(spec).T)  # [n_bins, n_mels]
+        # The mel matrix is sparse (each band is one contiguous run of FFT bins): gather the runs and sum them with
+        # reduceat. Cheaper than a dense matmul and, unlike BLAS, independent of how many frames are batched, so
+        # streaming and offline features are bit-identical.
+        fb = mel_filterbank(spec)
+        idx, wts, starts, self.nonempty = [], [], [], []
+        pos = 0
+        for i, row in enumerate(fb):
+            nz = np.flatnonzero(row)
+            if nz.size == 0:
+                continue
+            lo, hi = nz[0], nz[-1] + 1
+            idx.append(np.arange(lo, hi))
+            wts.append(row[lo:hi])
+            starts.append(pos)
+            self.nonempty.append(i)
+            pos += hi - lo
+        self.mel_idx = np.concatenate(idx) if idx else np.zeros(0, np.intp)
+        self.mel_w = np.concatenate(wts) if wts else np.zeros(0)
+        self.mel_starts = np.asarray(starts, dtype=np.intp)
+        self.all_bands = len(self.nonempty) == spec.n_mels
         self.log_floor = spec.amin
         if spec.deltas:
             self.taps = np.stack([delta_coefficients(spec.delta_width, 1), delta_coefficients(spec.delta_width, 2)])
@@ -110,7 +129,12 @@ class _Kernel:
         mag = spec.real**2 + spec.imag**2
         if self.spec.power == 1.0:
             mag = np.sqrt(mag)
-        mel = mag @ self.mel_t
+        if self.all_bands:
+            mel = np.add.reduceat(mag[:, self.mel_idx] * self.mel_w, self.mel_starts, axis=1)
+        else:  # bands narrower than an FFT bin get no energy (librosa warns "Empty filters detected")
+            mel = np.zeros((mag.shape[0], self.spec.n_mels))
+            if self.nonempty:
+                mel[:, self.nonempty] = np.add.reduceat(mag[:, self.mel_idx] * self.mel_w, self.mel_starts, axis=1)
         return 10.0 * np.log10(np.maximum(mel, self.log_floor))
 
     def features(self, logmel: np.ndarray) -> np.ndarray:
