@@ -1,0 +1,49 @@
+"""Mini-SegNet family (Shao et al., EURASIP JASMP 2024).
+
+Importing this package does not import torch: the configuration, presets and the parameter / MAC counters are
+pure Python (the report and fit tools use them); :func:`build_model` imports torch when called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .complexity import LayerCost, count_macs, count_params, layer_costs
+from .config import MODEL_PRESETS, MiniSegNetConfig, ModelPreset, get_preset, model_preset
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+#: The paper's reported parameter count (Table 5, Mini-SegNet with MixupNorm and event extraction).
+PAPER_PARAMS = 478_218
+
+
+def build_model(cfg: MiniSegNetConfig) -> "nn.Module":
+    """A freshly initialised :class:`edge_asc.model.segnet.MiniSegNet` (train mode) for ``cfg``.
+
+    The module maps normalised features float32[N, C, n_mels, T] (NCHW) to logits float32[N, n_classes].
+
+    Raises:
+        MissingExtraError: torch is not installed (``pip install 'edge-asc[train]'``).
+    """
+    from ..errors import require
+
+    require("torch", "train", "building Mini-SegNet")
+    from .segnet import MiniSegNet
+
+    return MiniSegNet(cfg)
+
+
+__all__ = [
+    "MODEL_PRESETS",
+    "PAPER_PARAMS",
+    "LayerCost",
+    "MiniSegNetConfig",
+    "ModelPreset",
+    "build_model",
+    "count_macs",
+    "count_params",
+    "get_preset",
+    "layer_costs",
+    "model_preset",
+]

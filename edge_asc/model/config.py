@@ -1,0 +1,208 @@
+"""Mini-SegNet configuration and named presets. Standard library only (no torch), so the report/fit tools can use it.
+
+Architecture (Shao et al., EURASIP JASMP 2024, "Mini-SegNet"), as built by :func:`edge_asc.model.build_model`:
+
+=============  ==========================================================================================
+block          layers (all convolutions are ``kernel`` = 2x3 (mel x time), stride 1, 'same' zero padding)
+=============  ==========================================================================================
+Conv_block1    conv Cin->c1, *first norm* (MixupNorm / BN / IN), ReLU               -> ``pre1``; max-pool ``pool``
+Conv_block2    conv c1->c2, BN, ReLU; conv c2->c2, BN, ReLU                         -> ``pre2``; max-pool ``pool``
+DeConv_block1  unpool (mask of pool 2) ; conv c2->c2, BN, ReLU; conv c2->c1, BN, ReLU
+DeConv_block2  unpool (mask of pool 1) ; conv c1->c1, *last norm*, ReLU
+head           GAP over (mel, time) -> [N, c1]  (+ event extraction -> [N, topk], concatenated -> [N, c1+topk])
+classifier     dense u1, ReLU, dropout; dense u2, ReLU, dropout; dense n_classes (logits)
+=============  ==========================================================================================
+
+``c1, c2 = round(64 * width), round(128 * width)``. Six convolutions in all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+
+CONFIG_SCHEMA_VERSION = 1
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MiniSegNetConfig:
+    """A Mini-SegNet variant. Input: normalised features float32[N, in_channels, n_mels, n_frames] (NCHW);
+    output: logits float32[N, n_classes]."""
+
+    in_channels: int = 1
+    """feature channels (1 = log-mel, 3 = log-mel + delta + delta-delta); must equal the front end's channels."""
+    n_mels: int = 64
+    """mel bins (input height H)."""
+    n_frames: int = 61
+    """frames per model window (input width W); the training crop length."""
+    n_classes: int = 10
+    """output classes."""
+    width: float = 1.0
+    """channel width multiplier applied to ``base_channels``."""
+    base_channels: tuple[int, int] = (64, 128)
+    """channels of Conv_block1 and Conv_block2 at width 1 (paper: 64, 128)."""
+    kernel: tuple[int, int] = (2, 3)
+    """convolution kernel (mel, time)."""
+    pool: tuple[int, int] = (2, 3)
+    """max-pool / unpool factor (mel, time); kernel == stride. Paper: 2x3."""
+    unpool: str = "mask"
+    """'mask': SegNet unpooling without indices (nearest-upsample x mask of the pooling argmax positions);
+    'nearest': plain nearest-neighbour upsampling."""
+    norm: str = "mixup"
+    """normalisation of the first encoder and last decoder conv: 'mixup' (MixupNorm), 'bn' or 'in'."""
+    mixup_lambda: float = 0.1
+    """MixupNorm lambda in [0, 1]: y = lambda * x + (1 - lambda) * InstanceNorm(x) (paper best: 0.1)."""
+    head: str = "events"
+    """'gap': global average pooling only; 'events': GAP + event extraction (top-k frequent argmax channels / C)."""
+    topk: int = 4
+    """event extraction: how many most frequent channel indices (paper: 4); ignored for head 'gap'."""
+    dense_units: tuple[int, int] = (256, 128)
+    """units of the two hidden dense layers."""
+    dropout: float = 0.3
+    """dropout probability after each hidden dense layer, in [0, 1)."""
+    schema_version: int = CONFIG_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        for name in ("base_channels", "kernel", "pool", "dense_units"):
+            v = getattr(self, name)
+            _check(isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) and i >= 1 for i in v),
+                   f"{name} must be two positive integers, got {v!r}")
+            object.__setattr__(self, name, tuple(int(i) for i in v))
+        for name in ("in_channels", "n_mels", "n_frames", "n_classes"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be a positive integer, got {v!r}")
+        _check(self.n_classes >= 2, f"n_classes must be >= 2, got {self.n_classes}")
+        _check(isinstance(self.width, (int, float)) and 0 < self.width <= 8, f"width must be in (0, 8], got {self.width!r}")
+        object.__setattr__(self, "width", float(self.width))
+        _check(self.unpool in ("mask", "nearest"), f"unpool must be 'mask' or 'nearest', got {self.unpool!r}")
+        _check(self.norm in ("mixup", "bn", "in"), f"norm must be 'mixup', 'bn' or 'in', got {self.norm!r}")
+        _check(0.0 <= float(self.mixup_lambda) <= 1.0, f"mixup_lambda must be in [0, 1], got {self.mixup_lambda!r}")
+        object.__setattr__(self, "mixup_lambda", float(self.mixup_lambda))
+        _check(self.head in ("gap", "events"), f"head must be 'gap' or 'events', got {self.head!r}")
+        _check(isinstance(self.topk, int) and self.topk >= 1, f"topk must be a positive integer, got {self.topk!r}")
+        if self.head == "events":
+            _check(self.topk <= self.channels[0],
+                   f"topk={self.topk} exceeds the {self.channels[0]} channels the event block ranks: lower topk or raise width")
+        _check(0.0 <= float(self.dropout) < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
+        object.__setattr__(self, "dropout", float(self.dropout))
+        _check(self.schema_version == CONFIG_SCHEMA_VERSION,
+               f"model config schema {self.schema_version} is not supported (expected {CONFIG_SCHEMA_VERSION})")
+        h, w = self.feature_sizes[-1]
+        _check(h >= 1 and w >= 1,
+               f"input {self.n_mels}x{self.n_frames} is too small for two {self.pool[0]}x{self.pool[1]} poolings")
+
+    # ---- derived ----------------------------------------------------------------------------------------------
+    @property
+    def channels(self) -> tuple[int, int]:
+        """(c1, c2): channels of Conv_block1 and Conv_block2 after the width multiplier (each >= 1)."""
+        return tuple(max(1, int(round(c * self.width))) for c in self.base_channels)  # type: ignore[return-value]
+
+    @property
+    def feature_sizes(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        """(H, W) of the input, after pool 1, after pool 2 (floor division, as ``MaxPool2d`` does)."""
+        ph, pw = self.pool
+        s0 = (self.n_mels, self.n_frames)
+        s1 = (s0[0] // ph, s0[1] // pw)
+        s2 = (s1[0] // ph, s1[1] // pw)
+        return s0, s1, s2
+
+    @property
+    def head_features(self) -> int:
+        """Width of the head's output vector (c1, plus topk for the event head)."""
+        return self.channels[0] + (self.topk if self.head == "events" else 0)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """NCHW input shape for batch 1."""
+        return (1, self.in_channels, self.n_mels, self.n_frames)
+
+    # ---- serialisation ------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("base_channels", "kernel", "pool", "dense_units"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MiniSegNetConfig":
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"model config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config field(s) {unknown}: written by a newer edge-asc?")
+        kw = dict(d)
+        for k in ("base_channels", "kernel", "pool", "dense_units"):
+            if k in kw and isinstance(kw[k], list):
+                kw[k] = tuple(kw[k])
+        return cls(**kw)
+
+    def replace(self, **changes: Any) -> "MiniSegNetConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelPreset:
+    """A named model configuration plus the front-end preset (``edge_asc.spec.PRESETS`` key) it expects."""
+
+    name: str
+    config: MiniSegNetConfig
+    frontend: str
+    """key of ``edge_asc.spec.PRESETS`` that produces this model's input."""
+    description: str = ""
+
+
+#: Named presets. ``paper``: the paper's model on the ``paper`` front end (3 x 256 mels x 400 frames, 2x3 pooling).
+#: ``paper-half``: the paper's model at width 0.5. ``edge``: on the ``edge`` front end (1 x 64 mels x 61 frames =
+#: 1 s), width 0.25, 2x3 pooling, dense 64/32: within the DCASE budget (<= 128,000 params, <= 30 M MACs per 1-s input).
+#: ``edge-gap``: ``edge`` with GAP head and BN (a simpler, export-easiest baseline).
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    "paper": ModelPreset(
+        name="paper", frontend="paper",
+        config=MiniSegNetConfig(in_channels=3, n_mels=256, n_frames=400, n_classes=10, width=1.0,
+                                pool=(2, 3), unpool="mask", norm="mixup", mixup_lambda=0.1, head="events", topk=4,
+                                dense_units=(256, 128), dropout=0.3),
+        description="Mini-SegNet as in the paper: 3x256x400 input, 64/128 maps, MixupNorm 0.1, event block k=4",
+    ),
+    "paper-half": ModelPreset(
+        name="paper-half", frontend="paper",
+        config=MiniSegNetConfig(in_channels=3, n_mels=256, n_frames=400, n_classes=10, width=0.5,
+                                pool=(2, 3), dense_units=(128, 64)),
+        description="the paper's model at width 0.5",
+    ),
+    "edge": ModelPreset(
+        name="edge", frontend="edge",
+        config=MiniSegNetConfig(in_channels=1, n_mels=64, n_frames=61, n_classes=10, width=0.25,
+                                pool=(2, 3), unpool="mask", norm="mixup", mixup_lambda=0.1, head="events", topk=4,
+                                dense_units=(64, 32), dropout=0.2),
+        description="1-s window on the 'edge' front end (16 kHz, 64 mels); fits the DCASE 128 K params / 30 M MACs budget",
+    ),
+    "edge-gap": ModelPreset(
+        name="edge-gap", frontend="edge",
+        config=MiniSegNetConfig(in_channels=1, n_mels=64, n_frames=61, n_classes=10, width=0.25,
+                                pool=(2, 3), unpool="mask", norm="bn", head="gap",
+                                dense_units=(64, 32), dropout=0.2),
+        description="'edge' with BatchNorm and a GAP head",
+    ),
+}
+
+
+def model_preset(name: str) -> MiniSegNetConfig:
+    """The :class:`MiniSegNetConfig` of the named preset; :class:`ConfigError` listing valid names otherwise."""
+    return get_preset(name).config
+
+
+def get_preset(name: str) -> ModelPreset:
+    """The named :class:`ModelPreset` (config + front-end preset name)."""
+    try:
+        return MODEL_PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model preset {name!r}: choose one of {sorted(MODEL_PRESETS)}") from None

@@ -1,0 +1,160 @@
+"""Export-friendly building blocks of Mini-SegNet (torch): MixupNorm, index-free SegNet unpooling, event extraction.
+
+Every block uses only ops that the ONNX dynamo exporter, onnx2tf and int8 TFLite / TFLite Micro handle as builtins
+(PAD, CONV_2D, MAX_POOL_2D, RESIZE_NEAREST_NEIGHBOR or reshape/broadcast, EQUAL, MUL, MEAN, RSQRT, SUM, LESS/GREATER,
+FULLY_CONNECTED): no ``MaxUnpool2d`` indices, no ``argmax``, no ``topk``, no ``one_hot``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SamePadConv2d(nn.Module):
+    """2-D convolution with explicit 'same' zero padding (extra row/column at the bottom/right for even kernels).
+
+    Input/output float32[N, C, H, W] with the same H, W. The explicit ``ZeroPad2d`` exports as PAD + CONV_2D.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int]) -> None:
+        super().__init__()
+        kh, kw = kernel
+        # F.pad order: (left, right, top, bottom); the larger half goes after, like TF 'SAME'.
+        self.pad = nn.ZeroPad2d(((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2))
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size=kernel, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.pad(x))
+
+
+class InstanceNorm(nn.Module):
+    """Instance normalisation over (H, W) per sample and channel, with per-channel affine scale/shift.
+
+    Equals ``nn.InstanceNorm2d(C, affine=True, eps=eps)`` (biased variance), written with mean/sub/mul/rsqrt so it
+    lowers to plain arithmetic ops.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = x.mean(dim=(2, 3), keepdim=True)
+        d = x - mu
+        var = (d * d).mean(dim=(2, 3), keepdim=True)
+        y = d * torch.rsqrt(var + self.eps)
+        return y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class MixupNorm(nn.Module):
+    """MixupNorm: ``lam * x + (1 - lam) * InstanceNorm(x)`` with a fixed ``lam`` in [0, 1].
+
+    ``lam = 0`` is instance normalisation (with its affine), ``lam = 1`` is the identity. Shape preserving,
+    float32[N, C, H, W].
+    """
+
+    def __init__(self, channels: int, lam: float, eps: float = 1e-5) -> None:
+        super().__init__()
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"MixupNorm lambda must be in [0, 1], got {lam}")
+        self.lam = float(lam)
+        self.inorm = InstanceNorm(channels, eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.lam == 1.0:
+            return x
+        if self.lam == 0.0:
+            return self.inorm(x)
+        return self.lam * x + (1.0 - self.lam) * self.inorm(x)
+
+
+def make_norm(kind: str, channels: int, lam: float = 0.1) -> nn.Module:
+    """'bn' -> BatchNorm2d, 'in' -> InstanceNorm (affine), 'mixup' -> MixupNorm(lam)."""
+    if kind == "bn":
+        return nn.BatchNorm2d(channels)
+    if kind == "in":
+        return InstanceNorm(channels)
+    if kind == "mixup":
+        return MixupNorm(channels, lam)
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+def upsample_to(x: torch.Tensor, factor: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour upsample float[N, C, h, w] by integer ``factor`` then zero-pad bottom/right to ``size``.
+
+    ``size`` is the pre-pooling (H, W), with ``h * fh <= H < (h + 1) * fh`` (floor pooling dropped the remainder).
+    """
+    fh, fw = factor
+    n, c, h, w = x.shape
+    # reshape/expand (= broadcast) rather than interpolate: identical numbers, trivially exportable.
+    y = x.reshape(n, c, h, 1, w, 1).expand(n, c, h, fh, w, fw).reshape(n, c, h * fh, w * fw)
+    ph, pw = size[0] - h * fh, size[1] - w * fw
+    if ph or pw:
+        y = F.pad(y, (0, pw, 0, ph))
+    return y
+
+
+def mask_unpool(values: torch.Tensor, pre_pool: torch.Tensor, pooled: torch.Tensor,
+                factor: tuple[int, int]) -> torch.Tensor:
+    """SegNet max-unpooling without indices.
+
+    Args:
+        values: float[N, C, h, w], what to place (the decoder's tensor, same shape as ``pooled``).
+        pre_pool: float[N, C, H, W], the encoder activation that was max-pooled.
+        pooled: float[N, C, h, w], ``max_pool2d(pre_pool, factor, factor)`` (floor mode).
+        factor: pooling kernel == stride (kh, kw).
+
+    Returns:
+        float[N, C, H, W]: each value of ``values`` is written at the positions of its pooling window where
+        ``pre_pool`` equals the window maximum, zeros elsewhere. Equals ``MaxUnpool2d`` with the pooling indices
+        except where a window has tied maxima (MaxUnpool2d keeps one position, this keeps all of them).
+    """
+    size = (pre_pool.shape[2], pre_pool.shape[3])
+    up_max = upsample_to(pooled, factor, size)
+    mask = (pre_pool == up_max).to(values.dtype)
+    return upsample_to(values, factor, size) * mask
+
+
+class EventExtraction(nn.Module):
+    """Event extraction block: the ``k`` most frequent per-cell argmax channels, as fractions of C.
+
+    For x float[N, C, H, W]: S[n, h, w] = argmax_c x[n, c, h, w] (ties -> lowest channel index); count[n, c] =
+    number of cells whose S is c; channels are ranked by (count desc, index asc); the output is
+    float32[N, k] = (index of rank 0, ..., index of rank k-1) / C.
+
+    Formulated with exactly reproducible ops: one-hot of the first maximum via ``x == max_c x`` and a cumulative sum
+    over channels (a fixed lower-triangular 1x1 convolution), counts by summing over H, W, ranks by pairwise
+    comparisons, indices gathered by a mask and a sum. No argmax, topk or one_hot. Not differentiable (constant
+    w.r.t. x), as in the paper.
+    """
+
+    def __init__(self, channels: int, k: int) -> None:
+        super().__init__()
+        if not 1 <= k <= channels:
+            raise ValueError(f"need 1 <= k <= channels, got k={k}, channels={channels}")
+        self.channels, self.k = channels, k
+        # cum[c] = sum_{j <= c} eq[j] as a 1x1 conv with weight[c, j] = 1 if j <= c
+        self.register_buffer("tri", torch.tril(torch.ones(channels, channels)).view(channels, channels, 1, 1),
+                             persistent=False)
+        idx = torch.arange(channels, dtype=torch.float32)
+        # before[c, j] = 1 if j < c (channel j wins a count tie against c)
+        self.register_buffer("before", (idx.view(1, -1) < idx.view(-1, 1)).float(), persistent=False)
+        self.register_buffer("ranks", torch.arange(k, dtype=torch.float32).view(1, 1, k), persistent=False)
+        self.register_buffer("index_frac", (idx / channels).view(1, channels, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach()  # comparisons below carry no gradient anyway
+        eq = (x == x.amax(dim=1, keepdim=True)).to(x.dtype)             # [N, C, H, W], 1 where max (ties: all)
+        cum = F.conv2d(eq, self.tri)                                    # inclusive count of maxima up to c
+        first = eq * (cum < 1.5).to(x.dtype)                            # exactly one 1 per cell: lowest index
+        counts = first.sum(dim=(2, 3))                                  # [N, C]
+        ci = counts.unsqueeze(2)                                        # [N, C, 1]: channel c
+        cj = counts.unsqueeze(1)                                        # [N, 1, C]: channel j
+        beats = (cj > ci).to(x.dtype) + (cj == ci).to(x.dtype) * self.before.unsqueeze(0)
+        rank = beats.sum(dim=2, keepdim=True)                           # [N, C, 1], a permutation of 0..C-1
+        sel = (rank == self.ranks).to(x.dtype)                          # [N, C, k]
+        return (sel * self.index_frac).sum(dim=1)                       # [N, k]

@@ -1,0 +1,77 @@
+"""The Mini-SegNet module (torch). Build it with :func:`edge_asc.model.build_model`; see
+:mod:`edge_asc.model.config` for the layer table."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MiniSegNetConfig
+from .layers import EventExtraction, SamePadConv2d, make_norm, mask_unpool, upsample_to
+
+
+class _ConvNormReLU(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int], norm: nn.Module) -> None:
+        super().__init__()
+        self.conv = SamePadConv2d(c_in, c_out, kernel)
+        self.norm = norm
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class MiniSegNet(nn.Module):
+    """Mini-SegNet: input float32[N, in_channels, n_mels, T] normalised features -> logits float32[N, n_classes].
+
+    T may differ from ``config.n_frames`` (the network is fully convolutional up to the global pooling), but the
+    exported model uses ``n_frames``.
+    """
+
+    def __init__(self, config: MiniSegNetConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        c1, c2 = cfg.channels
+        k = cfg.kernel
+        self.enc1 = _ConvNormReLU(cfg.in_channels, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda))
+        self.enc2a = _ConvNormReLU(c1, c2, k, nn.BatchNorm2d(c2))
+        self.enc2b = _ConvNormReLU(c2, c2, k, nn.BatchNorm2d(c2))
+        self.dec1a = _ConvNormReLU(c2, c2, k, nn.BatchNorm2d(c2))
+        self.dec1b = _ConvNormReLU(c2, c1, k, nn.BatchNorm2d(c1))
+        self.dec2 = _ConvNormReLU(c1, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda))
+        self.events = EventExtraction(c1, cfg.topk) if cfg.head == "events" else None
+        u1, u2 = cfg.dense_units
+        self.fc1 = nn.Linear(cfg.head_features, u1)
+        self.fc2 = nn.Linear(u1, u2)
+        self.out = nn.Linear(u2, cfg.n_classes)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, kernel_size=self.config.pool, stride=self.config.pool)
+
+    def _unpool(self, values: torch.Tensor, pre: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        if self.config.unpool == "mask":
+            return mask_unpool(values, pre, pooled, self.config.pool)
+        return upsample_to(values, self.config.pool, (pre.shape[2], pre.shape[3]))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Head features float32[N, head_features] (GAP, plus event indices / C for the event head)."""
+        pre1 = self.enc1(x)
+        p1 = self._pool(pre1)
+        pre2 = self.enc2b(self.enc2a(p1))
+        p2 = self._pool(pre2)
+        d = self._unpool(p2, pre2, p2)
+        d = self.dec1b(self.dec1a(d))
+        d = self._unpool(d, pre1, p1)
+        d = self.dec2(d)
+        g = d.mean(dim=(2, 3))
+        if self.events is not None:
+            g = torch.cat([g, self.events(d)], dim=1)
+        return g
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.embed(x)
+        h = self.drop(F.relu(self.fc1(g)))
+        h = self.drop(F.relu(self.fc2(h)))
+        return self.out(h)
