@@ -199,7 +199,10 @@ def _aligned_buffer_class(schema) -> type:
                 builder.StartVector(1, len(raw), 16)
                 builder.head = builder.head - len(raw)
                 builder.Bytes[builder.head : builder.head + len(raw)] = raw
-                data = builder.EndVector(len(raw)) if _end_vector_takes_len(builder) else builder.EndVector()
+                try:
+                    data = builder.EndVector()
+                except TypeError:  # flatbuffers < 2.0 needs the element count
+                    data = builder.EndVector(len(raw))
             schema.BufferStart(builder)
             if data is not None:
                 schema.BufferAddData(builder, data)
@@ -211,12 +214,6 @@ def _aligned_buffer_class(schema) -> type:
 
     _ALIGNED[id(schema)] = AlignedBufferT
     return AlignedBufferT
-
-
-def _end_vector_takes_len(builder) -> bool:
-    import inspect
-
-    return len(inspect.signature(builder.EndVector).parameters) >= 1
 
 
 def file_sha256(path: str | os.PathLike) -> str:
