@@ -14,6 +14,23 @@ classifier     dense u1, ReLU, dropout; dense u2, ReLU, dropout; dense n_classes
 =============  ==========================================================================================
 
 ``c1, c2 = round(64 * width), round(128 * width)``. Six convolutions in all.
+
+Parameter count of the ``paper`` preset: **374,218** (``count_params``) against the paper's **478,218**. The paper's
+text leaves these choices open, and we resolved them as follows (the exact 104,000 gap could not be attributed to any
+single natural reading; a brute-force search over the plausible readings with round dense widths finds no exact match):
+
+- *Decoder widths.* "DeConv blocks with 128 then 64 maps": SegNet unpooling needs the decoder tensor to have the
+  channels of the encoder activation whose max positions it reuses, so DeConv_block1 ends at c1 = 64 (to be unpooled
+  with the 64-channel mask of pool 1) and DeConv_block2 has 64 maps. A decoder with 128-map convolutions before the
+  second unpooling (128 -> 128, 128 -> 128, then 128 -> 64) would have 395,008 conv parameters instead of 321,216.
+- *Dense widths.* The paper gives no units for the two dense layers; we use 256 and 128 (51,850 parameters with the
+  event head's 68 inputs). Widths 252 and 524 with Keras-style 4-per-channel BN counting would hit 478,218 exactly,
+  which suggests the paper's count includes non-trainable BN statistics; we count trainable parameters only.
+- *Normalisation parameters.* MixupNorm's instance normalisation is affine (scale + shift per channel, 2 x 64 x 2);
+  BN counts its trainable scale + shift only (running mean / variance are buffers).
+- *Biases.* Every convolution and dense layer has a bias (Keras default), although a bias before BN is redundant.
+- *Pooling.* 2x3 max-pooling twice: 256x400 -> 128x133 -> 64x44. The unpooling zero-pads the dropped remainder
+  (133 = 3 x 44 + 1) back, exactly as ``MaxUnpool2d(output_size=...)`` does.
 """
 
 from __future__ import annotations

@@ -1,0 +1,216 @@
+"""Mini-SegNet: shapes, parameter/MAC counters, index-free unpooling, MixupNorm, event extraction, ONNX export."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_asc.errors import ConfigError  # noqa: E402
+from edge_asc.model import (  # noqa: E402
+    MODEL_PRESETS,
+    MiniSegNetConfig,
+    build_model,
+    count_macs,
+    count_params,
+    get_preset,
+    model_preset,
+)
+from edge_asc.model.layers import EventExtraction, InstanceNorm, MixupNorm, mask_unpool  # noqa: E402
+from edge_asc.spec import PRESETS  # noqa: E402
+
+
+def _toy(**kw) -> MiniSegNetConfig:
+    base = dict(in_channels=1, n_mels=4, n_frames=9, n_classes=2, base_channels=(4, 8), kernel=(2, 3), pool=(2, 3),
+                head="events", topk=2, dense_units=(5, 3), dropout=0.0)
+    base.update(kw)
+    return MiniSegNetConfig(**base)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_PRESETS))
+def test_preset_shapes_and_param_count(name):
+    preset = get_preset(name)
+    cfg = preset.config
+    fe = PRESETS[preset.frontend]
+    assert (cfg.in_channels, cfg.n_mels) == (fe.channels, fe.n_mels)
+    model = build_model(cfg).eval()
+    x = torch.randn(1, cfg.in_channels, cfg.n_mels, cfg.n_frames)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (1, cfg.n_classes) and torch.isfinite(y).all()
+    assert count_params(cfg) == sum(p.numel() for p in model.parameters())
+
+
+def test_edge_preset_within_dcase_budget():
+    cfg = model_preset("edge")
+    assert get_preset("edge").frontend == "edge"
+    assert cfg.n_frames == PRESETS["edge"].frames_for_seconds(1.0) == 61
+    assert count_params(cfg) <= 128_000
+    assert count_macs(cfg) <= 30_000_000
+
+
+@pytest.mark.parametrize("kw", [dict(norm="bn"), dict(norm="in"), dict(head="gap"), dict(unpool="nearest"),
+                                dict(width=1.5), dict(pool=(2, 2), n_frames=9), dict(kernel=(3, 3))])
+def test_param_count_variants(kw):
+    cfg = _toy(**kw)
+    model = build_model(cfg)
+    assert count_params(cfg) == sum(p.numel() for p in model.parameters())
+    y = model.eval()(torch.randn(3, 1, cfg.n_mels, cfg.n_frames))
+    assert y.shape == (3, 2)
+
+
+def test_macs_hand_count_and_hooks():
+    cfg = _toy()
+    # H x W: 4x9 = 36 cells at full resolution, 2x3 = 6 after one 2x3 pool. Kernel 2x3 = 6 taps.
+    hand = (1 * 4 * 6 * 36       # enc1  1 -> 4 @ 4x9
+            + 4 * 8 * 6 * 6      # enc2a 4 -> 8 @ 2x3
+            + 8 * 8 * 6 * 6      # enc2b
+            + 8 * 8 * 6 * 6      # dec1a
+            + 8 * 4 * 6 * 6      # dec1b 8 -> 4
+            + 4 * 4 * 6 * 36     # dec2  4 -> 4 @ 4x9
+            + (4 + 2) * 5 + 5 * 3 + 3 * 2)  # dense: GAP 4 + 2 event indices
+    assert hand == 11283
+    assert count_macs(cfg) == hand
+    # the same count from forward hooks on every conv / linear of the real module, for a preset
+    cfg = model_preset("edge")
+    model = build_model(cfg).eval()
+    total = []
+
+    def hook(mod, inp, out):
+        if isinstance(mod, torch.nn.Conv2d):
+            if mod.weight.requires_grad:  # skip nothing: the event block uses F.conv2d, not a module
+                total.append(out.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1])
+        elif isinstance(mod, torch.nn.Linear):
+            total.append(mod.in_features * mod.out_features)
+
+    for m in model.modules():
+        m.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.randn(1, *cfg.input_shape[1:]))
+    assert sum(total) == count_macs(cfg)
+
+
+@pytest.mark.parametrize("size,pool", [((8, 12), (2, 3)), ((9, 14), (2, 3)), ((7, 5), (2, 2))])
+def test_mask_unpool_equals_maxunpool(size, pool):
+    g = torch.Generator().manual_seed(0)
+    pre = torch.randn(2, 3, *size, generator=g)  # continuous values: no ties
+    pooled, idx = torch.nn.functional.max_pool2d(pre, pool, pool, return_indices=True)
+    values = torch.randn(pooled.shape, generator=g)
+    ref = torch.nn.functional.max_unpool2d(values, idx, pool, pool, output_size=size)
+    ours = mask_unpool(values, pre, pooled, pool)
+    assert ours.shape == ref.shape
+    assert torch.equal(ours, ref)
+
+
+def test_mask_unpool_ties_keep_every_maximum():
+    pre = torch.zeros(1, 1, 2, 2)
+    pooled = torch.nn.functional.max_pool2d(pre, 2, 2)
+    out = mask_unpool(torch.full((1, 1, 1, 1), 5.0), pre, pooled, (2, 2))
+    assert torch.equal(out, torch.full((1, 1, 2, 2), 5.0))  # MaxUnpool2d would keep only one position
+
+
+def test_mixupnorm_limits():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 5, 7, generator=g) * 3 + 1
+    ref_in = torch.nn.InstanceNorm2d(4, affine=True)
+    with torch.no_grad():
+        ref_in.weight.copy_(torch.randn(4, generator=g))
+        ref_in.bias.copy_(torch.randn(4, generator=g))
+    m0 = MixupNorm(4, 0.0)
+    m0.inorm.load_state_dict({"weight": ref_in.weight.detach(), "bias": ref_in.bias.detach()})
+    torch.testing.assert_close(m0(x), ref_in(x), rtol=1e-5, atol=1e-5)
+    assert torch.equal(MixupNorm(4, 1.0)(x), x)
+    m = MixupNorm(4, 0.1)
+    m.inorm.load_state_dict(m0.inorm.state_dict())
+    torch.testing.assert_close(m(x), 0.1 * x + 0.9 * ref_in(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(InstanceNorm(4)(x), torch.nn.InstanceNorm2d(4)(x), rtol=1e-5, atol=1e-5)
+
+
+def _events_reference(x: torch.Tensor, k: int) -> torch.Tensor:
+    """argmax (first max) -> bincount -> stable sort by (count desc, index asc) -> first k / C."""
+    n, c = x.shape[:2]
+    out = []
+    for i in range(n):
+        s = torch.argmax(x[i], dim=0).flatten()  # torch.argmax returns the first maximal index
+        counts = torch.bincount(s, minlength=c).tolist()
+        order = sorted(range(c), key=lambda j: (-counts[j], j))
+        out.append([j / c for j in order[:k]])
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def test_event_extraction_hand_built():
+    # C = 4 channels on a 2x3 grid. Argmax per cell (rows): [2, 2, 1] / [1, 3, 0-tie]; the last cell ties 0 and 3.
+    x = torch.zeros(1, 4, 2, 3)
+    x[0, 2, 0, 0] = 1.0
+    x[0, 2, 0, 1] = 1.0
+    x[0, 1, 0, 2] = 1.0
+    x[0, 1, 1, 0] = 1.0
+    x[0, 3, 1, 1] = 1.0
+    x[0, 0, 1, 2] = 2.0
+    x[0, 3, 1, 2] = 2.0  # tie with channel 0 -> channel 0 (lowest index)
+    # counts: ch0 = 1, ch1 = 2, ch2 = 2, ch3 = 1 -> ranking (count desc, index asc): 1, 2, 0, 3
+    y = EventExtraction(4, 4)(x)
+    assert torch.equal(y, torch.tensor([[1 / 4, 2 / 4, 0 / 4, 3 / 4]]))
+    # all-zero map (all ties): every cell -> channel 0; the others tie at 0 and keep index order
+    assert torch.equal(EventExtraction(4, 2)(torch.zeros(2, 4, 3, 3)), torch.tensor([[0.0, 0.25], [0.0, 0.25]]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_event_extraction_matches_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    # small integer values: many ties in both the per-cell maxima and the counts
+    x = torch.randint(0, 3, (4, 6, 5, 7), generator=g).float()
+    torch.testing.assert_close(EventExtraction(6, 4)(x), _events_reference(x, 4), rtol=0, atol=0)
+    x = torch.randn(3, 16, 8, 9, generator=g)
+    torch.testing.assert_close(EventExtraction(16, 4)(x), _events_reference(x, 4), rtol=0, atol=0)
+
+
+def test_config_roundtrip_and_validation():
+    for p in MODEL_PRESETS.values():
+        assert MiniSegNetConfig.from_dict(p.config.to_dict()) == p.config
+    with pytest.raises(ConfigError, match="norm"):
+        _toy(norm="layer")
+    with pytest.raises(ConfigError, match="topk"):
+        _toy(topk=9)
+    with pytest.raises(ConfigError, match="too small"):
+        _toy(n_mels=3)
+    with pytest.raises(ConfigError, match="mixup_lambda"):
+        _toy(mixup_lambda=1.5)
+    with pytest.raises(ConfigError, match="unknown model preset"):
+        model_preset("huge")
+    with pytest.raises(ConfigError, match="unknown model config"):
+        MiniSegNetConfig.from_dict({"colour": 1})
+
+
+def test_counters_do_not_import_torch():
+    code = ("import sys, edge_asc.model as m; m.count_params(m.model_preset('paper')); "
+            "m.count_macs(m.model_preset('edge')); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+FORBIDDEN_OPS = {"MaxUnpool", "ArgMax", "ArgMin", "TopK", "OneHot", "CumSum", "MaxRoiPool"}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_PRESETS))
+def test_dynamo_onnx_export(name, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    cfg = model_preset(name)
+    model = build_model(cfg).eval()
+    x = torch.randn(*cfg.input_shape)
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=18, verbose=False)
+    proto = onnx.load(str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    assert not ops & FORBIDDEN_OPS, ops & FORBIDDEN_OPS
+    if name == "edge":  # numerically: the ONNX reference evaluator agrees with torch (light: edge only)
+        from onnx.reference import ReferenceEvaluator
+
+        ref = ReferenceEvaluator(proto)
+        (y,) = ref.run(None, {proto.graph.input[0].name: x.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(y, model(x).numpy(), rtol=1e-4, atol=1e-4)
