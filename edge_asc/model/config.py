@@ -24,8 +24,9 @@ single natural reading; a brute-force search over the plausible readings with ro
   with the 64-channel mask of pool 1) and DeConv_block2 has 64 maps. A decoder with 128-map convolutions before the
   second unpooling (128 -> 128, 128 -> 128, then 128 -> 64) would have 395,008 conv parameters instead of 321,216.
 - *Dense widths.* The paper gives no units for the two dense layers; we use 256 and 128 (51,850 parameters with the
-  event head's 68 inputs). Widths 252 and 524 with Keras-style 4-per-channel BN counting would hit 478,218 exactly,
-  which suggests the paper's count includes non-trainable BN statistics; we count trainable parameters only.
+  event head's 68 inputs). Non-round widths 252 and 524, with Keras-style 4-per-channel BN counting and a non-affine
+  instance norm, hit 478,218 exactly; the paper's count may include non-trainable BN statistics (we count trainable
+  parameters only) and wider dense layers than ours.
 - *Normalisation parameters.* MixupNorm's instance normalisation is affine (scale + shift per channel, 2 x 64 x 2);
   BN counts its trainable scale + shift only (running mean / variance are buffers).
 - *Biases.* Every convolution and dense layer has a bias (Keras default), although a bias before BN is redundant.
