@@ -142,10 +142,13 @@ class StreamPipeline:
         """Stream time reached by the front end, in seconds (including gaps and dropped audio)."""
         return self._offset_s + self.frontend.samples_pushed / self.spec.sample_rate
 
-    def restart(self, gap_seconds: float = 0.0) -> None:
-        """Start a new segment after a discontinuity (device lost and re-opened): clear ring, resampler, front end
-        and assembler; stream time continues from where it was plus ``gap_seconds``. The tracker keeps its state."""
+    def restart(self, gap_seconds: float = 0.0, *, input_rate: int | None = None) -> None:
+        """Start a new segment after a discontinuity (device lost and re-opened, maybe at another ``input_rate``):
+        clear ring, resampler, front end and assembler; stream time continues from where it was plus
+        ``gap_seconds``. The tracker keeps its state (the scene rarely changes while a cable is replugged)."""
         self._offset_s = self.stream_seconds + max(0.0, gap_seconds)
+        if input_rate:
+            self.input_rate = int(input_rate)
         self.ring.clear()
         self._seen_overrun = self.ring.overrun_samples
         self.resampler = StreamResampler(self.input_rate, self.spec.sample_rate)

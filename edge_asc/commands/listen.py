@@ -1,0 +1,101 @@
+"""``edge-asc listen --model M [--device NAME|INDEX] ...``: classify live microphone audio (or a paced file).
+
+Stops cleanly on SIGINT/SIGTERM (sinks flushed and closed, exit 0), after ``--duration`` seconds, or at the end of
+``--input``. Survives overflow bursts and a device that disappears and comes back.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .classify import add_model_arguments, check_model_arguments
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    p.add_argument("--device", default=None, metavar="NAME|INDEX",
+                   help="input device: index or part of its name (default: the system's default input)")
+    add_model_arguments(p)
+    p.add_argument("--jsonl", metavar="FILE", help="append scene changes and runtime events as JSON lines")
+    p.add_argument("--db", metavar="FILE", help="SQLite database (WAL): one detections row per window")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of audio")
+    p.add_argument("--input", metavar="FILE", help="read this audio file instead of a microphone")
+    p.add_argument("--realtime", action="store_true", help="with --input: pace the file in real time like a mic")
+    p.add_argument("--margin", type=float, default=0.1, metavar="P",
+                   help="hysteresis: posterior lead a new scene needs over the current one (default 0.1)")
+    p.add_argument("--plain", action="store_true", help="plain line output even on a terminal")
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+    import threading
+
+    from ..errors import UsageError
+
+    if args.list_devices:
+        from ..runtime.sources import describe_input_devices, import_sounddevice
+
+        sd = import_sounddevice()
+        devs = describe_input_devices(sd)
+        if not devs:
+            print("no audio input devices found: plug in a USB microphone")
+            return 0
+        for d in devs:
+            print(f"[{d['index']}] {d['name']} ({d['channels']} ch, {d['default_samplerate']:g} Hz)")
+        return 0
+    check_model_arguments(args)
+    if args.duration is not None and not args.duration > 0:
+        raise UsageError(f"--duration must be > 0 seconds, got {args.duration}")
+    if args.realtime and not args.input:
+        raise UsageError("--realtime needs --input FILE")
+    if args.input and args.device is not None:
+        raise UsageError("give either --device or --input, not both")
+    if not 0 <= args.margin < 1:
+        raise UsageError(f"--margin must be in [0, 1), got {args.margin}")
+
+    from ..runtime import Classifier, StreamPipeline
+    from ..runtime.engine import run_listen
+    from ..runtime.sinks import JsonlSink, SqliteSink, TerminalView
+    from ..runtime.sources import FileSource, MicSource
+
+    clf = Classifier(args.model, threads=args.threads, edgetpu=args.edgetpu)
+    if args.input:
+        source = FileSource(args.input, realtime=args.realtime)
+    else:
+        source = MicSource(args.device)
+    pipeline = StreamPipeline(clf, input_rate=source.sample_rate, hop_seconds=args.hop, smooth=args.smooth,
+                              margin=args.margin)
+    sinks = []
+    try:
+        if args.jsonl:
+            sinks.append(JsonlSink(args.jsonl, model_sha256=clf.model_sha256))
+        if args.db:
+            sinks.append(SqliteSink(args.db, model_sha256=clf.model_sha256))
+    except BaseException:
+        for s in sinks:
+            s.close()
+        raise
+    status = lambda: {"overflows": source.overflows + pipeline.ring.overrun_events}  # noqa: E731
+    sinks.insert(0, TerminalView(clf.labels, source=f"{source.kind} {source.name}", status=status,
+                                 rich=False if args.plain else None))
+
+    stop = threading.Event()
+    previous = {}
+
+    def _handler(signum, frame):
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _handler)
+    try:
+        summary = run_listen(pipeline, source, sinks, stop=stop, duration_s=args.duration)
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+    print(f"edge-asc: stopped ({summary.stopped_by}) after {summary.stream_seconds:.1f} s of audio: "
+          f"{summary.windows} windows, {summary.scene_changes} scene changes, last scene "
+          f"'{summary.final_label}', {summary.input_overflows} input overflows, {summary.ring_overruns} ring overruns, "
+          f"{summary.device_losses} device losses; CPU {summary.cpu_seconds:.2f} s", file=sys.stderr)
+    return 0
