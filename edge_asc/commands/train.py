@@ -1,0 +1,82 @@
+"""``edge-asc train --data DIR --preset edge --epochs N --out runs/NAME [--resume] [--seed K]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (TAU 2020/2022 Mobile layout)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory (checkpoint, history)")
+    p.add_argument("--preset", default="edge", help="model preset: edge, edge-gap, paper, paper-half (default: edge)")
+    p.add_argument("--epochs", type=int, default=10, help="total epochs (default: 10)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed -> same metrics on CPU (default: 0)")
+    p.add_argument("--batch-size", type=int, default=64, help="clips per batch (default: 64)")
+    p.add_argument("--lr-max", type=float, default=0.1, help="SGDR maximum learning rate (default: 0.1)")
+    p.add_argument("--lr-min", type=float, default=1e-5, help="SGDR minimum learning rate (default: 1e-5)")
+    p.add_argument("--norm", choices=("mixup", "bn", "in"), help="override the preset's first/last normalisation")
+    p.add_argument("--head", choices=("gap", "events"), help="override the preset's head")
+    p.add_argument("--mixup-alpha", type=float, help="mixup alpha (default 0.3; 0 disables mixup)")
+    p.add_argument("--no-specaugment", action="store_true", help="disable SpecAugment masks")
+    p.add_argument("--no-shift", action="store_true", help="disable random time/frequency shifts")
+    p.add_argument("--no-random-crop", action="store_true", help="use the centre window instead of a random one")
+    p.add_argument("--val-every", type=int, default=1, help="validate on the 'evaluate' split every N epochs (0: never)")
+    p.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: <out>/../feature-cache)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the final checkpoint metadata as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UsageError, require
+
+    if args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if args.batch_size < 2:
+        raise UsageError(f"--batch-size must be >= 2, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    if args.mixup_alpha is not None and args.mixup_alpha < 0:
+        raise UsageError(f"--mixup-alpha must be >= 0, got {args.mixup_alpha}")
+    if args.val_every < 0:
+        raise UsageError(f"--val-every must be >= 0, got {args.val_every}")
+    require("torch", "train", "training")
+    import torch
+
+    from ..data import load_dataset
+    from ..model import get_preset
+    from ..train.augment import AugmentConfig
+    from ..train.loop import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = get_preset(args.preset).config
+    overrides = {k: v for k, v in (("norm", args.norm), ("head", args.head)) if v is not None}
+    aug_over = {}
+    if args.mixup_alpha is not None:
+        aug_over["mixup_alpha"] = args.mixup_alpha
+    if args.no_specaugment:
+        aug_over["specaugment"] = False
+    if args.no_shift:
+        aug_over.update(shift_time=0, shift_freq=0)
+    if args.no_random_crop:
+        aug_over["random_crop"] = False
+    aug = AugmentConfig.for_window(cfg.n_mels, cfg.n_frames, **aug_over)
+    config = TrainConfig(preset=args.preset, model_overrides=overrides, epochs=args.epochs,
+                         batch_size=args.batch_size, lr_max=args.lr_max, lr_min=args.lr_min, seed=args.seed,
+                         augment=aug, val_every=args.val_every)
+    dataset = load_dataset(args.data)
+    result = train(dataset, args.out, config, resume=args.resume, cache_dir=args.cache_dir,
+                   progress=None if not args.no_progress else False)
+    if args.json:
+        print(json.dumps(result.meta.to_dict(), indent=2, sort_keys=True))
+    else:
+        m = result.meta.metrics
+        print(f"checkpoint: {result.run_dir} (epoch {result.meta.epoch}, "
+              f"train acc {m.get('train_acc', float('nan')):.3f}"
+              + (f", val macro-acc {m['val_macro_acc']:.3f}" if "val_macro_acc" in m else "") + ")")
+    return 0

@@ -1,0 +1,229 @@
+"""DCASE-style evaluation: macro-average class accuracy, log loss, per-device table with seen/unseen groups,
+confusion matrix. Metrics are plain numpy on clip posteriors; :func:`predict_clips` produces those with torch.
+
+Clip posterior = mean of the softmax posteriors of the clip's windows (:func:`edge_asc.train.features.windows`,
+hop = window by default): the same rule the export verifier and the runtime use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import DatasetError
+from .features import softmax, windows
+
+#: seen / unseen device groups of TAU Urban Acoustic Scenes 2020 Mobile (overridden by edge_asc.data if present).
+DEFAULT_SEEN = ("a", "b", "c", "s1", "s2", "s3")
+DEFAULT_UNSEEN = ("s4", "s5", "s6")
+
+
+def device_groups() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(seen, unseen) device ids, lower-case; from :mod:`edge_asc.data` when it defines them."""
+    try:
+        from ..data import SEEN_DEVICES, UNSEEN_DEVICES
+
+        return tuple(d.lower() for d in SEEN_DEVICES), tuple(d.lower() for d in UNSEEN_DEVICES)
+    except ImportError:
+        return DEFAULT_SEEN, DEFAULT_UNSEEN
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupScore:
+    """Scores of a subset of clips. Accuracies in [0, 1]; ``macro_accuracy`` averages the classes present."""
+
+    n_clips: int
+    accuracy: float
+    macro_accuracy: float
+    log_loss: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalReport:
+    """Everything ``edge-asc evaluate`` reports. ``confusion[i][j]`` counts clips of true class i predicted as j."""
+
+    labels: tuple[str, ...]
+    overall: GroupScore
+    per_class_accuracy: Mapping[str, float]
+    per_device: Mapping[str, GroupScore]
+    groups: Mapping[str, GroupScore]
+    """'seen' / 'unseen' (only groups with clips)."""
+    confusion: tuple[tuple[int, ...], ...]
+    split: str = ""
+    checkpoint: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def macro_accuracy(self) -> float:
+        """The DCASE metric."""
+        return self.overall.macro_accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        def g(s: GroupScore) -> dict[str, Any]:
+            return {"n_clips": s.n_clips, "accuracy": s.accuracy, "macro_accuracy": s.macro_accuracy,
+                    "log_loss": s.log_loss}
+
+        return {
+            "split": self.split, "checkpoint": self.checkpoint, "labels": list(self.labels),
+            "macro_accuracy": self.overall.macro_accuracy, "accuracy": self.overall.accuracy,
+            "log_loss": self.overall.log_loss, "n_clips": self.overall.n_clips,
+            "per_class_accuracy": dict(self.per_class_accuracy),
+            "per_device": {d: g(s) for d, s in self.per_device.items()},
+            "groups": {k: g(s) for k, s in self.groups.items()},
+            "confusion": [list(r) for r in self.confusion], **dict(self.extra),
+        }
+
+    def render_text(self) -> str:
+        """A terminal table."""
+        lines = [f"macro accuracy {self.overall.macro_accuracy:.3f}  accuracy {self.overall.accuracy:.3f}  "
+                 f"log loss {self.overall.log_loss:.3f}  ({self.overall.n_clips} clips, split '{self.split}')",
+                 "", f"{'device':10s} {'clips':>6s} {'acc':>6s} {'macro':>6s} {'logloss':>8s}"]
+        rows = list(self.per_device.items()) + [(f"[{k}]", v) for k, v in self.groups.items()]
+        for name, s in rows:
+            lines.append(f"{name:10s} {s.n_clips:6d} {s.accuracy:6.3f} {s.macro_accuracy:6.3f} {s.log_loss:8.3f}")
+        lines += ["", f"{'class':20s} {'acc':>6s}"]
+        lines += [f"{c:20s} {a:6.3f}" for c, a in self.per_class_accuracy.items()]
+        return "\n".join(lines)
+
+
+def _score(probs: np.ndarray, y: np.ndarray, n_classes: int) -> GroupScore:
+    pred = probs.argmax(axis=1)
+    correct = pred == y
+    present = [c for c in range(n_classes) if np.any(y == c)]
+    macro = float(np.mean([correct[y == c].mean() for c in present])) if present else math.nan
+    p_true = np.clip(probs[np.arange(len(y)), y], 1e-15, 1.0)
+    return GroupScore(n_clips=int(len(y)), accuracy=float(correct.mean()) if len(y) else math.nan,
+                      macro_accuracy=macro, log_loss=float(-np.log(p_true).mean()) if len(y) else math.nan)
+
+
+def compute_report(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], devices: Sequence[str], *,
+                   split: str = "", checkpoint: str = "") -> EvalReport:
+    """Metrics of clip posteriors float[N, K] against integer labels int[N] with each clip's device id.
+
+    Raises:
+        DatasetError: no clips.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if len(y) == 0:
+        raise DatasetError("nothing to evaluate: the split has no clips")
+    k = len(labels)
+    dev = np.asarray([str(d).lower() for d in devices])
+    pred = probs.argmax(axis=1)
+    conf = np.zeros((k, k), dtype=np.int64)
+    np.add.at(conf, (y, pred), 1)
+    per_class = {labels[c]: float((pred[y == c] == c).mean()) for c in range(k) if np.any(y == c)}
+    per_device = {d: _score(probs[dev == d], y[dev == d], k) for d in sorted(set(dev), key=_device_key)}
+    seen, unseen = device_groups()
+    groups = {}
+    for name, members in (("seen", seen), ("unseen", unseen)):
+        m = np.isin(dev, members)
+        if m.any():
+            groups[name] = _score(probs[m], y[m], k)
+    return EvalReport(labels=tuple(labels), overall=_score(probs, y, k), per_class_accuracy=per_class,
+                      per_device=per_device, groups=groups, confusion=tuple(tuple(int(v) for v in r) for r in conf),
+                      split=split, checkpoint=checkpoint)
+
+
+def _device_key(d: str) -> tuple[int, str]:
+    return (len(d), d)  # a, b, c before s1..s6
+
+
+def predict_clips(model, clips: Sequence[np.ndarray], spec, window_frames: int, *, hop_frames: int | None = None,
+                  batch_size: int = 256) -> np.ndarray:
+    """Clip posteriors float32[N, K]: each clip's features float[C, n_mels, T] (un-normalised dB) are normalised
+    with ``spec``, cut into windows, run through ``model`` (eval mode, no grad), and the window softmaxes averaged."""
+    import torch
+
+    from ..frontend import normalize
+
+    owners: list[int] = []
+    wins: list[np.ndarray] = []
+    for i, x in enumerate(clips):
+        w = windows(normalize(np.asarray(x), spec), window_frames, hop_frames)
+        wins.append(w)
+        owners.extend([i] * len(w))
+    allw = np.concatenate(wins) if wins else np.zeros((0,))
+    logits = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(allw), batch_size):
+            logits.append(model(torch.from_numpy(np.ascontiguousarray(allw[s:s + batch_size]))).numpy())
+    model.train(was_training)
+    p = softmax(np.concatenate(logits)) if logits else np.zeros((0, 0), np.float32)
+    own = np.asarray(owners)
+    out = np.zeros((len(clips), p.shape[1]), dtype=np.float64)
+    np.add.at(out, own, p)
+    counts = np.bincount(own, minlength=len(clips))
+    return (out / counts[:, None]).astype(np.float32)
+
+
+def plot_confusion(report: EvalReport, path: str) -> None:
+    """Confusion matrix (row-normalised colours, counts printed) as a PNG, written atomically."""
+    from .._io import atomic_path
+    from ..errors import require
+
+    require("matplotlib", "train", "confusion-matrix plots")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conf = np.asarray(report.confusion, dtype=np.float64)
+    norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
+    k = len(report.labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * k, 1.0 + 0.6 * k))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(conf[i, j])), ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), report.labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(k), report.labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"macro accuracy {report.macro_accuracy:.3f} ({report.overall.n_clips} clips)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def evaluate_checkpoint(checkpoint: str, dataset, *, split: str = "evaluate", hop_frames: int | None = None,
+                        cache_dir: str | None = None, progress: bool = False) -> EvalReport:
+    """Evaluate a run directory (or its checkpoint files) on ``dataset.split(split)``.
+
+    Raises:
+        ModelContractError: missing / corrupt checkpoint.
+        DatasetError: the dataset's label set differs from the checkpoint's, or the split is empty.
+    """
+    from pathlib import Path
+
+    from .cache import build_cache
+    from .checkpoint import load_checkpoint, resolve_run_dir
+    from .loop import resolve_split
+
+    model, meta = load_checkpoint(checkpoint)
+    if set(dataset.labels) != set(meta.labels):
+        missing = sorted(set(meta.labels) - set(dataset.labels))
+        extra = sorted(set(dataset.labels) - set(meta.labels))
+        raise DatasetError(f"the dataset's labels do not match the checkpoint's (dataset lacks {missing}, "
+                           f"has extra {extra}): evaluate on a dataset with the labels the model was trained on")
+    data = resolve_split(dataset, split, meta.labels)
+    if not data.paths:
+        raise DatasetError(f"the dataset's '{split}' split is empty: nothing to evaluate")
+    run = resolve_run_dir(checkpoint)
+    cache = Path(cache_dir) if cache_dir is not None else run.parent / "feature-cache"
+    store = build_cache(data.paths, data.clip_ids, meta.frontend, cache)
+    probs = predict_clips(model, [store[i] for i in range(len(store))], meta.frontend, meta.window_frames,
+                          hop_frames=hop_frames)
+    rep = compute_report(probs, data.y, meta.labels, data.devices, split=split, checkpoint=str(run))
+    import dataclasses
+
+    return dataclasses.replace(rep, extra={"epoch": meta.epoch, "run_id": meta.run_id, "preset": meta.preset,
+                                           "window_frames": meta.window_frames,
+                                           "hop_frames": hop_frames or meta.window_frames})

@@ -1,0 +1,342 @@
+"""The paper's training recipe: SGD (momentum 0.9, batch 64), warm restarts (max lr 0.1, cosine to 1e-5, T0 = 10,
+Tmult = 2: restarts after 10, 30, 70, 150, 310 epochs), soft-label cross-entropy on mixup (alpha 0.3), SpecAugment,
+random time crop and random time/frequency shifts (see :mod:`edge_asc.train.augment`).
+
+Reproducibility: the model is initialised from ``seed``; epoch ``e`` draws every random number (shuffle, crops,
+shifts, masks, mixup) from ``numpy.random.default_rng([seed, e])`` and dropout from ``torch.manual_seed`` derived
+from (seed, e); the learning rate is a pure function of (epoch, batch). A checkpoint after each epoch stores weights,
+BN statistics and SGD momentum, so ``resume`` continues exactly as an uninterrupted run would (same thread count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .._io import append_jsonl
+from ..errors import ConfigError, DatasetError, ModelContractError
+from ..spec import frontend_preset
+from .augment import AugmentConfig, crop, mixup, random_shift, spec_augment
+from .cache import FeatureStore, build_cache
+from .checkpoint import HISTORY_FILE, META_FILE, CheckpointMeta, load_optimizer_state, read_meta, save_checkpoint
+
+
+def sgdr_lr(t: float, *, lr_max: float = 0.1, lr_min: float = 1e-5, t0: float = 10, t_mult: float = 2) -> float:
+    """SGDR learning rate at fractional epoch ``t`` (Loshchilov & Hutter): cycles of length t0, t0*t_mult, ...;
+    within a cycle ``lr_min + (lr_max - lr_min) * (1 + cos(pi * t_cur / T_i)) / 2``."""
+    start, length = 0.0, float(t0)
+    while t >= start + length:
+        start += length
+        length *= t_mult
+    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * (t - start) / length))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run's settings (stored in the checkpoint; ``--resume`` requires the same ones)."""
+
+    preset: str = "edge"
+    """model preset (``edge_asc.model.MODEL_PRESETS``); it names its front-end preset."""
+    model_overrides: Mapping[str, Any] = field(default_factory=dict)
+    """MiniSegNetConfig fields replacing the preset's (e.g. ``{"norm": "bn", "head": "gap"}``)."""
+    epochs: int = 10
+    batch_size: int = 64
+    lr_max: float = 0.1
+    lr_min: float = 1e-5
+    t0: int = 10
+    """epochs of the first SGDR cycle."""
+    t_mult: int = 2
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+    augment: AugmentConfig | None = None
+    """None: the paper's recipe scaled to the preset (``AugmentConfig.for_window``)."""
+    val_every: int = 1
+    """evaluate on the dataset's 'evaluate' split every N epochs (0 = never)."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ConfigError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 2):
+            raise ConfigError(f"batch_size must be an integer >= 2, got {self.batch_size!r}")
+        if not (0 < self.lr_min <= self.lr_max):
+            raise ConfigError(f"need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
+        if not (self.t0 >= 1 and self.t_mult >= 1):
+            raise ConfigError(f"need t0 >= 1 and t_mult >= 1, got {self.t0}, {self.t_mult}")
+        if not (0 <= self.momentum < 1) or self.weight_decay < 0:
+            raise ConfigError("momentum must be in [0, 1) and weight_decay >= 0")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.val_every < 0:
+            raise ConfigError(f"val_every must be >= 0, got {self.val_every}")
+        object.__setattr__(self, "model_overrides", dict(self.model_overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["augment"] = None if self.augment is None else self.augment.to_dict()
+        d["model_overrides"] = dict(self.model_overrides)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        kw = dict(d)
+        if kw.get("augment") is not None:
+            kw["augment"] = AugmentConfig.from_dict(kw["augment"])
+        return cls(**kw)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitData:
+    """A dataset split resolved to files: paths, ids, integer labels, devices."""
+
+    paths: tuple[Path, ...]
+    clip_ids: tuple[str, ...]
+    y: np.ndarray
+    devices: tuple[str, ...]
+
+
+def resolve_split(dataset, split: str, labels: Sequence[str]) -> SplitData:
+    """Clips of ``dataset.split(split)`` with labels mapped to indices of ``labels``.
+
+    Raises:
+        DatasetError: a clip's label is not in ``labels``.
+    """
+    root = Path(getattr(dataset, "root", "") or "")
+    index = {name: i for i, name in enumerate(labels)}
+    paths, ids, ys, devs = [], [], [], []
+    for c in dataset.split(split):
+        if c.label not in index:
+            raise DatasetError(f"clip {c.clip_id!r} has label {c.label!r}, which is not one of the model's "
+                               f"{len(labels)} labels {list(labels)}: use a matching dataset or retrain")
+        p = Path(c.path)
+        paths.append(p if p.is_absolute() else root / p)
+        ids.append(str(c.clip_id))
+        ys.append(index[c.label])
+        devs.append(str(c.device))
+    return SplitData(paths=tuple(paths), clip_ids=tuple(ids), y=np.asarray(ys, dtype=np.int64), devices=tuple(devs))
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in the train extra
+        return None
+    return tqdm(total=total, desc=desc, unit="clip", leave=False, disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def make_batch(store: FeatureStore, idx: np.ndarray, y: np.ndarray, n_classes: int, window_frames: int,
+               mean: np.ndarray, std: np.ndarray, aug: AugmentConfig,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One training batch: (features float32[B, C, n_mels, W] normalised + augmented, targets float32[B, K])."""
+    crop_rng = rng if aug.random_crop else None
+    x = np.stack([crop(store[int(i)], window_frames, crop_rng) for i in idx]).astype(np.float32)
+    x = (x - mean) / std
+    if aug.shift_time or aug.shift_freq:
+        x = random_shift(x, aug.shift_time, aug.shift_freq, rng)
+    if aug.specaugment:
+        x = spec_augment(x, aug, rng)
+    t = np.eye(n_classes, dtype=np.float32)[y[idx]]
+    if aug.mixup_alpha > 0:
+        x, t, _ = mixup(x, t, aug.mixup_alpha, rng)
+    return np.ascontiguousarray(x, dtype=np.float32), t
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainResult:
+    run_dir: Path
+    meta: CheckpointMeta
+    history: tuple[Mapping[str, Any], ...]
+
+
+def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: bool = False,
+          cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
+          log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train (or resume) a Mini-SegNet run in ``out_dir`` on ``dataset`` (an :mod:`edge_asc.data` Dataset: ``.labels``,
+    ``.split('train' | 'evaluate')`` of clips with ``path, label, device, clip_id``).
+
+    Writes ``model.safetensors``, ``optimizer.safetensors``, ``checkpoint.json`` after every epoch and appends
+    a line per epoch to ``history.jsonl``. Features are cached under ``cache_dir`` (default
+    ``<out_dir>/../feature-cache``).
+
+    Raises:
+        DatasetError: empty training split, or labels outside the dataset's label set.
+        ConfigError: ``out_dir`` already holds a run and ``resume`` is False, or the resumed run used other settings.
+        ModelContractError: a corrupt checkpoint on resume.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ..model import build_model, get_preset
+
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    progress = sys.stderr.isatty() if progress is None else progress
+    out = Path(out_dir)
+    preset = get_preset(config.preset)
+    cfg = preset.config.replace(**config.model_overrides) if config.model_overrides else preset.config
+    labels = tuple(dataset.labels)
+    if len(labels) < 2:
+        raise DatasetError(f"the dataset has {len(labels)} label(s); a classifier needs at least 2")
+    cfg = cfg.replace(n_classes=len(labels))
+    spec = frontend_preset(preset.frontend)
+    if (spec.channels, spec.n_mels) != (cfg.in_channels, cfg.n_mels):
+        raise ConfigError(f"model expects {cfg.in_channels}x{cfg.n_mels} features, front end '{preset.frontend}' "
+                          f"gives {spec.channels}x{spec.n_mels}")
+    window = cfg.n_frames
+    aug = config.augment or AugmentConfig.for_window(cfg.n_mels, window)
+    config = dataclasses.replace(config, augment=aug)
+
+    prior: CheckpointMeta | None = None
+    if (out / META_FILE).exists():
+        if not resume:
+            raise ConfigError(f"{str(out)!r} already holds a training run: pass --resume to continue it "
+                              "or choose another --out")
+        prior = read_meta(out)
+        if prior.labels != labels:
+            raise DatasetError(f"the dataset's labels {list(labels)} differ from the checkpoint's "
+                               f"{list(prior.labels)}: resume on the same dataset")
+        old = TrainConfig.from_dict(prior.train_config)
+        if dataclasses.replace(old, epochs=config.epochs) != config:
+            raise ConfigError("--resume needs the same settings as the original run (preset, seed, batch, "
+                              "augmentation...); only --epochs may change")
+    elif resume:
+        raise ModelContractError(f"nothing to resume: {str(out)!r} has no {META_FILE}")
+
+    train_split = resolve_split(dataset, "train", labels)
+    if not train_split.paths:
+        raise DatasetError("the dataset's 'train' split is empty: check the dataset folder (edge-asc data check)")
+    val_split = resolve_split(dataset, "evaluate", labels) if config.val_every else None
+    cache = Path(cache_dir) if cache_dir is not None else out.parent / "feature-cache"
+
+    def cached(split: SplitData, what: str) -> FeatureStore:
+        bar = _progress(len(split.paths), f"features ({what})", progress)
+        t = time.perf_counter()
+        store = build_cache(split.paths, split.clip_ids, spec, cache,
+                            on_clip=(lambda d, n: bar.update(1)) if bar is not None else None)
+        if bar is not None:
+            bar.close()
+        log(f"features ({what}): {len(store)} clips in {time.perf_counter() - t:.1f} s -> {store.path}")
+        return store
+
+    train_store = cached(train_split, "train")
+    val_store = cached(val_split, "evaluate") if val_split is not None and val_split.paths else None
+    mean_t, std_t = train_store.channel_stats()
+    spec_n = spec.replace(norm_mean=mean_t, norm_std=std_t)
+    if prior is not None and prior.frontend != spec_n:
+        raise ConfigError("the training features changed since the run started (different audio or front end): "
+                          "start a new run")
+    mean = np.asarray(mean_t, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(std_t, np.float32).reshape(1, -1, 1, 1)
+
+    torch.manual_seed(config.seed)
+    model = build_model(cfg)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr_max, momentum=config.momentum,
+                          weight_decay=config.weight_decay)
+    start_epoch = 0
+    history: list[Mapping[str, Any]] = []
+    run_id = f"{out.name}-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+    if prior is not None:
+        from .checkpoint import WEIGHTS_FILE, _read_tensors
+
+        model.load_state_dict(_read_tensors(out / WEIGHTS_FILE, prior.weights_sha256, "weights"))
+        ostate = load_optimizer_state(out, prior)
+        if ostate is not None:
+            opt.load_state_dict(ostate)
+        start_epoch, run_id = prior.epoch, prior.run_id
+        history = _read_history(out)[:start_epoch]
+        log(f"resuming {run_id} after epoch {start_epoch}")
+    meta = prior
+    n = len(train_store)
+    nb = max(1, math.ceil(n / config.batch_size))
+    for epoch in range(start_epoch, config.epochs):
+        rng = np.random.default_rng([config.seed, epoch])
+        torch.manual_seed(config.seed * 1_000_003 + epoch + 1)
+        model.train()
+        order = rng.permutation(n)
+        bar = _progress(n, f"epoch {epoch + 1}/{config.epochs}", progress)
+        t_start = time.perf_counter()
+        loss_sum = correct = seen = 0.0
+        lr = config.lr_max
+        for b in range(nb):
+            idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples; a single leftover clip waits for the next epoch
+                continue
+            x, t = make_batch(train_store, idx, train_split.y, len(labels), window, mean, std, aug, rng)
+            lr = sgdr_lr(epoch + b / nb, lr_max=config.lr_max, lr_min=config.lr_min, t0=config.t0,
+                         t_mult=config.t_mult)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            logits = model(torch.from_numpy(x))
+            loss = -(torch.from_numpy(t) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            k = len(idx)
+            loss_sum += float(loss.detach()) * k
+            correct += float((logits.detach().argmax(1).numpy() == train_split.y[idx]).sum())
+            seen += k
+            if bar is not None:
+                bar.update(k)
+                el = time.perf_counter() - t_start
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.2e}",
+                                clips_s=f"{seen / max(el, 1e-9):.0f}", refresh=False)
+        if bar is not None:
+            bar.close()
+        secs = time.perf_counter() - t_start
+        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                                   "train_acc": correct / max(seen, 1), "lr": lr, "seconds": secs,
+                                   "clips_per_s": seen / max(secs, 1e-9)}
+        if val_store is not None and config.val_every and ((epoch + 1) % config.val_every == 0
+                                                           or epoch + 1 == config.epochs):
+            from .evaluate import compute_report, predict_clips
+
+            probs = predict_clips(model, [val_store[i] for i in range(len(val_store))], spec_n, window)
+            rep = compute_report(probs, val_split.y, labels, val_split.devices, split="evaluate")
+            metrics.update(val_macro_acc=rep.overall.macro_accuracy, val_acc=rep.overall.accuracy,
+                           val_log_loss=rep.overall.log_loss)
+            for gname, gs in rep.groups.items():
+                metrics[f"val_{gname}_macro_acc"] = gs.macro_accuracy
+        meta = save_checkpoint(out, model, CheckpointMeta(
+            model_config=cfg, frontend=spec_n, labels=labels, window_frames=window, epoch=epoch + 1,
+            metrics=metrics, run_id=run_id, preset=config.preset, train_config=config.to_dict()), opt)
+        append_jsonl(out / HISTORY_FILE, metrics)
+        history.append(metrics)
+        log(_summary(metrics, config.epochs))
+    if meta is None:  # resumed a run that had already reached --epochs
+        meta = read_meta(out)
+    return TrainResult(run_dir=out, meta=meta, history=tuple(history))
+
+
+def _summary(m: Mapping[str, Any], epochs: int) -> str:
+    s = (f"epoch {m['epoch']}/{epochs}  loss {m['train_loss']:.4f}  acc {m['train_acc']:.3f}  lr {m['lr']:.2e}  "
+         f"{m['clips_per_s']:.0f} clips/s")
+    if "val_macro_acc" in m:
+        s += f"  val macro-acc {m['val_macro_acc']:.3f}  log-loss {m['val_log_loss']:.3f}"
+        for g in ("seen", "unseen"):
+            if f"val_{g}_macro_acc" in m:
+                s += f"  {g} {m[f'val_{g}_macro_acc']:.3f}"
+    return s
+
+
+def _read_history(out: Path) -> list[dict[str, Any]]:
+    import json
+
+    p = out / HISTORY_FILE
+    if not p.exists():
+        return []
+    rows = []
+    for line in p.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
