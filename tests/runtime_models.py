@@ -101,3 +101,21 @@ def build_model(*, window_frames: int = 61, int8: bool = True, card_changes: dic
     if card_changes:
         card = dataclasses.replace(card, **card_changes)
     return (embed_model_card(raw, card) if with_card else raw), card
+
+
+_CACHE: dict = {}
+
+
+def cached_model(**kw) -> tuple[bytes, ModelCard]:
+    """:func:`build_model` memoised per test session (TensorFlow conversion costs seconds)."""
+    key = repr(sorted(kw.items()))
+    if key not in _CACHE:
+        _CACHE[key] = build_model(**kw)
+    return _CACHE[key]
+
+
+def write_model(path, **kw) -> str:
+    data, _ = cached_model(**kw)
+    with open(path, "wb") as f:
+        f.write(data)
+    return str(path)
