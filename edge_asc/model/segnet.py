@@ -46,6 +46,17 @@ class MiniSegNet(nn.Module):
         self.fc2 = nn.Linear(u1, u2)
         self.out = nn.Linear(u2, cfg.n_classes)
         self.drop = nn.Dropout(cfg.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He (Kaiming) normal initialisation for the ReLU convolutions and hidden dense layers, Glorot for the
+        output layer, zero biases. (PyTorch's default uniform init leaves this 9-layer net on a long plateau.)"""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) or (isinstance(m, nn.Linear) and m is not self.out):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        nn.init.xavier_uniform_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(x, kernel_size=self.config.pool, stride=self.config.pool)
