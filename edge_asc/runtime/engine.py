@@ -62,6 +62,18 @@ def run_listen(pipeline: StreamPipeline, source, sinks: Sequence[Sink], *, stop:
         for s in sinks:
             s.event(kind, message, **fields)
 
+    def dispatch(results) -> None:
+        nonlocal windows, changes, last_label
+        for r in results:
+            windows += 1
+            for s in sinks:
+                s.window(r)
+            if r.change is not None:
+                changes += 1
+                last_label = r.change.label
+                for s in sinks:
+                    s.change(r.change)
+
     source.start(pipeline.ring)
     emit("start", f"listening to {source.kind} '{source.name}' at {source.sample_rate} Hz",
          source=source.kind, name=source.name, sample_rate=source.sample_rate,
@@ -73,21 +85,14 @@ def run_listen(pipeline: StreamPipeline, source, sinks: Sequence[Sink], *, stop:
                 source.check()
             except DeviceLost as exc:
                 losses += 1
+                dispatch(pipeline.process())  # what arrived before the loss still counts
                 gap = _recover(source, stop, exc, backoff_s, emit)
                 if gap is None:
                     break
                 pipeline.restart(gap, input_rate=source.sample_rate)
                 continue
             done = source.exhausted and len(pipeline.ring) == 0
-            for r in pipeline.process(end=done):
-                windows += 1
-                for s in sinks:
-                    s.window(r)
-                if r.change is not None:
-                    changes += 1
-                    last_label = r.change.label
-                    for s in sinks:
-                        s.change(r.change)
+            dispatch(pipeline.process(end=done))
             total = source.overflows + pipeline.ring.overrun_events
             now = time.monotonic()
             if total > warned_total and now - warned_at >= warn_every_s:
