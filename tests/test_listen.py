@@ -122,7 +122,6 @@ def test_stalled_stream_is_a_lost_device():
     world = fake_sounddevice.World(np.zeros(10), NATIVE)
     src = MicSource(None, sd=fake_sounddevice.make_module(world), stall_seconds=0.0)
     src.start(RingBuffer(4096))
-    src._halt = None
     world.streams[-1]._halt.set()  # the stream thread stops delivering
     time.sleep(0.05)
     from edge_asc.runtime.sources import DeviceLost
