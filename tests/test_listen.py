@@ -277,3 +277,38 @@ def test_kill_9_leaves_sinks_consistent(model_path, scene_wav, tmp_path):
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     rows = db.execute("SELECT label, confidence, top3 FROM detections").fetchall()
     assert len(rows) >= 3 and all(r[0] in ("low", "high", "silence") and json.loads(r[2]) for r in rows)
+
+
+# ---- terminal view --------------------------------------------------------------------------------------------
+def _window_result():
+    from edge_asc.runtime.pipeline import WindowResult
+
+    return WindowResult(start_s=1.0, probs=np.array([.8, .1, .1], np.float32),
+                        smoothed=np.array([.7, .2, .1], np.float32), label="low", confidence=.7,
+                        top3=(("low", .7), ("high", .2), ("silence", .1)), latency_s=0.0012)
+
+
+@pytest.mark.parametrize("rich", [False, True])
+def test_terminal_view_shows_scene_bars_latency_and_overflows(rich, capsys):
+    import io
+
+    from edge_asc.runtime.sinks import TerminalView
+    from edge_asc.runtime.tracker import SceneChange
+
+    if rich:
+        pytest.importorskip("rich")
+    buf = io.StringIO()
+    tv = TerminalView(("low", "high", "silence"), stream=buf, rich=rich, source="microphone X",
+                      status=lambda: {"overflows": 3})
+    r = _window_result()
+    tv.window(r)
+    tv.change(SceneChange(start_s=0.0, label="low", confidence=0.7, top3=r.top3))
+    tv.event("overflow", "edge-asc: warning: input overflow")
+    tv.close()
+    out = buf.getvalue()
+    if rich:
+        assert "█" * 21 in out and "high" in out and "overflows 3" in out and "1.20 ms" in out
+    else:
+        assert len(out.splitlines()) == 1 and "low" in out and "[low 0.70, high 0.20, silence 0.10]" in out
+        assert "latency 1.20 ms" in out and "overflows 3" in out
+        assert "input overflow" in capsys.readouterr().err

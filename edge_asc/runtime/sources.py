@@ -184,7 +184,11 @@ class MicSource:
         s = self._stream
         if s is None:
             raise DeviceLost(f"input device '{self.name}' is not open")
-        if self._finished or not getattr(s, "active", True):
+        try:
+            active = bool(getattr(s, "active", True))
+        except Exception as exc:  # PortAudioError from Pa_IsStreamActive on a vanished device
+            raise DeviceLost(f"input device '{self.name}' failed ({_first_line(exc)})") from None
+        if self._finished or not active:
             raise DeviceLost(f"input device '{self.name}' stopped delivering audio")
         now = time.monotonic()
         if self.callbacks != self._last_count:
