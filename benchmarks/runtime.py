@@ -173,7 +173,8 @@ def main() -> int:
             res["listen_60s_realtime"] = run_child(["listen", "--model", args.model, "--input", wav,
                                                     "--realtime", "--hop", str(HOP_S), "--plain"])
     e2e = [v for k, v in res.items() if k.startswith(("classify_", "listen_"))]
-    res["goals"] = {"ratio_min": GOAL_RATIO, "cpu_per_audio_s_max": GOAL_CPU_PER_AUDIO_S, "peak_rss_mb_max": GOAL_RSS_MB}
+    res["goals"] = {"ratio_min": GOAL_RATIO, "cpu_per_audio_s_max": GOAL_CPU_PER_AUDIO_S,
+                    "peak_rss_mb_max": GOAL_RSS_MB}
     res["cpu_goal_met"] = all(v["cpu_per_audio_s"] <= GOAL_CPU_PER_AUDIO_S for v in e2e)
     res["rss_goal_met"] = all(v["peak_rss_mb"] <= GOAL_RSS_MB for v in e2e)
     write_json(args.json, res)

@@ -14,10 +14,10 @@ import threading
 import time
 from pathlib import Path
 
+import fake_sounddevice
 import numpy as np
 import pytest
 
-import fake_sounddevice
 from edge_asc.audio import write_audio
 from edge_asc.cli import main
 from edge_asc.errors import DeviceError
@@ -48,7 +48,6 @@ class _NoPortAudio(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name == "sounddevice":
             raise OSError("PortAudio library not found")
-        return None
 
 
 def jsonl(path):
@@ -84,7 +83,7 @@ def test_mic_stream_with_overflows_and_device_loss_recovers(monkeypatch, model_p
     assert "overflow" in kinds and kinds.index("device_lost") < kinds.index("device_resumed")
     changes = [r for r in recs if r["type"] == "scene_change"]
     assert [c["label"] for c in changes] == ["low", "high"]
-    assert changes[0]["start_s"] == 0.0 and 1.5 <= changes[1]["start_s"] <= 4.0  # a window starting at 1.5 s is half high
+    assert changes[0]["start_s"] == 0.0 and 1.5 <= changes[1]["start_s"] <= 4.0  # a 1.5-s window is half high
     assert all(r["model_sha256"] == clf.model_sha256 for r in recs)
     ov = next(r for r in recs if r["type"] == "overflow")
     assert ov["input_overflows"] >= 1 and "keeping the newest audio" in ov["message"]

@@ -15,7 +15,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hop", type=float, default=None, metavar="S",
                    help="seconds between window starts (default: half the model's window)")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="interpreter CPU threads (default 1)")
-    p.add_argument("--edgetpu", action="store_true", help="run on a Coral Edge TPU (model compiled with edgetpu_compiler)")
+    p.add_argument("--edgetpu", action="store_true",
+                   help="run on a Coral Edge TPU (a model compiled with edgetpu_compiler)")
     p.add_argument("--smooth", type=int, default=5, metavar="N",
                    help="windows in the posterior moving average of the scene tracker (default 5)")
 

@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
         for s in sinks:
             s.close()
         raise
-    status = lambda: {"overflows": source.overflows + pipeline.ring.overrun_events}  # noqa: E731
+
+    def status() -> dict:
+        return {"overflows": source.overflows + pipeline.ring.overrun_events}
+
     sinks.insert(0, TerminalView(clf.labels, source=f"{source.kind} {source.name}", status=status,
                                  rich=False if args.plain else None))
 

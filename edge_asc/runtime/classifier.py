@@ -163,7 +163,7 @@ class Classifier:
         self.last_latency_s = time.perf_counter() - t0
         out = interp.get_tensor(self._out_index).reshape(-1)
         if np.issubdtype(self._out_dtype, np.integer):
-            return ((out.astype(np.float32) - np.float32(self._out_zp)) * np.float32(self._out_scale)).astype(np.float32)
+            return (out.astype(np.float32) - np.float32(self._out_zp)) * np.float32(self._out_scale)
         return out.astype(np.float32)
 
     def probabilities(self, window: np.ndarray) -> np.ndarray:

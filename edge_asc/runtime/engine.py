@@ -1,17 +1,18 @@
 """The listen loop: a source fills the pipeline's ring; the loop classifies, tracks, and feeds the sinks.
 
 Survives overflow bursts (counted, warned about at most every ``warn_every_s``, newest audio kept), a device that
-disappears (one line through the sinks' ``event``, retry with exponential back-off, resume with a fresh front end), and stops cleanly when
-``stop`` is set (the CLI sets it from SIGINT/SIGTERM), when ``duration_s`` of stream time has passed, or when a file
-source is exhausted. Sinks are always closed.
+disappears (one line through the sinks' ``event``, retry with exponential back-off, resume with a fresh front end),
+and stops cleanly when ``stop`` is set (the CLI sets it from SIGINT/SIGTERM), when ``duration_s`` of stream time has
+passed, or when a file source is exhausted. Sinks are always closed.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import DeviceError
 from .pipeline import StreamPipeline

@@ -8,8 +8,9 @@ library unless the two light interpreters are both absent.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError, DeviceError, MissingExtraError, ModelContractError
 
@@ -59,7 +60,7 @@ def _model_bytes(model: str | os.PathLike | bytes) -> bytes:
 
 def custom_op_names(model: bytes) -> set[str]:
     """Custom operator codes of a TFLite FlatBuffer (standard library walk; empty on a model without any)."""
-    from ..tflite_meta import _FB, _check_tflite
+    from ..tflite_meta import _check_tflite
 
     fb = _check_tflite(model, "<model>")
     try:
@@ -107,8 +108,9 @@ def load_interpreter(model: str | os.PathLike | bytes, *, threads: int = 1, edge
         try:
             delegates.append(load_delegate(EDGETPU_LIBRARY))
         except (ValueError, OSError, RuntimeError) as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DeviceError(
-                f"cannot load the Edge TPU delegate {EDGETPU_LIBRARY} ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}): "
+                f"cannot load the Edge TPU delegate {EDGETPU_LIBRARY} ({why}): "
                 f"install it with 'sudo apt-get install libedgetpu1-std' and plug in the Coral USB Accelerator"
             ) from None
     try:

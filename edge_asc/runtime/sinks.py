@@ -12,7 +12,8 @@ import os
 import sqlite3
 import sys
 import time
-from typing import Any, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from .._io import append_jsonl
 from ..errors import ConfigError
@@ -161,7 +162,7 @@ class TerminalView(Sink):
         self.labels = tuple(labels)
         self.stream = stream or sys.stdout
         self.source = source
-        self.status = status or (lambda: {})
+        self.status = status or dict
         self.stats = _Stats()
         self._last: WindowResult | None = None
         self._live = None
