@@ -44,7 +44,7 @@ class ListenSummary:
 
 
 def run_listen(pipeline: StreamPipeline, source, sinks: Sequence[Sink], *, stop: threading.Event | None = None,
-               duration_s: float | None = None, poll_s: float = 0.05, backoff_s: tuple[float, float] = (0.5, 10.0),
+               duration_s: float | None = None, poll_s: float = 0.1, backoff_s: tuple[float, float] = (0.5, 10.0),
                warn_every_s: float = 5.0) -> ListenSummary:
     """Run until stopped; return a :class:`ListenSummary`. ``source`` is a started-or-not MicSource/FileSource.
 

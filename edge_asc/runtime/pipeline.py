@@ -28,10 +28,14 @@ def hop_frames_for(card, hop_seconds: float | None) -> int:
     """
     if hop_seconds is None:
         return max(1, card.window_frames // 2)
-    if not (isinstance(hop_seconds, (int, float)) and np.isfinite(hop_seconds) and hop_seconds > 0):
+    try:
+        hop = float(hop_seconds)
+    except (TypeError, ValueError):
+        hop = float("nan")
+    if not (np.isfinite(hop) and hop > 0):
         raise ConfigError(f"hop must be a positive number of seconds, got {hop_seconds!r}")
     f = card.frontend
-    return max(1, int(round(hop_seconds * f.sample_rate / f.hop_length)))
+    return max(1, round(hop * f.sample_rate / f.hop_length))
 
 
 class WindowAssembler:
