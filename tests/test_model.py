@@ -54,7 +54,8 @@ def test_edge_preset_within_dcase_budget():
 
 
 @pytest.mark.parametrize("kw", [dict(norm="bn"), dict(norm="in"), dict(head="gap"), dict(unpool="nearest"),
-                                dict(width=1.5), dict(pool=(2, 2), n_frames=9), dict(kernel=(3, 3))])
+                                dict(width=1.5), dict(pool=(2, 2), n_frames=9), dict(kernel=(3, 3)),
+                                dict(gap_bands=2), dict(gap_bands=3, head="gap")])
 def test_param_count_variants(kw):
     cfg = _toy(**kw)
     model = build_model(cfg)
@@ -75,6 +76,8 @@ def test_macs_hand_count_and_hooks():
             + (4 + 2) * 5 + 5 * 3 + 3 * 2)  # dense: GAP 4 + 2 event indices
     assert hand == 11283
     assert count_macs(cfg) == hand
+    # gap_bands=2: the first dense layer sees 4 * 2 + 2 inputs
+    assert count_macs(cfg.replace(gap_bands=2)) == hand - (4 + 2) * 5 + (8 + 2) * 5
     # the same count from forward hooks on every conv / linear of the real module, for a preset
     cfg = model_preset("edge")
     model = build_model(cfg).eval()
@@ -214,3 +217,16 @@ def test_dynamo_onnx_export(name, tmp_path):
         (y,) = ref.run(None, {proto.graph.input[0].name: x.numpy()})
         with torch.no_grad():
             np.testing.assert_allclose(y, model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_gap_bands_average_time_and_mel_bands():
+    cfg = _toy(n_mels=9, gap_bands=2, head="gap")  # 9 mels -> bands of 4 bins, the top bin left out
+    model = build_model(cfg).eval()
+    x = torch.randn(2, 1, 9, 9)
+    with torch.no_grad():
+        d = model.dec2(model._unpool(model.dec1b(model.dec1a(model._unpool(
+            p2 := model._pool(pre2 := model.enc2b(model.enc2a(p1 := model._pool(pre1 := model.enc1(x)))))),
+            pre2, p2))), pre1, p1))
+        g = model.embed(x)
+    ref = torch.stack([d[:, :, 0:4].mean(dim=(2, 3)), d[:, :, 4:8].mean(dim=(2, 3))], dim=2).flatten(1)
+    torch.testing.assert_close(g, ref)

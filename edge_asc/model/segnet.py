@@ -76,7 +76,12 @@ class MiniSegNet(nn.Module):
         d = self.dec1b(self.dec1a(d))
         d = self._unpool(d, pre1, p1)
         d = self.dec2(d)
-        g = d.mean(dim=(2, 3))
+        b = self.config.gap_bands
+        if b == 1:
+            g = d.mean(dim=(2, 3))
+        else:  # average over time and over b equal mel bands (the top n_mels % b bins are left out)
+            h = d.shape[2] // b
+            g = F.avg_pool2d(d[:, :, : h * b, :], kernel_size=(h, d.shape[3])).flatten(1)
         if self.events is not None:
             g = torch.cat([g, self.events(d)], dim=1)
         return g
