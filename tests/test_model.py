@@ -224,9 +224,12 @@ def test_gap_bands_average_time_and_mel_bands():
     model = build_model(cfg).eval()
     x = torch.randn(2, 1, 9, 9)
     with torch.no_grad():
-        d = model.dec2(model._unpool(model.dec1b(model.dec1a(model._unpool(
-            p2 := model._pool(pre2 := model.enc2b(model.enc2a(p1 := model._pool(pre1 := model.enc1(x)))))),
-            pre2, p2))), pre1, p1))
+        pre1 = model.enc1(x)
+        p1 = model._pool(pre1)
+        pre2 = model.enc2b(model.enc2a(p1))
+        p2 = model._pool(pre2)
+        d = model.dec1b(model.dec1a(model._unpool(p2, pre2, p2)))
+        d = model.dec2(model._unpool(d, pre1, p1))
         g = model.embed(x)
     ref = torch.stack([d[:, :, 0:4].mean(dim=(2, 3)), d[:, :, 4:8].mean(dim=(2, 3))], dim=2).flatten(1)
     torch.testing.assert_close(g, ref)
