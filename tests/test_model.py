@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_asc.errors import ConfigError  # noqa: E402
-from edge_asc.model import (  # noqa: E402
+from edge_asc.errors import ConfigError
+from edge_asc.model import (
     MODEL_PRESETS,
     MiniSegNetConfig,
     build_model,
@@ -20,13 +20,13 @@ from edge_asc.model import (  # noqa: E402
     get_preset,
     model_preset,
 )
-from edge_asc.model.layers import EventExtraction, InstanceNorm, MixupNorm, mask_unpool  # noqa: E402
-from edge_asc.spec import PRESETS  # noqa: E402
+from edge_asc.model.layers import EventExtraction, InstanceNorm, MixupNorm, mask_unpool
+from edge_asc.spec import PRESETS
 
 
 def _toy(**kw) -> MiniSegNetConfig:
-    base = dict(in_channels=1, n_mels=4, n_frames=9, n_classes=2, base_channels=(4, 8), kernel=(2, 3), pool=(2, 3),
-                head="events", topk=2, dense_units=(5, 3), dropout=0.0)
+    base = {"in_channels": 1, "n_mels": 4, "n_frames": 9, "n_classes": 2, "base_channels": (4, 8), "kernel": (2, 3), "pool": (2, 3),
+                "head": "events", "topk": 2, "dense_units": (5, 3), "dropout": 0.0}
     base.update(kw)
     return MiniSegNetConfig(**base)
 
@@ -53,9 +53,9 @@ def test_edge_preset_within_dcase_budget():
     assert count_macs(cfg) <= 30_000_000
 
 
-@pytest.mark.parametrize("kw", [dict(norm="bn"), dict(norm="in"), dict(head="gap"), dict(unpool="nearest"),
-                                dict(width=1.5), dict(pool=(2, 2), n_frames=9), dict(kernel=(3, 3)),
-                                dict(gap_bands=2), dict(gap_bands=3, head="gap")])
+@pytest.mark.parametrize("kw", [{"norm": "bn"}, {"norm": "in"}, {"head": "gap"}, {"unpool": "nearest"},
+                                {"width": 1.5}, {"pool": (2, 2), "n_frames": 9}, {"kernel": (3, 3)},
+                                {"gap_bands": 2}, {"gap_bands": 3, "head": "gap"}])
 def test_param_count_variants(kw):
     cfg = _toy(**kw)
     model = build_model(cfg)

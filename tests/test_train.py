@@ -15,15 +15,15 @@ import pytest
 torch = pytest.importorskip("torch")
 sf = pytest.importorskip("soundfile")
 
-from edge_asc.errors import AudioInputError, ConfigError, DatasetError, ModelContractError  # noqa: E402
-from edge_asc.frontend import normalize, offline  # noqa: E402
-from edge_asc.spec import PRESETS  # noqa: E402
-from edge_asc.train.augment import AugmentConfig, crop, mixup, random_shift, spec_augment  # noqa: E402
-from edge_asc.train.cache import build_cache  # noqa: E402
-from edge_asc.train.checkpoint import load_checkpoint, read_meta  # noqa: E402
-from edge_asc.train.evaluate import compute_report, evaluate_checkpoint, plot_confusion  # noqa: E402
-from edge_asc.train.features import clip_posterior, window_starts, windows  # noqa: E402
-from edge_asc.train.loop import TrainConfig, make_batch, sgdr_lr, train  # noqa: E402
+from edge_asc.errors import AudioInputError, ConfigError, DatasetError, ModelContractError
+from edge_asc.frontend import normalize, offline
+from edge_asc.spec import PRESETS
+from edge_asc.train.augment import AugmentConfig, crop, mixup, random_shift, spec_augment
+from edge_asc.train.cache import build_cache
+from edge_asc.train.checkpoint import load_checkpoint, read_meta
+from edge_asc.train.evaluate import compute_report, evaluate_checkpoint, plot_confusion
+from edge_asc.train.features import clip_posterior, window_starts, windows
+from edge_asc.train.loop import TrainConfig, make_batch, sgdr_lr, train
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,8 @@ def toy(tmp_path_factory) -> ToyDataset:
     return make_toy(tmp_path_factory.mktemp("toy"))
 
 
-QUIET = dict(progress=False, log=lambda s: None)
-FAST = dict(preset="edge", batch_size=6, lr_max=0.05, augment=AugmentConfig.off())
+QUIET = {"progress": False, "log": lambda s: None}
+FAST = {"preset": "edge", "batch_size": 6, "lr_max": 0.05, "augment": AugmentConfig.off()}
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_make_batch_switches(toy, tmp_path):
     changed = xs != xb
     assert changed.any() and np.all(xs[changed] == 0) and np.array_equal(ts, tb)
     # mixup only: soft targets summing to 1, not all one-hot
-    xm, tm = make_batch(store, idx, y, 3, 40, mean, std, dataclasses.replace(off, mixup_alpha=0.3),
+    _xm, tm = make_batch(store, idx, y, 3, 40, mean, std, dataclasses.replace(off, mixup_alpha=0.3),
                         np.random.default_rng(0))
     np.testing.assert_allclose(tm.sum(1), 1, rtol=1e-6)
     assert not np.array_equal(tm, tb)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
 PAPER_PARAMS = 478_218
 
 
-def build_model(cfg: MiniSegNetConfig) -> "nn.Module":
+def build_model(cfg: MiniSegNetConfig) -> nn.Module:
     """A freshly initialised :class:`edge_asc.model.segnet.MiniSegNet` (train mode) for ``cfg``.
 
     The module maps normalised features float32[N, C, n_mels, T] (NCHW) to logits float32[N, n_classes].

@@ -38,8 +38,9 @@ single natural reading; a brute-force search over the plausible readings with ro
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -128,7 +129,7 @@ class MiniSegNetConfig:
     @property
     def channels(self) -> tuple[int, int]:
         """(c1, c2): channels of Conv_block1 and Conv_block2 after the width multiplier (each >= 1)."""
-        return tuple(max(1, int(round(c * self.width))) for c in self.base_channels)  # type: ignore[return-value]
+        return tuple(max(1, round(c * self.width)) for c in self.base_channels)  # type: ignore[return-value]
 
     @property
     def feature_sizes(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
@@ -157,7 +158,7 @@ class MiniSegNetConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "MiniSegNetConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> MiniSegNetConfig:
         if not isinstance(d, Mapping):
             raise ConfigError(f"model config must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -170,7 +171,7 @@ class MiniSegNetConfig:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
 
-    def replace(self, **changes: Any) -> "MiniSegNetConfig":
+    def replace(self, **changes: Any) -> MiniSegNetConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -8,8 +8,9 @@ training-set mean after normalisation).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -48,20 +49,20 @@ class AugmentConfig:
             raise ConfigError(f"mixup_alpha must be >= 0, got {self.mixup_alpha!r}")
 
     @classmethod
-    def for_window(cls, n_mels: int, window_frames: int, **overrides: Any) -> "AugmentConfig":
+    def for_window(cls, n_mels: int, window_frames: int, **overrides: Any) -> AugmentConfig:
         """The paper's recipe scaled from its 256 x 400 input to ``n_mels`` x ``window_frames``: time mask <= 80/400
         of the window, frequency masks <= 30/256 of the bins, shifts up to 10 % of the window and 5 % of the bins."""
-        kw: dict[str, Any] = dict(
-            time_mask_max=max(1, round(80 * window_frames / 400)),
-            freq_mask_max=max(1, round(30 * n_mels / 256)),
-            shift_time=max(1, round(0.1 * window_frames)),
-            shift_freq=max(1, round(0.05 * n_mels)),
-        )
+        kw: dict[str, Any] = {
+            "time_mask_max": max(1, round(80 * window_frames / 400)),
+            "freq_mask_max": max(1, round(30 * n_mels / 256)),
+            "shift_time": max(1, round(0.1 * window_frames)),
+            "shift_freq": max(1, round(0.05 * n_mels)),
+        }
         kw.update(overrides)
         return cls(**kw)
 
     @classmethod
-    def off(cls) -> "AugmentConfig":
+    def off(cls) -> AugmentConfig:
         """Every augmentation disabled (centre crop, no shift, no masks, no mixup)."""
         return cls(random_crop=False, shift_time=0, shift_freq=0, specaugment=False, mixup_alpha=0.0)
 
@@ -69,7 +70,7 @@ class AugmentConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AugmentConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> AugmentConfig:
         return cls(**dict(d))
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -119,18 +119,17 @@ def build_cache(paths: Sequence[str | os.PathLike], clip_ids: Sequence[str], spe
         return _open(entry)
     entry.mkdir(parents=True, exist_ok=True)
     frames: list[int] = []
-    with atomic_path(entry / "features.f32") as tmp:
-        with open(tmp, "wb") as f:
-            for i, p in enumerate(paths):
-                audio, _ = load_audio(p, spec.sample_rate)
-                x = offline(audio, spec)
-                if x.shape[2] == 0:
-                    raise AudioInputError(f"clip {str(p)!r} is shorter than one feature frame "
-                                          f"({spec.samples_for_frames(1)} samples at {spec.sample_rate} Hz)")
-                f.write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
-                frames.append(int(x.shape[2]))
-                if on_clip is not None:
-                    on_clip(i + 1, len(paths))
+    with atomic_path(entry / "features.f32") as tmp, open(tmp, "wb") as f:
+        for i, p in enumerate(paths):
+            audio, _ = load_audio(p, spec.sample_rate)
+            x = offline(audio, spec)
+            if x.shape[2] == 0:
+                raise AudioInputError(f"clip {str(p)!r} is shorter than one feature frame "
+                                      f"({spec.samples_for_frames(1)} samples at {spec.sample_rate} Hz)")
+            f.write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+            frames.append(int(x.shape[2]))
+            if on_clip is not None:
+                on_clip(i + 1, len(paths))
     per = spec.channels * spec.n_mels
     offsets = np.concatenate([[0], np.cumsum(np.asarray(frames, dtype=np.int64) * per)])
     atomic_write_text(entry / "index.json", json.dumps({

@@ -17,9 +17,10 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .._io import atomic_write_bytes, atomic_write_text
 from ..errors import ConfigError, ModelContractError
@@ -86,7 +87,7 @@ class CheckpointMeta:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CheckpointMeta":
+    def from_dict(cls, d: Mapping[str, Any]) -> CheckpointMeta:
         if not isinstance(d, Mapping):
             raise ConfigError("checkpoint metadata must be a JSON object")
         if d.get("schema_version") != CHECKPOINT_SCHEMA_VERSION:

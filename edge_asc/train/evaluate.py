@@ -8,8 +8,9 @@ hop = window by default): the same rule the export verifier and the runtime use.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -78,9 +79,9 @@ class EvalReport:
 
     def render_text(self) -> str:
         """A terminal table."""
-        lines = [f"macro accuracy {self.overall.macro_accuracy:.3f}  accuracy {self.overall.accuracy:.3f}  "
-                 f"log loss {self.overall.log_loss:.3f}  ({self.overall.n_clips} clips, split '{self.split}')",
-                 "", f"{'device':10s} {'clips':>6s} {'acc':>6s} {'macro':>6s} {'logloss':>8s}"]
+        head = (f"macro accuracy {self.overall.macro_accuracy:.3f}  accuracy {self.overall.accuracy:.3f}  "
+                f"log loss {self.overall.log_loss:.3f}  ({self.overall.n_clips} clips, split '{self.split}')")
+        lines = [head, "", f"{'device':10s} {'clips':>6s} {'acc':>6s} {'macro':>6s} {'logloss':>8s}"]
         rows = list(self.per_device.items()) + [(f"[{k}]", v) for k, v in self.groups.items()]
         for name, s in rows:
             lines.append(f"{name:10s} {s.n_clips:6d} {s.accuracy:6.3f} {s.macro_accuracy:6.3f} {s.log_loss:8.3f}")
@@ -95,7 +96,7 @@ def _score(probs: np.ndarray, y: np.ndarray, n_classes: int) -> GroupScore:
     present = [c for c in range(n_classes) if np.any(y == c)]
     macro = float(np.mean([correct[y == c].mean() for c in present])) if present else math.nan
     p_true = np.clip(probs[np.arange(len(y)), y], 1e-15, 1.0)
-    return GroupScore(n_clips=int(len(y)), accuracy=float(correct.mean()) if len(y) else math.nan,
+    return GroupScore(n_clips=len(y), accuracy=float(correct.mean()) if len(y) else math.nan,
                       macro_accuracy=macro, log_loss=float(-np.log(p_true).mean()) if len(y) else math.nan)
 
 
