@@ -102,9 +102,10 @@ def upsample_to(x: torch.Tensor, factor: tuple[int, int], size: tuple[int, int])
     ``size`` is the pre-pooling (H, W), with ``h * fh <= H < (h + 1) * fh`` (floor pooling dropped the remainder).
     """
     fh, fw = factor
-    n, c, h, w = x.shape
-    # reshape/expand (= broadcast) rather than interpolate: identical numbers, trivially exportable.
-    y = x.reshape(n, c, h, 1, w, 1).expand(n, c, h, fh, w, fw).reshape(n, c, h * fh, w * fw)
+    h, w = x.shape[2], x.shape[3]
+    # nearest resize by an integer factor = exact replication; exports as ONNX Resize -> RESIZE_NEAREST_NEIGHBOR
+    # (a 6-D reshape/expand is exact too, but onnx2tf mis-transposes tensors of rank > 4).
+    y = F.interpolate(x, size=(h * fh, w * fw), mode="nearest")
     ph, pw = size[0] - h * fh, size[1] - w * fw
     if ph or pw:
         y = F.pad(y, (0, pw, 0, ph))
@@ -139,10 +140,16 @@ class EventExtraction(nn.Module):
     number of cells whose S is c; channels are ranked by (count desc, index asc); the output is
     float32[N, k] = (index of rank 0, ..., index of rank k-1) / C.
 
-    Formulated with exactly reproducible ops: one-hot of the first maximum via ``x == max_c x`` and a cumulative sum
-    over channels (a fixed lower-triangular 1x1 convolution), counts by summing over H, W, ranks by pairwise
-    comparisons, indices gathered by a mask and a sum. No argmax, topk or one_hot. Not differentiable (constant
-    w.r.t. x), as in the paper.
+    Formulated with exactly reproducible ops and no argmax / topk / one_hot / cumsum:
+
+    1. per cell, one-hot of the first maximum: ``eq = (x == max_c x)``; the inclusive running count of maxima over
+       channels is a fixed lower-triangular 1x1 convolution; ``first = eq * (running < 1.5)``;
+    2. ``count = sum_{h,w} first`` -> [N, C];
+    3. ``k`` selection rounds on the 2-D [N, C] counts: ``m = max_c avail``; the first channel with ``avail == m``
+       (running count again, as a [C, C] matmul); its index / C is output; it is then set to -1 in ``avail``.
+
+    All tensors beyond step 1 are 2-D (onnx2tf keeps their layout; its NCHW->NHWC guessing broke an earlier
+    pairwise [N, C, C] formulation). Not differentiable (constant w.r.t. x), as in the paper.
     """
 
     def __init__(self, channels: int, k: int) -> None:
@@ -150,24 +157,24 @@ class EventExtraction(nn.Module):
         if not 1 <= k <= channels:
             raise ValueError(f"need 1 <= k <= channels, got k={k}, channels={channels}")
         self.channels, self.k = channels, k
-        # cum[c] = sum_{j <= c} eq[j] as a 1x1 conv with weight[c, j] = 1 if j <= c
-        self.register_buffer("tri", torch.tril(torch.ones(channels, channels)).view(channels, channels, 1, 1),
+        tri = torch.tril(torch.ones(channels, channels))  # tri[c, j] = 1 if j <= c
+        # per cell: running[c] = sum_{j <= c} eq[j], as a 1x1 conv with weight[c, j] = tri[c, j]
+        self.register_buffer("tri_conv", tri.view(channels, channels, 1, 1).clone(), persistent=False)
+        # on [N, C] rows: running = v @ tri.T
+        self.register_buffer("tri_mat", tri.t().contiguous(), persistent=False)
+        self.register_buffer("index_frac", (torch.arange(channels, dtype=torch.float32) / channels).view(1, -1),
                              persistent=False)
-        idx = torch.arange(channels, dtype=torch.float32)
-        # before[c, j] = 1 if j < c (channel j wins a count tie against c)
-        self.register_buffer("before", (idx.view(1, -1) < idx.view(-1, 1)).float(), persistent=False)
-        self.register_buffer("ranks", torch.arange(k, dtype=torch.float32).view(1, 1, k), persistent=False)
-        self.register_buffer("index_frac", (idx / channels).view(1, channels, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach()  # comparisons below carry no gradient anyway
         eq = (x == x.amax(dim=1, keepdim=True)).to(x.dtype)             # [N, C, H, W], 1 where max (ties: all)
-        cum = F.conv2d(eq, self.tri)                                    # inclusive count of maxima up to c
-        first = eq * (cum < 1.5).to(x.dtype)                            # exactly one 1 per cell: lowest index
-        counts = first.sum(dim=(2, 3))                                  # [N, C]
-        ci = counts.unsqueeze(2)                                        # [N, C, 1]: channel c
-        cj = counts.unsqueeze(1)                                        # [N, 1, C]: channel j
-        beats = (cj > ci).to(x.dtype) + (cj == ci).to(x.dtype) * self.before.unsqueeze(0)
-        rank = beats.sum(dim=2, keepdim=True)                           # [N, C, 1], a permutation of 0..C-1
-        sel = (rank == self.ranks).to(x.dtype)                          # [N, C, k]
-        return (sel * self.index_frac).sum(dim=1)                       # [N, k]
+        running = F.conv2d(eq, self.tri_conv)                           # inclusive count of maxima up to c
+        first = eq * (running < 1.5).to(x.dtype)                        # exactly one 1 per cell: lowest index
+        avail = first.sum(dim=(2, 3))                                   # [N, C] counts
+        out = []
+        for _ in range(self.k):
+            hit = (avail == avail.amax(dim=1, keepdim=True)).to(x.dtype)  # [N, C] channels with the top count
+            pick = hit * ((hit @ self.tri_mat) < 1.5).to(x.dtype)         # the lowest-index one
+            out.append((pick * self.index_frac).sum(dim=1, keepdim=True))
+            avail = avail * (1.0 - pick) - pick                          # picked -> -1, below every real count
+        return torch.cat(out, dim=1)                                     # [N, k]
