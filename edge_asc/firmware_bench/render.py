@@ -1,0 +1,227 @@
+"""Render a :class:`~edge_asc.firmware_bench.report.Report`: terminal text (rich when installed), Markdown, PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .._io import atomic_path, atomic_write_text
+from ..errors import MissingExtraError
+from .budgets import DCASE2022_MAX_MACS_PER_SECOND, DCASE2022_MAX_PARAM_BYTES
+from .report import Report
+
+
+def _b(n: float | None) -> str:
+    if n is None:
+        return "-"
+    n = float(n)
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.2f} MiB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n:.0f} B"
+
+
+def _ms(s: float | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s * 1e3:.3f} ms" if s < 0.01 else f"{s * 1e3:.1f} ms"
+
+
+def _shape(shapes) -> str:
+    return " ".join("x".join(str(d) for d in s) for s in shapes)
+
+
+def _yn(v: bool | None) -> str:
+    return "n/a" if v is None else ("yes" if v else "NO")
+
+
+def summary_rows(r: Report) -> list[tuple[str, str]]:
+    g = r.graph
+    by = ", ".join(f"{k} {v['params']:,} ({v['bytes']:,} B)" for k, v in g.param_bytes_by_dtype.items())
+    rows = [
+        ("model", f"{r.model} ({g.file_bytes:,} bytes, sha256 {r.sha256[:12]})"),
+        ("window / hop", f"{r.window_seconds:.3f} s ({r.window_frames or '?'} frames) / {r.hop_seconds:.3f} s"),
+        ("parameters", f"{g.params:,} ({g.nonzero_params:,} non-zero); stored {g.param_bytes:,} bytes "
+                       f"({g.nonzero_param_bytes:,} non-zero)"),
+        ("by dtype", by or "-"),
+        ("MACs", f"{r.macs_per_inference:,} per inference; {r.macs_per_second_1s:,.0f} per 1 s of audio; "
+                 f"{r.macs_per_second_streaming:,.0f}/s streaming at the hop"),
+        ("other ops", f"{g.other_ops:,} element-wise/pooling/reduction ops per inference (not MACs)"),
+        ("activations", f"peak {g.peak_activation_bytes:,} bytes live (lower bound of the arena)"),
+    ]
+    if r.tflm is not None:
+        if r.tflm.runs:
+            conf = " (confirmed)" if r.tflm.confirmed else (" (NOT confirmed)" if r.tflm.confirmed is False else "")
+            rows.append(("TFLM arena", f"{r.tflm.arena_bytes:,} bytes{conf} (head {r.tflm.head_bytes:,}, "
+                                       f"tail {r.tflm.tail_bytes:,}), tflite-micro {r.tflm.tflm_version}"))
+        else:
+            rows.append(("TFLM arena", f"CANNOT RUN: {r.tflm.error}; unsupported ops: "
+                                       f"{', '.join(r.tflm.unsupported_ops) or '?'}"))
+    for acc, v in r.vela.items():
+        cpu = f"; CPU ops: {', '.join(o.op for o in v.cpu_ops)}" if v.cpu_ops else "; all ops on the NPU"
+        rows.append((f"Vela {acc}", f"{v.inference_seconds * 1e3:.3f} ms ({v.cycles:,} cycles @ "
+                                    f"{v.clock_hz / 1e6:.0f} MHz), SRAM {v.sram_bytes:,} B, flash {v.flash_bytes:,} B"
+                                    f"{cpu}"))
+    for w in r.warnings:
+        rows.append(("warning", w))
+    return rows
+
+
+def _budget_rows(r: Report) -> list[tuple[str, str, str, str]]:
+    return [(b.rule, f"{b.value:,.0f}", f"{b.limit:,.0f}", b.verdict()) for b in r.budgets]
+
+
+def _target_rows(r: Report) -> list[tuple[str, ...]]:
+    rows = []
+    for t in r.targets:
+        lat = _ms(t.latency_s)
+        if t.latency_s_multi is not None and t.threads > 1:
+            lat += f" / {_ms(t.latency_s_multi)} ({t.threads} thr)"
+        rows.append((t.name, t.provenance, lat, f"{100 * t.duty_cycle:.2f}%",
+                     f"{_b(t.ram_needed_bytes)} / {_b(t.ram_available_bytes)}", _yn(t.fits_ram),
+                     "-" if t.fits_flash is None else f"{_b(t.flash_needed_bytes)} / {_b(t.flash_available_bytes)}",
+                     _yn(t.fits_flash), "yes" if t.runs else "NO", "; ".join(t.notes)))
+    return rows
+
+
+_TARGET_HEAD = ("target", "latency from", "latency", "duty", "RAM need/avail", "fits RAM", "flash need/avail",
+                "fits flash", "runs", "notes")
+_LAYER_HEAD = ("#", "op", "in", "out", "params", "bytes", "non-zero", "MACs", "other ops", "live act. B")
+
+
+def _layer_rows(r: Report) -> list[tuple[str, ...]]:
+    return [(str(x.index), x.op, _shape(x.input_shapes), _shape(x.output_shapes), f"{x.params:,}",
+             f"{x.param_bytes:,}", f"{x.nonzero_params:,}", f"{x.macs:,}", f"{x.other_ops:,}",
+             f"{x.activation_bytes:,}") for x in r.graph.layers]
+
+
+def to_text(r: Report, *, layers: bool = True, width: int | None = None) -> str:
+    """The terminal report: rich tables when rich is installed, plain aligned text otherwise."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        return _plain(r, layers=layers)
+    import io
+
+    buf = io.StringIO()
+    con = Console(file=buf, width=width or 160, force_terminal=False, color_system=None)
+    t = Table(title="edge-asc report", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in summary_rows(r):
+        t.add_row(k, v)
+    con.print(t)
+    bt = Table(title="DCASE budgets")
+    for h in ("rule", "value", "limit", "verdict"):
+        bt.add_column(h)
+    for row in _budget_rows(r):
+        bt.add_row(*row)
+    con.print(bt)
+    if layers:
+        lt = Table(title="layers")
+        for h in _LAYER_HEAD:
+            lt.add_column(h, justify="right" if h not in ("op", "in", "out") else "left")
+        for row in _layer_rows(r):
+            lt.add_row(*row)
+        con.print(lt)
+    if r.targets:
+        tt = Table(title=f"targets (hop {r.hop_seconds:.3f} s)")
+        for h in _TARGET_HEAD:
+            tt.add_column(h)
+        for row in _target_rows(r):
+            tt.add_row(*row)
+        con.print(tt)
+        con.print(_provenance_note(r))
+    return buf.getvalue()
+
+
+def _provenance_note(r: Report) -> str:
+    srcs = {t.key: t.source for t in r.targets if t.provenance == "estimate"}
+    lines = ["latency from: measured = timed here with LiteRT; vela = Ethos-U compiler estimate; "
+             "estimate = cycles-per-MAC model (coefficients in targets.toml):"]
+    lines += [f"  {k}: {v}" for k, v in srcs.items()]
+    return "\n".join(lines)
+
+
+def _plain(r: Report, *, layers: bool = True) -> str:
+    out = [f"{k:>12}: {v}" for k, v in summary_rows(r)]
+    out.append("")
+    out += [f"{b[3]:<50} {b[0]}" for b in _budget_rows(r)]
+    if layers:
+        out.append("")
+        out.append(_fixed(_LAYER_HEAD, _layer_rows(r)))
+    if r.targets:
+        out.append("")
+        out.append(_fixed(_TARGET_HEAD, _target_rows(r)))
+        out.append(_provenance_note(r))
+    return "\n".join(out) + "\n"
+
+
+def _fixed(head, rows) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in (head, *rows))
+
+
+def _md_table(head, rows) -> str:
+    esc = [[str(c).replace("|", "\\|") for c in row] for row in rows]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in esc]
+    return "\n".join(lines)
+
+
+def to_markdown(r: Report, *, layers: bool = True) -> str:
+    """The report as GitHub Markdown."""
+    parts = [f"## edge-asc report: `{Path(r.model).name}`", "", _md_table(("", ""), summary_rows(r)), "",
+             "### DCASE budgets", "", _md_table(("rule", "value", "limit", "verdict"), _budget_rows(r))]
+    if layers:
+        parts += ["", "### Layers", "", _md_table(_LAYER_HEAD, _layer_rows(r))]
+    if r.targets:
+        parts += ["", f"### Targets (hop {r.hop_seconds:.3f} s)", "", _md_table(_TARGET_HEAD, _target_rows(r)), "",
+                  "\n".join(f"> {line.strip()}" for line in _provenance_note(r).splitlines())]
+    return "\n".join(parts) + "\n"
+
+
+def write_png(r: Report, path: str | os.PathLike) -> None:
+    """Per-layer parameter bytes and MACs as bars, with cumulative totals against the DCASE 2022 budget lines.
+
+    Raises:
+        MissingExtraError: matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingExtraError("matplotlib", "bench", "the PNG report") from exc
+    import numpy as np
+
+    ls = [x for x in r.graph.layers if x.params or x.macs]
+    if not ls:
+        ls = list(r.graph.layers)
+    labels = [f"{x.index}:{x.op.lower()}" for x in ls]
+    pbytes = np.array([x.param_bytes for x in ls], dtype=float)
+    scale = r.macs_per_second_1s / r.macs_per_inference if r.macs_per_inference else 1.0
+    macs = np.array([x.macs * scale for x in ls], dtype=float)
+    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.45 * len(ls) + 3), 7), constrained_layout=True)
+    for ax, vals, limit, what in ((axes[0], pbytes, DCASE2022_MAX_PARAM_BYTES, "parameter bytes (as stored)"),
+                                  (axes[1], macs, DCASE2022_MAX_MACS_PER_SECOND, "MACs per 1 s of audio")):
+        x = np.arange(len(vals))
+        ax.bar(x, vals, color="tab:blue", label="per layer")
+        ax.step(x, np.cumsum(vals), where="mid", color="tab:orange", label="cumulative")
+        ax.axhline(limit, color="tab:red", linestyle="--", label=f"DCASE 2022+ limit {limit:,}")
+        ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel(what)
+        ax.set_yscale("symlog", linthresh=max(1.0, float(vals.max(initial=1.0)) / 1e3))
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_title(f"{Path(r.model).name}: {r.graph.param_bytes:,} B params, {r.macs_per_second_1s:,.0f} MACs/s")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_text_file(text: str, path: str | os.PathLike) -> None:
+    atomic_write_text(path, text)
