@@ -1,0 +1,220 @@
+"""firmware_bench: counts read off real int8 .tflite files equal hand counts; budgets flip at the exact limits;
+TFLite Micro and Vela figures come from real runs on small models."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import firmware_models as fm
+from edge_asc.errors import ConfigError, ModelContractError
+from edge_asc.firmware_bench.budgets import (
+    DCASE2021_MAX_NONZERO_PARAM_BYTES,
+    DCASE2022_MAX_MACS_PER_SECOND,
+    DCASE2022_MAX_PARAM_BYTES,
+    BudgetCheck,
+    dcase_checks,
+)
+from edge_asc.firmware_bench.graph import read_graph
+from edge_asc.firmware_bench.targets import Target, load_targets
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """Small int8 models built once per session with TensorFlow (~10 s)."""
+    pytest.importorskip("tensorflow")
+    d = tmp_path_factory.mktemp("fw_models")
+    out = {}
+    out["toy"] = d / "toy.tflite"
+    out["toy"].write_bytes(fm.toy_model())
+    out["topk"] = d / "topk.tflite"
+    out["topk"].write_bytes(fm.topk_model())
+    out["dense"] = d / "dense.tflite"
+    out["dense"].write_bytes(fm.dense_model(128, 1000))
+    bn, expected = fm.bn_model()
+    out["bn"] = d / "bn.tflite"
+    out["bn"].write_bytes(bn)
+    out["bn_expected"] = expected
+    return out
+
+
+# ---- the FlatBuffer walker ---------------------------------------------------------------------------------------
+def test_toy_counts_equal_hand_count(models):
+    g = read_graph(models["toy"])
+    assert [x.op for x in g.layers] == ["CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "MEAN", "FULLY_CONNECTED"]
+    assert [x.macs for x in g.layers] == [3600, 5400, 0, 0, 12]
+    assert g.macs == fm.TOY_MACS
+    assert g.params == fm.TOY_PARAMS
+    assert g.param_bytes == fm.TOY_PARAM_BYTES
+    assert g.nonzero_params == fm.TOY_NONZERO  # the 6 zero conv weights are stored as int8 0
+    assert g.other_ops == fm.TOY_OTHER_POOL_MEAN
+    by = g.param_bytes_by_dtype
+    assert by["INT8"]["bytes"] == 24 + 36 + 12 and by["INT32"]["bytes"] == 4 * (4 + 4 + 3)
+    roles = sorted((p.role, p.dtype) for p in g.param_tensors)
+    assert roles.count(("bias", "INT32")) == 3 and roles.count(("weight", "INT8")) == 3
+    assert g.input_shapes == ((1, 16, 12, 1),) and g.input_dtypes == ("INT8",)
+    # the MEAN axes are a structural constant, not a parameter
+    assert g.structural_constant_bytes > 0
+
+
+def test_activation_profile_is_live_tensor_bytes(models):
+    g = read_graph(models["toy"])
+    conv = g.layers[0]
+    # while the first conv runs: its int8 input 16*12 and output 15*10*4 are live
+    assert conv.activation_bytes == 16 * 12 + 15 * 10 * 4
+    assert g.layers[1].activation_bytes == 2 * 15 * 10 * 4
+    assert g.peak_activation_bytes == 2 * 15 * 10 * 4
+
+
+def test_batch_norm_is_folded_into_the_conv(models):
+    g = read_graph(models["bn"])
+    assert g.op_counts.get("CONV_2D") == 1 and "MUL" not in g.op_counts and "ADD" not in g.op_counts
+    assert g.params == models["bn_expected"]  # weights + one bias per channel; BN's 4 x 5 values are gone
+
+
+def test_not_a_model_is_a_contract_error(tmp_path):
+    bad = tmp_path / "x.tflite"
+    bad.write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(ModelContractError, match="not a TFLite model"):
+        read_graph(bad)
+    with pytest.raises(ModelContractError, match="no such model file"):
+        read_graph(tmp_path / "missing.tflite")
+
+
+# ---- budgets -----------------------------------------------------------------------------------------------------
+def test_budget_constants_are_the_rules():
+    assert DCASE2022_MAX_PARAM_BYTES == 128_000
+    assert DCASE2022_MAX_MACS_PER_SECOND == 30_000_000
+    assert DCASE2021_MAX_NONZERO_PARAM_BYTES == 131_072
+
+
+@pytest.mark.parametrize("limit", [DCASE2021_MAX_NONZERO_PARAM_BYTES, DCASE2022_MAX_PARAM_BYTES,
+                                   DCASE2022_MAX_MACS_PER_SECOND])
+def test_verdict_flips_at_the_exact_limit(limit):
+    at = BudgetCheck(key="k", rule="r", value=limit, limit=limit, unit="u")
+    over = BudgetCheck(key="k", rule="r", value=limit + 1, limit=limit, unit="u")
+    assert at.passed and at.margin == 0 and at.verdict().startswith("PASS")
+    assert not over.passed and over.margin == -1 and over.verdict().startswith("FAIL (1 u over")
+
+
+def test_dcase_checks_flip_independently():
+    def verdicts(nz, p, m):
+        return [c.passed for c in dcase_checks(nonzero_param_bytes=nz, param_bytes=p, macs_per_second=m)]
+
+    assert verdicts(131_072, 128_000, 30_000_000) == [True, True, True]
+    assert verdicts(131_073, 128_000, 30_000_000) == [False, True, True]
+    assert verdicts(131_072, 128_001, 30_000_000) == [True, False, True]
+    assert verdicts(131_072, 128_000, 30_000_001) == [True, True, False]
+
+
+def test_dense_model_exactly_at_the_2022_limit(models):
+    """128 x 1000 bias-free int8 dense layer: 128,000 stored bytes -> passes 2022 with 0 margin."""
+    from edge_asc.firmware_bench.report import build_report
+
+    r = build_report(models["dense"], run_tflm=False, run_vela=False, measure=False, target_keys=["nrf52840"])
+    b = r.budget("dcase2022-params")
+    assert b.value == 128_000 and b.passed and b.margin == 0
+    assert r.check(["dcase2022-params"]) == []
+
+
+# ---- TFLite Micro and Vela (real runs) ---------------------------------------------------------------------------
+def test_tflm_arena_is_measured_and_exact(models):
+    from edge_asc.firmware_bench.tflm import _run_child, measure_arena
+
+    g = read_graph(models["toy"])
+    res = measure_arena(models["toy"], op_names=list(g.op_counts))
+    assert res.runs and res.confirmed is True and res.unsupported_ops == ()
+    assert res.arena_bytes == res.head_bytes + res.tail_bytes
+    assert res.head_bytes >= g.peak_activation_bytes  # the planner cannot beat the live-tensor lower bound
+    ok, _ = _run_child(str(models["toy"]), res.arena_bytes - 16, 1, 60)
+    assert ok["ok"] is False  # 16 bytes less (one alignment step) and TFLM refuses: the figure is the minimum
+
+
+def test_tflm_reports_ops_it_cannot_run(models):
+    from edge_asc.firmware_bench.tflm import measure_arena, supported_builtin_ops
+
+    assert {"CONV_2D", "FULLY_CONNECTED", "MEAN"} <= supported_builtin_ops()
+    res = measure_arena(models["topk"], op_names=list(read_graph(models["topk"]).op_counts))
+    assert not res.runs and res.arena_bytes is None
+    assert "TOPK_V2" in res.unsupported_ops and "TOPK_V2" in res.error
+
+
+def test_vela_summary_parsed_from_a_real_run(models):
+    from edge_asc.firmware_bench.vela import run_vela
+
+    g = read_graph(models["toy"])
+    v = run_vela(models["toy"])
+    assert v.accelerator == "ethos-u55-128" and v.clock_hz == 500e6
+    assert v.cycles > 0 and math.isclose(v.inference_seconds, v.cycles / v.clock_hz, rel_tol=1e-3)
+    assert v.nn_macs >= g.macs  # Vela adds reductions (MEAN) to its MAC count
+    assert v.sram_bytes > 0 and v.flash_bytes > 0 and v.cpu_ops == ()
+    t = run_vela(models["topk"])
+    ops = {o.op: o.reason for o in t.cpu_ops}
+    assert ops["TOPK_V2"] == "Unsupported opType"
+
+
+# ---- targets -----------------------------------------------------------------------------------------------------
+def test_packaged_targets_cover_the_issue_and_cite_sources():
+    ts = load_targets()
+    assert {"rpi4", "rpi5", "coral", "nrf52840", "stm32h7", "m55-u55"} <= set(ts)
+    nrf = ts["nrf52840"]
+    assert nrf.clock_hz == 64e6 and nrf.ram_bytes == 256 * 1024 and nrf.flash_bytes == 1024 * 1024
+    assert all(t.source for t in ts.values())
+    assert ts["m55-u55"].kind == "ethos-u" and ts["m55-u55"].vela_accelerator == "ethos-u55-128"
+
+
+def test_user_targets_file_extends_and_validates(tmp_path):
+    p = tmp_path / "t.toml"
+    p.write_text('[[target]]\nkey = "tiny"\nname = "tiny"\nkind = "mcu"\nclock_hz = 1e6\nram_bytes = 1000\n'
+                 'cycles_per_mac = 1.0\nsource = "made up"\n')
+    ts = load_targets(p)
+    assert ts["tiny"].ram_bytes == 1000 and "rpi4" in ts
+    p.write_text('[[target]]\nkey = "bad"\nname = "b"\nkind = "gpu"\nclock_hz = 1e6\nram_bytes = 1\n'
+                 'cycles_per_mac = 1.0\nsource = "x"\n')
+    with pytest.raises(ConfigError, match="kind"):
+        load_targets(p)
+
+
+def test_estimate_formula():
+    t = Target(key="k", name="k", clock_hz=1e6, ram_bytes=1, cycles_per_mac=2.0, cycles_per_other_op=1.0,
+               cycles_per_layer=100.0, overhead_s=0.5, source="s")
+    assert t.estimate_seconds(macs=1000, other_ops=500, layers=5) == pytest.approx((2000 + 500 + 500) / 1e6 + 0.5)
+
+
+# ---- the whole report --------------------------------------------------------------------------------------------
+def test_report_on_toy_model(models, tmp_path):
+    from edge_asc.firmware_bench.render import to_markdown, to_text, write_png
+    from edge_asc.firmware_bench.report import build_report
+
+    r = build_report(models["toy"], measure=False, target_keys=["nrf52840", "m55-u55", "rpi4"], hop_seconds=0.048)
+    assert r.window_frames == 12 and r.hop_seconds == pytest.approx(3 * 256 / 16000)
+    # 16 kHz / hop 256: 1 s of audio is 61 frames, the window 12, so the 1-s MACs scale by 61/12
+    assert r.macs_per_second_1s == pytest.approx(fm.TOY_MACS * 61 / 12)
+    nrf = r.target("nrf52840")
+    assert nrf.provenance == "estimate" and nrf.ram_source.startswith("TFLM arena")
+    assert nrf.ram_needed_bytes == r.tflm.arena_bytes + load_targets()["nrf52840"].reserved_ram_bytes
+    assert nrf.duty_cycle == pytest.approx(nrf.latency_s / r.hop_seconds)
+    u55 = r.target("m55-u55")
+    assert u55.provenance == "vela" and u55.latency_s == pytest.approx(r.vela["ethos-u55-128"].inference_seconds)
+    d = json.loads(r.to_json())
+    assert d["graph"]["macs"] == fm.TOY_MACS and d["graph"]["param_bytes"] == fm.TOY_PARAM_BYTES
+    assert [b["passed"] for b in d["budgets"]] == [True, True, True]
+    assert d["tflm"]["arena_bytes"] == r.tflm.arena_bytes
+    md = to_markdown(r)
+    assert "| DCASE 2022-2025 Task 1: <= 128,000 bytes" in md and "estimate" in md and "vela" in md
+    assert "CONV_2D" in to_text(r)
+    png = tmp_path / "r.png"
+    write_png(r, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_on_a_model_tflm_cannot_run(models):
+    from edge_asc.firmware_bench.report import build_report
+
+    r = build_report(models["topk"], run_vela=False, measure=False, target_keys=["nrf52840"])
+    t = r.target("nrf52840")
+    assert not t.runs and not t.fits and "TOPK_V2" in t.notes[0]
+    assert any("window length unknown" in w for w in r.warnings)  # no model card
+    assert r.check(["target:nrf52840"]) and r.check(["dcase"]) == []
