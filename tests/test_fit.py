@@ -1,0 +1,70 @@
+"""`edge-asc fit`: every candidate meets every budget, the largest come first, thresholds are inclusive."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_asc.cli import main
+from edge_asc.commands.fit import parse_size
+from edge_asc.errors import ConfigError
+from edge_asc.firmware_bench.fit import arena_estimate, search
+from edge_asc.model import count_macs, count_params, model_preset
+
+
+def test_candidates_meet_every_constraint_and_are_ranked():
+    found = search(max_params=128_000, max_macs=30e6, max_ram=256_000, top=50)
+    assert len(found) == 50
+    for c in found:
+        assert c.params <= 128_000 and c.macs_1s <= 30e6 and c.arena_estimate_bytes <= 256_000
+        assert c.params == count_params(c.config) and c.macs == count_macs(c.config)
+    assert [c.params for c in found] == sorted((c.params for c in found), reverse=True)
+    assert found[0].params > count_params(model_preset("edge"))  # the edge preset leaves budget unused
+
+
+def test_limits_are_inclusive():
+    edge = model_preset("edge")
+    p, m = count_params(edge), count_macs(edge)  # edge is a 1-s model: MACs per 1 s == MACs per window
+    kw = dict(widths=[edge.width], mels=[edge.n_mels], frames=[edge.n_frames], pools=[edge.pool])
+    assert [c.config for c in search(max_params=p, max_macs=m, **kw)] == [edge]
+    assert search(max_params=p - 1, max_macs=m, **kw) == []
+    assert search(max_params=p, max_macs=m - 1, **kw) == []
+    a = arena_estimate(edge)
+    assert search(max_params=p, max_macs=m, max_ram=a, **kw) and not search(max_params=p, max_macs=m,
+                                                                            max_ram=a - 1, **kw)
+
+
+def test_arena_estimate_hand_count():
+    # edge: 1x64x61 input, c1=16, c2=32, 2x3 pools: a0=64*61=3904, a1=32*20=640, a2=16*6=96
+    edge = model_preset("edge")
+    c1, c2, a0, a1, a2 = 16, 32, 3904, 640, 96
+    assert arena_estimate(edge) == max(a0 + c1 * a0, c1 * a0 + c1 * a1 + c2 * a1,
+                                       c1 * a0 + c2 * a1 + c2 * a2 + 2 * c2 * a1, c1 * a0 + c1 * a1 + 2 * c1 * a0,
+                                       3 * c1 * a0)
+
+
+def test_bad_budget():
+    with pytest.raises(ConfigError, match="budgets must be > 0"):
+        search(max_params=0, max_macs=1)
+
+
+@pytest.mark.parametrize("text, value", [("128000", 128000), ("30e6", 30e6), ("256KB", 256000),
+                                         ("256KiB", 262144), ("1.5MB", 1.5e6)])
+def test_parse_size(text, value):
+    assert parse_size(text) == value
+
+
+def test_fit_cli_table_and_json(capsys):
+    assert main(["fit", "--params", "128000", "--macs", "30e6", "--ram", "256KB", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "to train: edge:width=" in out and out.count("edge:width=") >= 3
+    assert main(["fit", "--params", "60000", "--macs", "10e6", "--json", "--top", "2"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert len(d["candidates"]) == 2 and all(c["params"] <= 60000 and c["macs_1s"] <= 10e6 for c in d["candidates"])
+
+
+def test_fit_cli_nothing_fits_and_bad_size(capsys):
+    assert main(["fit", "--params", "10", "--macs", "10"]) == 1
+    assert "no configuration meets every budget" in capsys.readouterr().out
+    assert main(["fit", "--ram", "lots"]) == 2
