@@ -44,7 +44,7 @@ def toy_model() -> bytes:
     """The hand-counted toy model (module docstring), full int8, with an edge-asc model card (16 mels x 12 frames)."""
     import tensorflow as tf
 
-    from edge_asc.spec import ModelCard, PRESETS
+    from edge_asc.spec import PRESETS, ModelCard
     from edge_asc.tflite_meta import embed_model_card
 
     rng = np.random.default_rng(7)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import math
 
+import firmware_models as fm
 import pytest
 
-import firmware_models as fm
 from edge_asc.errors import ConfigError, ModelContractError
 from edge_asc.firmware_bench.budgets import (
     DCASE2021_MAX_NONZERO_PARAM_BYTES,

@@ -26,7 +26,7 @@ def test_candidates_meet_every_constraint_and_are_ranked():
 def test_limits_are_inclusive():
     edge = model_preset("edge")
     p, m = count_params(edge), count_macs(edge)  # edge is a 1-s model: MACs per 1 s == MACs per window
-    kw = dict(widths=[edge.width], mels=[edge.n_mels], frames=[edge.n_frames], pools=[edge.pool])
+    kw = {"widths": [edge.width], "mels": [edge.n_mels], "frames": [edge.n_frames], "pools": [edge.pool]}
     assert [c.config for c in search(max_params=p, max_macs=m, **kw)] == [edge]
     assert search(max_params=p - 1, max_macs=m, **kw) == []
     assert search(max_params=p, max_macs=m - 1, **kw) == []

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+import firmware_models as fm
 import pytest
 
-import firmware_models as fm
 from edge_asc.cli import main
 
 

@@ -218,7 +218,7 @@ def _elem_bytes(count: int, dtype: str) -> int:
 def _nonzero(raw: bytes, dtype: str, count: int) -> int:
     import numpy as np
 
-    size, npd = DTYPES.get(dtype, (1, None))
+    npd = DTYPES.get(dtype, (1, None))[1]
     if dtype in ("INT4", "UINT4"):
         b = np.frombuffer(raw, dtype=np.uint8)
         nib = np.stack([b & 0x0F, b >> 4], axis=1).reshape(-1)[:count]
@@ -250,8 +250,8 @@ def read_graph(model: str | os.PathLike | bytes) -> ModelGraph:
     schema = _schema()
     try:
         m = schema.ModelT.InitFromPackedBuf(buf, 0)
-    except Exception as exc:  # flatbuffers raises struct/index errors on corrupt input
-        raise ModelContractError(f"{where}: TFLite file does not parse ({type(exc).__name__}): re-export it") from None
+    except Exception:  # noqa: BLE001 - flatbuffers raises assorted struct/index errors on corrupt input
+        raise ModelContractError(f"{where}: TFLite file does not parse: re-export it") from None
     if not m.subgraphs:
         raise ModelContractError(f"{where}: TFLite model has no subgraph")
     op_names = _enum_names(schema.BuiltinOperator)

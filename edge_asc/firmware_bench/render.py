@@ -42,27 +42,27 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
     rows = [
         ("model", f"{r.model} ({g.file_bytes:,} bytes, sha256 {r.sha256[:12]})"),
         ("window / hop", f"{r.window_seconds:.3f} s ({r.window_frames or '?'} frames) / {r.hop_seconds:.3f} s"),
-        ("parameters", f"{g.params:,} ({g.nonzero_params:,} non-zero); stored {g.param_bytes:,} bytes "
-                       f"({g.nonzero_param_bytes:,} non-zero)"),
+        ("parameters", (f"{g.params:,} ({g.nonzero_params:,} non-zero); stored {g.param_bytes:,} bytes "
+                        f"({g.nonzero_param_bytes:,} non-zero)")),
         ("by dtype", by or "-"),
-        ("MACs", f"{r.macs_per_inference:,} per inference; {r.macs_per_second_1s:,.0f} per 1 s of audio; "
-                 f"{r.macs_per_second_streaming:,.0f}/s streaming at the hop"),
+        ("MACs", (f"{r.macs_per_inference:,} per inference; {r.macs_per_second_1s:,.0f} per 1 s of audio; "
+                  f"{r.macs_per_second_streaming:,.0f}/s streaming at the hop")),
         ("other ops", f"{g.other_ops:,} element-wise/pooling/reduction ops per inference (not MACs)"),
         ("activations", f"peak {g.peak_activation_bytes:,} bytes live (lower bound of the arena)"),
     ]
     if r.tflm is not None:
         if r.tflm.runs:
             conf = " (confirmed)" if r.tflm.confirmed else (" (NOT confirmed)" if r.tflm.confirmed is False else "")
-            rows.append(("TFLM arena", f"{r.tflm.arena_bytes:,} bytes{conf} (head {r.tflm.head_bytes:,}, "
-                                       f"tail {r.tflm.tail_bytes:,}), tflite-micro {r.tflm.tflm_version}"))
+            rows.append(("TFLM arena", (f"{r.tflm.arena_bytes:,} bytes{conf} (head {r.tflm.head_bytes:,}, "
+                                        f"tail {r.tflm.tail_bytes:,}), tflite-micro {r.tflm.tflm_version}")))
         else:
-            rows.append(("TFLM arena", f"CANNOT RUN: {r.tflm.error}; unsupported ops: "
-                                       f"{', '.join(r.tflm.unsupported_ops) or '?'}"))
+            rows.append(("TFLM arena", (f"CANNOT RUN: {r.tflm.error}; unsupported ops: "
+                                        f"{', '.join(r.tflm.unsupported_ops) or '?'}")))
     for acc, v in r.vela.items():
         cpu = f"; CPU ops: {', '.join(o.op for o in v.cpu_ops)}" if v.cpu_ops else "; all ops on the NPU"
-        rows.append((f"Vela {acc}", f"{v.inference_seconds * 1e3:.3f} ms ({v.cycles:,} cycles @ "
-                                    f"{v.clock_hz / 1e6:.0f} MHz), SRAM {v.sram_bytes:,} B, flash {v.flash_bytes:,} B"
-                                    f"{cpu}"))
+        rows.append((f"Vela {acc}", (f"{v.inference_seconds * 1e3:.3f} ms ({v.cycles:,} cycles @ "
+                                     f"{v.clock_hz / 1e6:.0f} MHz), SRAM {v.sram_bytes:,} B, "
+                                     f"flash {v.flash_bytes:,} B{cpu}")))
     for w in r.warnings:
         rows.append(("warning", w))
     return rows
@@ -139,8 +139,8 @@ def to_text(r: Report, *, layers: bool = True, width: int | None = None) -> str:
 
 def _provenance_note(r: Report) -> str:
     srcs = {t.key: t.source for t in r.targets if t.provenance == "estimate"}
-    lines = ["latency from: measured = timed here with LiteRT; vela = Ethos-U compiler estimate; "
-             "estimate = cycles-per-MAC model (coefficients in targets.toml):"]
+    lines = [("latency from: measured = timed here with LiteRT; vela = Ethos-U compiler estimate; "
+              "estimate = cycles-per-MAC model (coefficients in targets.toml):")]
     lines += [f"  {k}: {v}" for k, v in srcs.items()]
     return "\n".join(lines)
 

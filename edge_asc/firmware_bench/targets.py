@@ -15,11 +15,12 @@ import os
 import platform
 import statistics
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from ..errors import ConfigError, MissingExtraError
 

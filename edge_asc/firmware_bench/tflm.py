@@ -120,7 +120,7 @@ def _version() -> str:
 
 def _run_child(path: str, arena: int, n_inputs: int, timeout: float) -> tuple[dict, str]:
     proc = subprocess.run([sys.executable, "-c", _CHILD, path, str(arena), str(n_inputs)], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          check=False, text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     out = None
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):

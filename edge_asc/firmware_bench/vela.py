@@ -99,7 +99,7 @@ def run_vela(model: str | os.PathLike | bytes, *, accelerator: str = "ethos-u55-
         args = cmd + ["--config", "Arm/vela.ini", "--accelerator-config", accelerator, "--system-config",
                       system_config, "--memory-mode", memory_mode, "--output-dir", str(out_dir), str(src)]
         try:
-            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=tmp)
+            proc = subprocess.run(args, capture_output=True, check=False, text=True, timeout=timeout, cwd=tmp)
         except subprocess.TimeoutExpired:
             raise ExportError(f"vela did not finish within {timeout:.0f} s: skip it with --no-vela") from None
         text = proc.stdout + "\n" + proc.stderr
