@@ -262,7 +262,12 @@ def build_report(model: str | os.PathLike, *, hop_seconds: float | None = None, 
                                                         memory_mode=t.vela_memory_mode or "Shared_Sram")
                 except EdgeAscError as exc:
                     warnings.append(f"vela ({t.vela_accelerator}): {exc}")
-    host = measure_host(data, threads=threads) if measure else None
+    host = None
+    if measure:
+        try:
+            host = measure_host(data, threads=threads)
+        except RuntimeError as exc:  # the interpreter refused to invoke the model: report it, do not hide it
+            warnings.append(f"LiteRT could not run the model on this host: {str(exc).splitlines()[0][:160]}")
     results = tuple(evaluate_target(t, graph=graph, hop_s=hop_s, tflm=tflm, vela=vela.get(t.vela_accelerator),
                                     host=host) for t in chosen)
     if host is not None:

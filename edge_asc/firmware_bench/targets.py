@@ -144,9 +144,21 @@ class HostLatency:
                 "seconds": {str(k): v for k, v in self.seconds.items()}, "runs": {str(k): v for k, v in self.runs.items()}}
 
 
+def _example_input(shape, dtype):
+    """Seeded random input of ``shape``/``dtype`` (zeros would make int8 normalisation layers divide by zero)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    dt = np.dtype(dtype)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        return rng.integers(max(info.min, -128), min(info.max, 127), size=shape, endpoint=True).astype(dt)
+    return rng.standard_normal(shape).astype(dt)
+
+
 def measure_host(model: bytes, *, threads: tuple[int, ...] | None = None, budget_s: float = 0.5,
                  max_runs: int = 50) -> HostLatency:
-    """Time ``model`` on this host with the LiteRT interpreter (zeros in, default delegates: XNNPACK).
+    """Time ``model`` on this host with the LiteRT interpreter (seeded random input, default delegates: XNNPACK).
 
     For each thread count: 2 warm-up invokes, then timed invokes until ``budget_s`` or ``max_runs`` (at least 3).
 
@@ -167,7 +179,7 @@ def measure_host(model: bytes, *, threads: tuple[int, ...] | None = None, budget
         it = Interpreter(model_content=model, num_threads=n)
         it.allocate_tensors()
         for d in it.get_input_details():
-            it.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))
+            it.set_tensor(d["index"], _example_input(d["shape"], d["dtype"]))
         for _ in range(2):
             it.invoke()
         times = []

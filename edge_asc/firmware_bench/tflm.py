@@ -1,6 +1,6 @@
 """Tensor arena of a model measured with the TensorFlow Lite Micro Python interpreter (``tflite-micro`` package).
 
-The interpreter is created with a generous arena, fed zeros, invoked once, and its ``RecordingMicroAllocator``
+The interpreter is created with a generous arena, fed seeded random input, invoked once, and its ``RecordingMicroAllocator``
 report (``print_allocations``, written by C++ to stderr) gives the bytes the arena really used: head (the planned
 activation buffers, reused between ops) + tail (persistent interpreter data: tensor structs, quantisation data, op
 state). That total is the ``arena_size`` a firmware needs with the same kernels; with ``confirm=True`` the model is run
@@ -42,10 +42,15 @@ try:
     it = runtime.Interpreter.from_bytes(data, arena_size=arena)
 except Exception as exc:
     print(json.dumps({"ok": False, "stage": "allocate", "error": str(exc)})); sys.exit(0)
+print("STAGE allocated", flush=True)
 try:
     for i in range(n_inputs):
         d = it.get_input_details(i)
-        it.set_input(np.zeros(d["shape"], dtype=d["dtype"]), i)
+        dt = np.dtype(d["dtype"])
+        rng = np.random.default_rng(0)
+        x = (rng.integers(-128, 127, size=d["shape"], endpoint=True) if dt.kind in "iu"
+             else rng.standard_normal(d["shape"]))
+        it.set_input(x.astype(dt), i)
     it.invoke()
     sys.stdout.flush()
     it.print_allocations()
@@ -130,7 +135,12 @@ def _run_child(path: str, arena: int, n_inputs: int, timeout: float) -> tuple[di
             except json.JSONDecodeError:
                 continue
     if out is None:
-        out = {"ok": False, "stage": "crash", "error": f"TFLM child exited with code {proc.returncode}"}
+        stage = "invoke" if "STAGE allocated" in proc.stdout else "allocation (op Prepare)"
+        sig = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
+        last = next((ln.strip() for ln in reversed(proc.stderr.splitlines()) if ln.strip()), "")
+        out = {"ok": False, "stage": "crash",
+               "error": f"TFLM aborted ({sig}) during {stage}" + (f": {last[:160]}" if last else
+                                                                   " without a message (an op/type it does not support?)")}
     return out, proc.stderr
 
 
@@ -172,7 +182,8 @@ def measure_arena(model: str | os.PathLike | bytes, *, op_names: list[str] | tup
         unsupported = tuple(sorted(set(static_missing) | set(missing)))
         if not out["ok"]:
             lines = [ln.strip() for ln in err.splitlines() if ln.strip() and not ln.startswith("[Recording")]
-            first = next((ln for ln in lines if "Didn't find op" in ln), lines[0] if lines else out.get("error", ""))
+            first = next((ln for ln in lines if "Didn't find op" in ln), out.get("error", "") if out.get("stage") ==
+                         "crash" else (lines[0] if lines else out.get("error", "")))
             return TflmResult(runs=False, unsupported_ops=unsupported, error=first or out.get("error", ""),
                               tflm_version=version)
         total = _TOTAL.search(err)
