@@ -165,7 +165,6 @@ def measure_host(model: bytes, *, threads: tuple[int, ...] | None = None, budget
     Raises:
         MissingExtraError: no LiteRT interpreter installed.
     """
-    import numpy as np
 
     try:
         from ai_edge_litert.interpreter import Interpreter
