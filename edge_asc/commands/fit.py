@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
             print("no configuration meets every budget: relax one of them")
         if conf:
             if conf.measured_bytes is None:
-                print(f"confirm {conf.model}: TFLite Micro cannot run it ({conf.error})")
+                est = f"; estimate {conf.estimate_bytes:,} B" if conf.estimate_bytes else ""
+                print(f"confirm {conf.model}: TFLite Micro cannot run it ({conf.error}); the exported graph's "
+                      f"activation peak is {conf.graph_peak_bytes:,} B{est}")
             else:
                 est = f"{conf.estimate_bytes:,} B estimated" if conf.estimate_bytes else "no config in the card"
                 ratio = f" (measured/estimate {conf.ratio:.2f})" if conf.ratio else ""

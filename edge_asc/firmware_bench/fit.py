@@ -139,6 +139,8 @@ class Confirmation:
     """:func:`arena_estimate` of the model card's config (None: the card has no model config)."""
     measured_bytes: int | None
     """TFLM arena (None: TFLM cannot run it)."""
+    graph_peak_bytes: int = 0
+    """peak live activation bytes of the exported graph (:mod:`.graph`), known even when TFLM cannot run it."""
     error: str = ""
 
     @property
@@ -149,7 +151,7 @@ class Confirmation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "estimate_bytes": self.estimate_bytes, "measured_bytes": self.measured_bytes,
-                "ratio": self.ratio, "error": self.error}
+                "graph_peak_bytes": self.graph_peak_bytes, "ratio": self.ratio, "error": self.error}
 
 
 def confirm(model_path: str) -> Confirmation:
@@ -175,4 +177,4 @@ def confirm(model_path: str) -> Confirmation:
         est = None
     res = measure_arena(model_path, op_names=list(graph.op_counts), n_inputs=len(graph.input_shapes))
     return Confirmation(model=str(model_path), estimate_bytes=est, measured_bytes=res.arena_bytes if res.runs else None,
-                        error="" if res.runs else res.error)
+                        graph_peak_bytes=graph.peak_activation_bytes, error="" if res.runs else res.error)
