@@ -174,20 +174,20 @@ def _break_unreadable(root: Path) -> None:
 
 
 BAD = {
-    "missing audio": (_break_missing_audio, r"^4 audio file\(s\) listed in meta.csv are missing .*\(first: "
-                                            r"'audio/bus-barcelona-10-100-s1.wav', "),
+    "missing audio": (_break_missing_audio, (r"^4 audio file\(s\) listed in meta.csv are missing .*\(first: "
+                                            r"'audio/bus-barcelona-10-100-s1.wav', ")),
     "unknown label": (_break_unknown_label, r"^1 unknown scene label\(s\) in meta.csv \(first: 'forest'\)"),
     "missing column": (_break_missing_column, r"^meta.csv lacks column\(s\) \['source_label'\]"),
     "comma separated": (_break_comma_separated, r"lacks column.*not tab-separated"),
     "duplicate filename": (_break_duplicate, r"^2 duplicate file name\(s\) in meta.csv \(first: 'audio/airport-"),
     "missing fold file": (_break_missing_fold, r"^evaluation_setup/fold1_train.csv is missing"),
-    "fold clip not in meta": (_break_fold_not_in_meta, r"^1 file\(s\) in evaluation_setup/fold1_evaluate.csv are not "
-                                                       r"in meta.csv \(first: 'audio/ghost-x-1-1-a.wav'\)"),
-    "fold label mismatch": (_break_fold_label_mismatch, r"^3 file\(s\) in evaluation_setup/fold1_train.csv have a "
-                                                        r"scene_label different"),
+    "fold clip not in meta": (_break_fold_not_in_meta, (r"^1 file\(s\) in evaluation_setup/fold1_evaluate.csv are not "
+                                                       r"in meta.csv \(first: 'audio/ghost-x-1-1-a.wav'\)")),
+    "fold label mismatch": (_break_fold_label_mismatch, (r"^3 file\(s\) in evaluation_setup/fold1_train.csv have a "
+                                                        r"scene_label different")),
     "empty field": (_break_empty_field, r"^1 row\(s\) of meta.csv have empty or missing fields \(first: 'line "),
-    "unreadable audio": (_break_unreadable, r"^2 audio file\(s\) are unreadable or empty \(first: "
-                                            r"'audio/metro-barcelona-20-200-a.wav', "),
+    "unreadable audio": (_break_unreadable, (r"^2 audio file\(s\) are unreadable or empty \(first: "
+                                            r"'audio/metro-barcelona-20-200-a.wav', ")),
 }
 
 

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AudioInputError, DatasetError
+from ..errors import AudioInputError
 from .readers import load_dataset, offenders
 from .records import CountTable, Dataset
 
@@ -47,10 +47,10 @@ class CheckReport:
     def render(self, split: str | None = None) -> str:
         sizes = ", ".join(f"{v} {k}" for k, v in self.split_sizes.items() if v)
         rates = ", ".join(f"{k} Hz x{v}" for k, v in sorted(self.sample_rates.items()))
-        head = [f"{self.layout} dataset at {self.root}: {self.n_clips} clips ({sizes}), {len(self.counts.labels)} "
-                f"labels, {len(self.counts.devices)} devices",
-                f"audio: {rates}; {self.seconds_min:.2f}-{self.seconds_max:.2f} s per clip, "
-                f"{self.seconds_total / 3600:.2f} h in all", ""]
+        head = [(f"{self.layout} dataset at {self.root}: {self.n_clips} clips ({sizes}), {len(self.counts.labels)} "
+                f"labels, {len(self.counts.devices)} devices"),
+                (f"audio: {rates}; {self.seconds_min:.2f}-{self.seconds_max:.2f} s per clip, "
+                f"{self.seconds_total / 3600:.2f} h in all"), ""]
         table = self.counts if split is None else self.split_counts.get(split)
         if table is None:
             return "\n".join([*head, f"(split '{split}' is empty)"])
