@@ -144,7 +144,9 @@ class EventExtraction(nn.Module):
 
     1. per cell, one-hot of the first maximum: ``eq = (x == max_c x)``; the inclusive running count of maxima over
        channels is a fixed lower-triangular 1x1 convolution; ``first = eq * (running < 1.5)``;
-    2. ``count = sum_{h,w} first`` -> [N, C];
+    2. ``count = mean_{h,w} first`` -> [N, C] (the fraction of cells, in [0, 1]: the same ranking as the sums, but
+       an int8 tensor of scale < 1, which TFLite's int8 EQUAL/LESS kernels require (their input rescaling aborts
+       on a scale >= 1; raw counts up to H*W would need a scale of H*W/255));
     3. ``k`` selection rounds on the 2-D [N, C] counts: ``m = max_c avail``; the first channel with ``avail == m``
        (running count again, as a [C, C] matmul); its index / C is output; it is then set to -1 in ``avail``.
 
@@ -170,7 +172,7 @@ class EventExtraction(nn.Module):
         eq = (x == x.amax(dim=1, keepdim=True)).to(x.dtype)             # [N, C, H, W], 1 where max (ties: all)
         running = F.conv2d(eq, self.tri_conv)                           # inclusive count of maxima up to c
         first = eq * (running < 1.5).to(x.dtype)                        # exactly one 1 per cell: lowest index
-        avail = first.sum(dim=(2, 3))                                   # [N, C] counts
+        avail = first.mean(dim=(2, 3))                                  # [N, C] count fractions in [0, 1]
         out = []
         for _ in range(self.k):
             hit = (avail == avail.amax(dim=1, keepdim=True)).to(x.dtype)  # [N, C] channels with the top count
