@@ -25,6 +25,7 @@ The output is byte-identical for the same arguments: every clip has its own gene
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -92,13 +93,15 @@ def _tilt(f: np.ndarray, db_per_oct: float) -> np.ndarray:
 
 
 def _slow_env(c: _Ctx, rate_hz: float, depth: float) -> np.ndarray:
-    """Smooth random amplitude envelope in [1 - depth, 1]: control points every 1/rate_hz s, cosine-interpolated."""
+    """Smooth random amplitude envelope in [1 - depth, 1]: control points every 1/rate_hz s, cosine-interpolated
+    (computed every 16 samples, then linearly interpolated)."""
     k = max(2, math.ceil(c.n / c.sr * rate_hz) + 2)
     pts = 1 - depth * c.rng.random(k)
-    x = c.t * rate_hz
-    i = np.minimum(x.astype(np.int64), k - 2)
-    w = 0.5 - 0.5 * np.cos(np.pi * (x - i))
-    return pts[i] * (1 - w) + pts[i + 1] * w
+    tl = np.arange(0, c.n + 16, 16) / c.sr * rate_hz
+    i = np.minimum(tl.astype(np.int64), k - 2)
+    w = 0.5 - 0.5 * np.cos(np.pi * (tl - i))
+    low = pts[i] * (1 - w) + pts[i + 1] * w
+    return np.interp(np.arange(c.n) / 16.0, np.arange(low.shape[0]), low)
 
 
 def _filter(c: _Ctx, x: np.ndarray, mag: np.ndarray) -> np.ndarray:
@@ -643,7 +646,9 @@ def synthesize(out_dir: str | os.PathLike, *, clips_per_class: int = 100, second
         peak = float(np.max(np.abs(y)))
         if peak > 0.98:
             y = y * (0.98 / peak)
-        sf.write(str(out / pc.filename), y.astype(np.float32), sample_rate, subtype="PCM_16", format="WAV")
+        buf = io.BytesIO()  # in memory: soundfile's flush() on a real file fsyncs every clip (slow)
+        sf.write(buf, y.astype(np.float32), sample_rate, subtype="PCM_16", format="WAV")
+        (out / pc.filename).write_bytes(buf.getvalue())
     meta = ["filename\tscene_label\tidentifier\tsource_label"]
     meta += [f"{pc.filename}\t{pc.label}\t{pc.identifier}\t{pc.device}" for pc in clips]
     train = ["filename\tscene_label"] + [f"{pc.filename}\t{pc.label}" for pc in clips if pc.split == "train"]
