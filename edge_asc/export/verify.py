@@ -1,0 +1,268 @@
+"""Verification of an exported model: the PyTorch float model and the exported ``.tflite`` on the held-out split.
+
+The exported model is run through the device runtime (:class:`edge_asc.runtime.Classifier` and
+:func:`edge_asc.runtime.classify_audio`, the path ``edge-asc classify`` takes), so the numbers here are the numbers a
+user of the artifact gets. The float model sees the offline front end's windows at the same starts (window ``k``
+covers frames ``[k*hop, k*hop + window_frames)``; the streaming and offline front ends are equal by construction).
+
+Window-level metrics compare the two models on identical inputs; clip-level macro accuracy averages window
+posteriors per clip, as :mod:`edge_asc.train.evaluate` and the runtime do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DatasetError
+
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerificationReport:
+    """Float (PyTorch) vs exported (TFLite via the runtime) on held-out clips. Fractions are in [0, 1]."""
+
+    mode: str
+    split: str
+    n_clips: int
+    n_windows: int
+    hop_frames: int
+    window_top1_agreement: float
+    """fraction of windows where argmax(float logits) == argmax(exported logits): the gated number."""
+    clip_top1_agreement: float
+    """fraction of clips whose clip labels (mean window posterior) agree."""
+    float_macro_accuracy: float
+    """clip-level macro accuracy (mean of per-class recalls) of the PyTorch float model."""
+    exported_macro_accuracy: float
+    """the same for the exported model, from :func:`edge_asc.runtime.classify_audio`."""
+    max_logit_error: float
+    """max |float logit - exported logit| over windows and classes."""
+    mean_logit_error: float
+    events_topk_set_agreement: float | None = None
+    """event head: fraction of windows whose k event indices are the same set in both models (None: no event head
+    or its tensor was not found in the exported graph)."""
+    events_top1_agreement: float | None = None
+    """event head: fraction of windows whose most frequent event index agrees."""
+    stream_offline_max_prob_diff: float = 0.0
+    """max |posterior| difference between classify_audio's windows and the offline windows run through the same
+    Classifier (0 when the streaming path equals the offline one)."""
+    min_agreement: float = 0.97
+    passed: bool = True
+    seconds: float = 0.0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def macro_accuracy_drop(self) -> float:
+        """float - exported macro accuracy, in accuracy points x 100 (percentage points)."""
+        return 100.0 * (self.float_macro_accuracy - self.exported_macro_accuracy)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["notes"] = list(self.notes)
+        d["macro_accuracy_drop_points"] = self.macro_accuracy_drop
+        d["schema_version"] = REPORT_SCHEMA_VERSION
+        return d
+
+    def summary(self) -> str:
+        ev = ""
+        if self.events_topk_set_agreement is not None:
+            ev = (f", events top-k set {self.events_topk_set_agreement:.3f} / top-1 "
+                  f"{self.events_top1_agreement:.3f}")
+        return (f"{self.mode}: top-1 agreement {self.window_top1_agreement:.4f} on {self.n_windows} windows "
+                f"({self.n_clips} clips), macro acc float {self.float_macro_accuracy:.4f} vs exported "
+                f"{self.exported_macro_accuracy:.4f} (drop {self.macro_accuracy_drop:+.2f} points), logit error max "
+                f"{self.max_logit_error:.4f} mean {self.mean_logit_error:.4f}{ev}: "
+                f"{'PASS' if self.passed else 'FAIL'} (min agreement {self.min_agreement})")
+
+
+def macro_accuracy(pred: np.ndarray, y: np.ndarray, n_classes: int) -> float:
+    """Mean over the classes present in ``y`` of the fraction of their clips predicted correctly."""
+    accs = [float(np.mean(pred[y == k] == k)) for k in range(n_classes) if np.any(y == k)]
+    return float(np.mean(accs)) if accs else 0.0
+
+
+class EventsProbe:
+    """Reads the event block's output tensor ([1, k] of index / C) out of an exported model.
+
+    The tensor is found structurally: the input of shape [1, k] of the CONCATENATION that joins it to the pooled
+    features [1, head_features - k]. ``find`` returns None when the graph has no such op (head 'gap').
+    """
+
+    def __init__(self, model: bytes, tensor_index: int, channels: int, in_scale: float, in_zp: int,
+                 in_dtype: type) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": that is what this is
+            self.interp = Interpreter(model_content=model, experimental_preserve_all_tensors=True)
+        self.interp.allocate_tensors()
+        self.index, self.channels = tensor_index, channels
+        d = self.interp.get_input_details()[0]
+        self.in_index, self.in_shape = d["index"], tuple(d["shape"])
+        self.in_scale, self.in_zp, self.in_dtype = in_scale, in_zp, in_dtype
+        det = next(t for t in self.interp.get_tensor_details() if t["index"] == tensor_index)
+        self.scale, self.zp = det["quantization"]
+
+    @classmethod
+    def find(cls, model: bytes, topk: int, pooled: int, channels: int, in_scale: float, in_zp: int,
+             in_dtype: type) -> EventsProbe | None:
+        from .convert import tflite_ops
+
+        for op in tflite_ops(model):
+            if op.name != "CONCATENATION":
+                continue
+            shapes = [tuple(s) for s in op.input_shapes]
+            if (1, pooled) in shapes and (1, topk) in shapes:
+                return cls(model, op.inputs[shapes.index((1, topk))], channels, in_scale, in_zp, in_dtype)
+        return None
+
+    def indices(self, x_nhwc: np.ndarray) -> np.ndarray:
+        """int64[k] event channel indices for one normalised input float32[1, H, W, C]."""
+        if np.issubdtype(self.in_dtype, np.integer):
+            info = np.iinfo(self.in_dtype)
+            q = np.clip(np.rint(x_nhwc / np.float32(self.in_scale)) + self.in_zp, info.min, info.max)
+            self.interp.set_tensor(self.in_index, q.astype(self.in_dtype).reshape(self.in_shape))
+        else:
+            self.interp.set_tensor(self.in_index, x_nhwc.astype(np.float32).reshape(self.in_shape))
+        self.interp.invoke()
+        v = self.interp.get_tensor(self.index).astype(np.float64).reshape(-1)
+        if self.scale:
+            v = (v - self.zp) * self.scale
+        return np.rint(v * self.channels).astype(np.int64)
+
+
+def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels: Sequence[str], *, mode: str,
+                  split: str = "evaluate", hop_seconds: float | None = None, max_clips: int | None = None,
+                  min_agreement: float = 0.97, batch_size: int = 64) -> VerificationReport:
+    """Compare ``torch_model`` (float, eval mode) with the exported model at ``model_path`` on ``split``.
+
+    Args:
+        model_path: the exported ``.tflite`` with its ModelCard.
+        torch_model: the PyTorch model the file was exported from (NCHW normalised input).
+        dataset: :mod:`edge_asc.data` Dataset; its ``split`` clips are read at the card's sample rate.
+        labels: the model's labels (clip labels are mapped to their indices; other clips are skipped).
+        hop_seconds: window hop (default: half a window, as ``edge-asc classify``).
+        max_clips: verify on the first N clips of the split (stratified order is the dataset's own).
+
+    Raises:
+        DatasetError: no clip of the split has one of the model's labels.
+        ModelContractError: the exported model does not honour its card (from the runtime).
+    """
+    import torch
+
+    from ..audio import load_audio
+    from ..calibration import _clip_path
+    from ..frontend import normalize, offline
+    from ..runtime import Classifier, classify_audio, hop_frames_for, softmax
+
+    t0 = time.perf_counter()
+    index = {name: i for i, name in enumerate(labels)}
+    clips = [c for c in dataset.split(split) if c.label in index]
+    if max_clips is not None:
+        clips = _spread(clips, max_clips)
+    if not clips:
+        raise DatasetError(f"the dataset's {split!r} split has no clips with the model's labels: nothing to verify "
+                           "the export on (check --data)")
+    clf = Classifier(model_path)
+    card = clf.card
+    spec, w = card.frontend, card.window_frames
+    hop = hop_frames_for(card, hop_seconds)
+    cfg = torch_model.config
+    notes: list[str] = []
+    probe = None
+    captured: list[np.ndarray] = []
+    handle = None
+    if getattr(torch_model, "events", None) is not None:
+        idet = clf._interp.get_input_details()[0]
+        scale, zp = idet["quantization"]
+        probe = EventsProbe.find(Path(model_path).read_bytes(), cfg.topk, cfg.head_features - cfg.topk,
+                                 cfg.channels[0], scale, zp, np.dtype(idet["dtype"]).type)
+        if probe is None:
+            notes.append("event head tensor not found in the exported graph: top-k agreement not measured")
+        handle = torch_model.events.register_forward_hook(lambda m, i, o: captured.append(o.detach().numpy()))
+    need = spec.samples_for_frames(w)
+    y, q_clip, owners = [], [], []
+    all_wins, q_logits, q_events = [], [], []
+    prob_diff = 0.0
+    for ci, c in enumerate(clips):
+        audio, _ = load_audio(_clip_path(dataset, c), spec.sample_rate)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # short clips are padded identically below
+            res = classify_audio(clf, audio, hop_seconds=hop_seconds)
+        if audio.size < need:
+            audio = np.concatenate([audio, np.zeros(need - audio.size, np.float32)])
+        feats = offline(audio, spec)
+        starts = list(range(0, feats.shape[2] - w + 1, hop))
+        wins = np.stack([feats[:, :, s:s + w] for s in starts])
+        ql = np.stack([clf.logits(x) for x in wins])
+        if ql.shape[0] == res.window_probs.shape[0]:
+            prob_diff = max(prob_diff, float(np.max(np.abs(softmax(ql) - res.window_probs))))
+        else:
+            notes.append(f"clip {c.clip_id}: classify_audio gave {res.window_probs.shape[0]} windows, offline "
+                         f"{ql.shape[0]}")
+        xn = normalize(wins, spec)
+        if probe is not None:
+            q_events.append(np.stack([probe.indices(x.transpose(1, 2, 0)[None]) for x in xn]))
+        all_wins.append(xn)
+        q_logits.append(ql)
+        q_clip.append(res.clip_probs)
+        owners.extend([ci] * len(xn))
+        y.append(index[c.label])
+    xall = np.concatenate(all_wins)
+    torch_model.eval()
+    try:
+        with torch.no_grad():
+            fl_all = np.concatenate([torch_model(torch.from_numpy(np.ascontiguousarray(xall[s:s + batch_size])))
+                                     .numpy() for s in range(0, len(xall), batch_size)])
+    finally:
+        if handle is not None:
+            handle.remove()
+    own = np.asarray(owners)
+    fp = softmax(fl_all)
+    f_clip = [fp[own == i].mean(axis=0) for i in range(len(clips))]
+    f_events = [np.rint(np.concatenate(captured) * cfg.channels[0]).astype(np.int64)] if captured else []
+    ql_all = np.concatenate(q_logits)
+    yv = np.asarray(y)
+    fpred, qpred = np.argmax(np.stack(f_clip), 1), np.argmax(np.stack(q_clip), 1)
+    err = np.abs(fl_all.astype(np.float64) - ql_all)
+    agree = float(np.mean(np.argmax(fl_all, 1) == np.argmax(ql_all, 1)))
+    ev_set = ev_top1 = None
+    if probe is not None and f_events:
+        fe, qe = np.concatenate(f_events), np.concatenate(q_events)
+        ev_set = float(np.mean([set(a) == set(b) for a, b in zip(fe.tolist(), qe.tolist())]))
+        ev_top1 = float(np.mean(fe[:, 0] == qe[:, 0]))
+    return VerificationReport(
+        mode=mode, split=split, n_clips=len(clips), n_windows=int(fl_all.shape[0]), hop_frames=hop,
+        window_top1_agreement=agree, clip_top1_agreement=float(np.mean(fpred == qpred)),
+        float_macro_accuracy=macro_accuracy(fpred, yv, len(labels)),
+        exported_macro_accuracy=macro_accuracy(qpred, yv, len(labels)),
+        max_logit_error=float(err.max()), mean_logit_error=float(err.mean()),
+        events_topk_set_agreement=ev_set, events_top1_agreement=ev_top1, stream_offline_max_prob_diff=prob_diff,
+        min_agreement=min_agreement, passed=agree >= min_agreement, seconds=time.perf_counter() - t0,
+        notes=tuple(notes[:20]),
+    )
+
+
+def _spread(clips: list[Any], n: int) -> list[Any]:
+    """At most ``n`` clips, taken round-robin over labels (so a cap keeps every class)."""
+    if n >= len(clips):
+        return clips
+    by: dict[str, list[Any]] = {}
+    for c in clips:
+        by.setdefault(c.label, []).append(c)
+    out: list[Any] = []
+    i = 0
+    while len(out) < n:
+        for k in sorted(by):
+            if i < len(by[k]) and len(out) < n:
+                out.append(by[k][i])
+        i += 1
+    return out

@@ -1,0 +1,198 @@
+"""Export: configuration, bad inputs (one-line typed errors, nothing half-written), the converter output checks, the
+op reader, the Edge TPU op check, verification metrics, and `edge-asc info` (reads the card without TensorFlow).
+
+The full torch -> ONNX -> onnx2tf -> int8 path runs in tests/test_export_e2e.py (slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_asc.errors import ConfigError, DatasetError, ExportError, MissingExtraError, ModelContractError
+from edge_asc.export import ExportConfig, export_checkpoint, report_path_for
+from edge_asc.export.verify import _spread, macro_accuracy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _meta_run(run: Path, *, spec=None) -> Path:
+    from edge_asc.model import model_preset
+    from edge_asc.spec import PRESETS, TAU_LABELS
+    from edge_asc.train.checkpoint import CheckpointMeta
+
+    cfg = model_preset("edge")
+    meta = CheckpointMeta(model_config=cfg, frontend=spec or PRESETS["edge"], labels=TAU_LABELS,
+                          window_frames=cfg.n_frames, run_id="r1", preset="edge")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "checkpoint.json").write_text(json.dumps(meta.to_dict()))
+    return run
+
+
+@pytest.fixture(scope="module")
+def carded(tmp_path_factory):
+    """A small int8 model with a card (built with TensorFlow by the runtime tests' helper)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from runtime_models import build_model
+
+    data, card = build_model()
+    p = tmp_path_factory.mktemp("carded") / "m.tflite"
+    p.write_bytes(data)
+    return p, card
+
+
+def test_export_config_validation():
+    assert ExportConfig().mode == "int8" and ExportConfig().min_agreement == 0.97
+    with pytest.raises(ConfigError, match="mode"):
+        ExportConfig(mode="int4")
+    with pytest.raises(ConfigError, match="min_agreement"):
+        ExportConfig(min_agreement=1.5)
+    with pytest.raises(ConfigError, match="calib_size"):
+        ExportConfig(calib_size=0)
+    assert not ExportConfig(mode="float").quantised and ExportConfig(mode="edgetpu").quantised
+    assert report_path_for("out/model.tflite") == Path("out/model.export.json")
+
+
+def test_bad_inputs_are_typed_one_line_errors(tmp_path, monkeypatch):
+    cfg = ExportConfig()
+    with pytest.raises(ModelContractError, match="does not exist"):
+        export_checkpoint(tmp_path / "missing", tmp_path / "m.tflite", config=cfg, dataset=object())
+    run = _meta_run(tmp_path / "run")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ExportError, match="cannot create the output directory"):
+        export_checkpoint(run, tmp_path / "afile" / "m.tflite", config=cfg, dataset=object())
+    with pytest.raises(ConfigError, match=r"\.tflite"):
+        export_checkpoint(run, tmp_path / "m.onnx", config=cfg, dataset=object())
+    with pytest.raises(DatasetError, match="--data"):
+        export_checkpoint(run, tmp_path / "m.tflite", config=cfg, dataset=None)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx2tf" else real(name, *a))
+    with pytest.raises(MissingExtraError, match=r"pip install 'edge-asc\[export\]'"):
+        export_checkpoint(run, tmp_path / "m.tflite", config=cfg, dataset=object())
+    assert not list(tmp_path.glob("*.tflite"))  # nothing written by any failure
+
+
+def test_checkpoint_without_weights_and_cli_exit_codes(tmp_path, tiny_dataset, capsys):
+    from edge_asc.cli import main
+
+    run = _meta_run(tmp_path / "run")
+    out = tmp_path / "m.tflite"
+    assert main(["export", str(run), "--int8", "--data", str(tiny_dataset), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edge-asc: error:") and "model.safetensors" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert main(["export", str(run), "--out", str(out), "--min-agreement", "2"]) == 2
+    assert main(["export", str(run), "--out", str(out)]) == 1  # no --data, no --calib
+    assert "--data" in capsys.readouterr().err
+
+
+def test_calibration_of_another_front_end_is_refused(tmp_path, tiny_dataset):
+    pytest.importorskip("torch")
+    from edge_asc.calibration import build_calibration
+    from edge_asc.data import load_dataset
+    from edge_asc.model import build_model, model_preset
+    from edge_asc.spec import PRESETS, TAU_LABELS
+    from edge_asc.train.checkpoint import CheckpointMeta, save_checkpoint
+
+    cfg = model_preset("edge")
+    meta = CheckpointMeta(model_config=cfg, frontend=PRESETS["edge"], labels=TAU_LABELS, window_frames=cfg.n_frames)
+    save_checkpoint(tmp_path / "run", build_model(cfg), meta)
+    ds = load_dataset(tiny_dataset)
+    other = build_calibration(ds, PRESETS["edge"].replace(fmax=4000.0), cfg.n_frames, size=3)
+    with pytest.raises(ConfigError, match="another front end"):
+        export_checkpoint(tmp_path / "run", tmp_path / "m.tflite", config=ExportConfig(), dataset=ds,
+                          calibration=other)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_onnx2tf_exit_0_without_output_is_an_error(tmp_path, monkeypatch):
+    from edge_asc.export import convert
+
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not onnx")
+    with pytest.raises(ExportError, match="calibration data"):
+        convert.run_onnx2tf(onnx, tmp_path, "int8")
+    seen = {}
+
+    def fake_run(cmd, **kw):
+        seen["cmd"] = cmd
+        return subprocess.CompletedProcess(cmd, 0, stdout="Full INT8 Quantization tflite output failed.\n", stderr="")
+
+    monkeypatch.setattr(convert.subprocess, "run", fake_run)
+    npy = tmp_path / "c.npy"
+    np.save(npy, np.zeros((2, 64, 61, 1), np.float32))
+    with pytest.raises(ExportError, match="did not produce model_full_integer_quant.tflite.*failed"):
+        convert.run_onnx2tf(onnx, tmp_path, "int8", calib_npy=npy, mean=(-40.0,), std=(15.0,))
+    cmd = seen["cmd"]
+    i = cmd.index("-cind")  # calibration passed explicitly, with the checkpoint's normalisation
+    assert cmd[i + 1:i + 5] == ["features", str(npy), "[[[[-40.0]]]]", "[[[[15.0]]]]"]
+    assert "-oiqt" in cmd and cmd[cmd.index("-qt") + 1] == "per-channel"
+    assert cmd[cmd.index("-iqd") + 1] == "int8" and cmd[cmd.index("-oqd") + 1] == "int8"
+
+
+def test_op_reader_and_edgetpu_check(carded, tmp_path, monkeypatch):
+    from edge_asc.export import edgetpu
+    from edge_asc.export.convert import TfliteOp, op_summary, tflite_ops
+
+    path, _ = carded
+    ops = tflite_ops(path.read_bytes())
+    names = [o.name for o in ops]
+    assert "FULLY_CONNECTED" in names and all(not o.custom for o in ops)
+    fc = ops[names.index("FULLY_CONNECTED")]
+    assert fc.input_dtypes[:2] == ("int8", "int8") and fc.output_dtypes == ("int8",)
+    s = op_summary(ops)
+    assert s["custom_ops"] == [] and s["float_compute_ops"] == {} and sum(s["ops"].values()) == len(ops)
+    monkeypatch.setattr(edgetpu.shutil, "which", lambda name: None)
+    chk = edgetpu.check_edgetpu(path.read_bytes(), path)
+    assert chk.unsupported == {} and chk.first_unmapped is None and chk.compiler is None
+    assert chk.command == f"edgetpu_compiler -s -o {path.parent} {path}"
+    fake = [TfliteOp(name="CONV_2D", custom=False, inputs=(0,), outputs=(1,), input_dtypes=("int8",),
+                     output_dtypes=("int8",), input_shapes=((1,),), output_shapes=((1,),)),
+            TfliteOp(name="EQUAL", custom=False, inputs=(1,), outputs=(2,), input_dtypes=("int8",),
+                     output_dtypes=("bool",), input_shapes=((1,),), output_shapes=((1,),)),
+            TfliteOp(name="MUL", custom=False, inputs=(2,), outputs=(3,), input_dtypes=("float32",),
+                     output_dtypes=("int8",), input_shapes=((1,),), output_shapes=((1,),))]
+    monkeypatch.setattr("edge_asc.export.convert.tflite_ops", lambda b: fake)
+    chk = edgetpu.check_edgetpu(b"", path)
+    assert chk.unsupported == {"EQUAL": 1, "MUL (non-int8 tensor)": 1} and chk.first_unmapped == 1
+
+
+def test_verification_metrics_helpers():
+    y = np.array([0, 0, 1, 1, 2])
+    assert macro_accuracy(np.array([0, 1, 1, 1, 0]), y, 3) == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    assert macro_accuracy(y, y, 4) == 1.0  # classes without clips are left out
+
+    class C:
+        def __init__(self, label):
+            self.label = label
+
+    clips = [C("a")] * 5 + [C("b")] * 2 + [C("c")]
+    got = _spread(clips, 4)
+    assert sorted(c.label for c in got) == ["a", "a", "b", "c"] and _spread(clips, 100) == clips
+
+
+def test_info_prints_the_card_without_tensorflow(carded, capsys):
+    from edge_asc.cli import main
+
+    path, card = carded
+    assert main(["info", str(path), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["labels"] == list(card.labels) and d["input_shape"] == list(card.input_shape)
+    assert d["file_bytes"] == path.stat().st_size
+    assert main(["info", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "low, high, silence" in text and "NHWC [1, 64, 61, 1] int8" in text
+    assert main(["info", str(path.parent / "nope.tflite")]) == 1
+    assert "no such model file" in capsys.readouterr().err
+    code = ("import sys; from edge_asc.cli import main; rc = main(['info', sys.argv[1], '--json']); "
+            "heavy = [m for m in ('tensorflow', 'torch', 'onnx', 'onnx2tf', 'ai_edge_litert') if m in sys.modules]; "
+            "assert not heavy, heavy; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["labels"] == list(card.labels)
