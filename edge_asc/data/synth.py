@@ -346,6 +346,8 @@ class Location:
     """overall recording level offset, dB."""
     density: float
     """event density multiplier (busy vs quiet location)."""
+    eq_seed: int
+    """seed of the location's colouration (surfaces, distance): a few broad +-6 dB bumps over the whole scene."""
 
 
 _INDOOR_HALL = {"tilt": (-5.0, -1.5), "bg_lo": (60, 200), "bg_hi": (3000, 7000), "rt60": (0.6, 1.6), "wet": (0.4, 1.0)}
@@ -364,7 +366,18 @@ def draw_location(label: str, rng: np.random.Generator) -> Location:
     a = _SCENE_ACOUSTICS[label]
     u = lambda k: float(rng.uniform(*a[k]))
     return Location(tilt=u("tilt"), bg_lo=u("bg_lo"), bg_hi=u("bg_hi"), rt60=u("rt60"), wet=u("wet"),
-                    level_db=float(rng.uniform(-6, 6)), density=float(rng.uniform(0.6, 1.4)))
+                    level_db=float(rng.uniform(-6, 6)), density=float(rng.uniform(0.6, 1.4)),
+                    eq_seed=int(rng.integers(2**31)))
+
+
+def _location_eq(f: np.ndarray, seed: int) -> np.ndarray:
+    """Magnitude of a location's colouration on ``f`` (Hz): 3 broad bumps of up to +-6 dB on a log-frequency axis."""
+    r = np.random.default_rng(seed)
+    octs = np.log2(np.maximum(f, 20.0) / 1000.0)
+    db = np.zeros_like(f)
+    for cen, w, g in zip(r.uniform(-3, 2.5, 3), r.uniform(0.5, 1.5, 3), r.uniform(-6, 6, 3)):
+        db += g * np.exp(-0.5 * ((octs - cen) / w) ** 2)
+    return 10 ** (db / 20)
 
 
 Layer = tuple[float, np.ndarray]  # (level dB relative to the background, unit-RMS signal)
@@ -378,7 +391,7 @@ def _airport(c: _Ctx, loc: Location) -> list[Layer]:
     L = [(_db(c, 0, 8), babble(c, int(c.rng.integers(5, 12))))]
     if c.chance(0.5 * loc.density):
         L.append((_db(c, -6, 3), _noise(c, _band(c.f, c.u(150, 400), c.u(1500, 5000), 2)) * _slow_env(c, 0.5, 0.8)))
-    if c.chance(0.4):
+    if c.chance(0.55):
         L.append((_db(c, -2, 8), chime(c)))
     if c.chance(0.3):
         L.append((_db(c, -2, 6), voice(c)))
@@ -389,8 +402,8 @@ def _airport(c: _Ctx, loc: Location) -> list[Layer]:
 
 def _shopping_mall(c: _Ctx, loc: Location) -> list[Layer]:
     L = [(_db(c, 0, 8), babble(c, int(c.rng.integers(5, 12))))]
-    if c.chance(0.55):
-        L.append((_db(c, -8, 2), music(c)))
+    if c.chance(0.75):
+        L.append((_db(c, -6, 3), music(c)))
     if c.chance(0.4 * loc.density):
         L.append((_db(c, -10, -2), footsteps(c, c.u(1.5, 2.5))))
     if c.chance(0.2):
@@ -413,8 +426,8 @@ def _metro_station(c: _Ctx, loc: Location) -> list[Layer]:
 
 def _street_pedestrian(c: _Ctx, loc: Location) -> list[Layer]:
     L = [(_db(c, 0, 8), babble(c, int(c.rng.integers(2, 7)), syll_rate=4.5))]
-    if c.chance(0.65 * loc.density):
-        L.append((_db(c, -6, 2), footsteps(c, c.u(1.6, 2.4))))
+    if c.chance(0.85):
+        L.append((_db(c, -4, 3), footsteps(c, c.u(1.6, 2.4))))
     if c.chance(0.6):
         L.append((_db(c, -6, 2), rumble(c, c.u(150, 500))))
     if c.chance(0.12):
@@ -426,7 +439,7 @@ def _public_square(c: _Ctx, loc: Location) -> list[Layer]:
     L = [(_db(c, -3, 6), babble(c, int(c.rng.integers(6, 14)), syll_rate=3.5))]
     if c.chance(0.4 * loc.density):
         L.append((_db(c, -8, 0), footsteps(c, c.u(1.5, 2.5))))
-    if c.chance(0.3):
+    if c.chance(0.45):
         L.append((_db(c, -6, 2), fountain(c)))
     if c.chance(0.6):
         L.append((_db(c, -5, 3), rumble(c, c.u(150, 500))))
@@ -437,7 +450,7 @@ def _public_square(c: _Ctx, loc: Location) -> list[Layer]:
 
 def _street_traffic(c: _Ctx, loc: Location) -> list[Layer]:
     L = [(_db(c, 0, 8), rumble(c, c.u(200, 800), 0.5, 0.5))]
-    if c.chance(0.85):
+    if c.chance(0.95):
         L.append((_db(c, 0, 8), passby(c, int(c.rng.integers(1, 4)))))
     if c.chance(0.3 * loc.density):
         L.append((_db(c, -4, 6), horn(c)))
@@ -452,7 +465,7 @@ def _park(c: _Ctx, loc: Location) -> list[Layer]:
     L: list[Layer] = []
     if c.chance(0.7):
         L.append((_db(c, -2, 8), wind(c)))
-    if c.chance(0.75 * loc.density):
+    if c.chance(0.9):
         L.append((_db(c, -6, 4), chirps(c, int(c.rng.integers(1, 5)), 2000, 6500)))
     if c.chance(0.5):
         L.append((_db(c, -6, 2), rumble(c, c.u(150, 400))))
@@ -474,9 +487,9 @@ def _bus(c: _Ctx, loc: Location) -> list[Layer]:
 
 def _tram(c: _Ctx, loc: Location) -> list[Layer]:
     L = [(_db(c, -2, 6), rumble(c, c.u(200, 600)))]
-    if c.chance(0.75):
+    if c.chance(0.9):
         L.append((_db(c, -4, 5), engine_harmonics(c, 150, 600, 1.5, c.u(2000, 5000))))
-    if c.chance(0.5 * loc.density):
+    if c.chance(0.7):
         L.append((_db(c, -4, 4), clacks(c, c.u(0.4, 0.9))))
     if c.chance(0.25):
         L.append((_db(c, -8, 0), squeal(c)))
@@ -489,7 +502,7 @@ def _metro(c: _Ctx, loc: Location) -> list[Layer]:
     L = [(_db(c, 2, 10), rumble(c, c.u(400, 1500), 2.0, 0.4))]
     if c.chance(0.7):
         L.append((_db(c, -4, 4), engine_harmonics(c, 100, 400, 1.6, c.u(1500, 4000))))
-    if c.chance(0.7 * loc.density):
+    if c.chance(0.9):
         L.append((_db(c, -2, 6), clacks(c, c.u(0.2, 0.45))))
     if c.chance(0.3):
         L.append((_db(c, -6, 2), squeal(c)))
@@ -515,6 +528,7 @@ def render_scene(label: str, loc: Location, n_samples: int, sample_rate: int,
     for level_db, layer in RECIPES[label](c, loc):
         x = x + 10 ** (level_db / 20) * layer
     x = reverb(c, x, loc.rt60 * c.u(0.9, 1.1), loc.wet)
+    x = _filter(c, x, _location_eq(c.f, loc.eq_seed))
     target_db = -26 + loc.level_db + c.u(-4, 4)
     return _rms_norm(x) * 10 ** (target_db / 20)
 
