@@ -19,9 +19,9 @@ from pathlib import Path
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
-def apt_mirror(suite: str = "bookworm") -> str:
-    """First http(s) URI serving ``suite`` (not -security/-updates) in /etc/apt/sources.list{,.d/*}."""
-    one_line = ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]
+def apt_mirror(suite: str = "bookworm", apt_dir: str = "/etc/apt") -> str:
+    """First http(s) URI serving ``suite`` (not -security/-updates) in sources.list{,.d/*} of ``apt_dir``."""
+    one_line = [f"{apt_dir}/sources.list", *sorted(glob.glob(f"{apt_dir}/sources.list.d/*.list"))]
     for name in one_line:
         try:
             lines = Path(name).read_text(encoding="utf-8", errors="replace").splitlines()
@@ -31,7 +31,7 @@ def apt_mirror(suite: str = "bookworm") -> str:
             words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
             if len(words) >= 3 and words[0] == "deb" and words[2] == suite and words[1].startswith("http"):
                 return words[1].rstrip("/")
-    for name in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    for name in sorted(glob.glob(f"{apt_dir}/sources.list.d/*.sources")):
         try:
             text = Path(name).read_text(encoding="utf-8", errors="replace")
         except OSError:
