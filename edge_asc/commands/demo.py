@@ -1,34 +1,221 @@
-"""``edge-asc demo``: the whole product on this machine (finished in the demo issue).
+"""``edge-asc demo``: the whole product on this machine, no download, no microphone.
 
-For now it runs the streaming front end on a generated tone and prints frames per second.
+synthesise a dataset -> train the ``edge`` preset -> evaluate -> build the calibration set -> export full int8 with
+verification -> report against the DCASE budget and the targets -> classify a held-out clip through the streaming
+path -> summary. Each stage runs the very command a user would type (printed before it runs), so the demo doubles as
+a tour of the CLI. Artifacts go to ``--out`` (default ``runs/demo``); ``summary.json`` there holds every number shown.
 """
 
 from __future__ import annotations
 
 import argparse
 
+MARKER = ".edge-asc-demo"
+
+#: (clips per class, clip seconds, epochs, verification clips) for the full and the --quick demo.
+FULL = {"clips_per_class": 100, "seconds": 1.0, "epochs": 30, "calib_size": 300}
+QUICK = {"clips_per_class": 30, "seconds": 1.0, "epochs": 10, "calib_size": 100}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/demo", help="where artifacts go (default: runs/demo)")
-    p.add_argument("--quick", action="store_true", help="a short version (used by the test suite)")
+    p.add_argument("--out", default="runs/demo", help="where artifacts go (default: runs/demo); replaced if it "
+                   "holds an earlier demo")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a short version (~2 min; {QUICK['clips_per_class']} clips/class, {QUICK['epochs']} epochs) "
+                        "used by the test suite")
+    p.add_argument("--seed", type=int, default=0, help="dataset and training seed (default 0)")
+    p.add_argument("--epochs", type=int, help=f"training epochs (default {FULL['epochs']}, quick {QUICK['epochs']})")
+    p.add_argument("--clips-per-class", type=int, help=f"synthetic clips per scene (default {FULL['clips_per_class']})")
+    p.add_argument("--no-vela", action="store_true", help="skip the Ethos-U (Vela) estimate in the report")
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+    import sys
     import time
+    from pathlib import Path
 
-    import numpy as np
+    from .._io import atomic_write_json
+    from ..cli import main as cli
+    from ..errors import ConfigError, EdgeAscError, UsageError
 
-    from ..frontend import StreamingFrontend
-    from ..spec import PRESETS
+    params = dict(QUICK if args.quick else FULL)
+    if args.epochs is not None:
+        params["epochs"] = args.epochs
+    if args.clips_per_class is not None:
+        params["clips_per_class"] = args.clips_per_class
+    if params["epochs"] < 1 or params["clips_per_class"] < 15:
+        raise UsageError("--epochs must be >= 1 and --clips-per-class >= 15")
 
-    seconds = 10.0
-    for name, spec in PRESETS.items():
-        t = np.arange(int(seconds * spec.sample_rate)) / spec.sample_rate
-        tone = (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
-        fe = StreamingFrontend(spec)
-        t0 = time.process_time()
-        n = sum(fe.push(tone[i : i + 1024]).shape[-1] for i in range(0, tone.size, 1024))
-        cpu = time.process_time() - t0
-        print(f"front end '{name}': {n} frames from {seconds:.0f} s of a 440 Hz tone in {cpu * 1e3:.1f} ms CPU "
-              f"({n / max(cpu, 1e-9):,.0f} frames/s, real-time factor {cpu / seconds:.5f})")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise ConfigError(f"{out} exists and was not made by 'edge-asc demo': choose another --out or empty it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by edge-asc demo; deleted and rebuilt by the next demo run\n")
+
+    data, run_dir = out / "data", out / "train"
+    model = out / "model_int8.tflite"
+    timings: dict[str, float] = {}
+    stages = [
+        ("synthesise", ["data", "synth", "--out", str(data), "--clips-per-class", str(params["clips_per_class"]),
+                        "--seconds", str(params["seconds"]), "--sample-rate", "16000", "--seed", str(args.seed)]),
+        ("check", ["data", "check", str(data)]),
+        ("train", ["train", "--data", str(data), "--preset", "edge", "--epochs", str(params["epochs"]),
+                   "--out", str(run_dir), "--seed", str(args.seed)]),
+        ("evaluate", ["evaluate", str(run_dir), "--data", str(data), "--json", str(out / "evaluate.json"),
+                      "--png", str(out / "confusion.png")]),
+        ("calibrate", ["calibrate", str(run_dir), "--data", str(data), "--out", str(out / "calib"),
+                       "--size", str(params["calib_size"]), "--seed", str(args.seed)]),
+        ("export", ["export", str(run_dir), "--int8", "--calib", str(out / "calib"), "--data", str(data),
+                    "--out", str(model)]),
+        ("report", ["report", str(model), "--json", str(out / "report.json"), "--md", str(out / "report.md"),
+                    "--png", str(out / "report.png"), "--no-layers"] + (["--no-vela"] if args.no_vela else [])),
+    ]
+    total0 = time.perf_counter()
+    for i, (name, argv) in enumerate(stages, 1):
+        print(f"\n[{i}/{len(stages) + 1}] {name}: $ edge-asc {' '.join(argv)}", flush=True)
+        t0 = time.perf_counter()
+        rc = cli(argv)
+        timings[name] = round(time.perf_counter() - t0, 2)
+        if rc != 0:
+            print(f"edge-asc demo: stage '{name}' failed (exit {rc}); artifacts so far are in {out}", file=sys.stderr)
+            return rc
+
+    # Classify one held-out clip of an unseen device through the streaming runtime path.
+    from ..data import UNSEEN_DEVICES, load_dataset
+
+    held = [c for c in load_dataset(data).split("evaluate") if c.device in UNSEEN_DEVICES] or \
+        load_dataset(data).split("evaluate")
+    clip = held[0]
+    clip_path = Path(clip.path) if Path(clip.path).is_absolute() else data / clip.path
+    argv = ["classify", str(clip_path), "--model", str(model), "--json"]
+    print(f"\n[{len(stages) + 1}/{len(stages) + 1}] classify: $ edge-asc {' '.join(argv)}", flush=True)
+    t0 = time.perf_counter()
+    classified = _classify(model, clip_path)
+    timings["classify"] = round(time.perf_counter() - t0, 2)
+    print(f"{clip_path.name}: true scene {clip.label!r} (device {clip.device.upper()}), "
+          f"predicted {classified['label']!r} with p={max(classified['clip_probs']):.2f}")
+    timings["total"] = round(time.perf_counter() - total0, 2)
+
+    try:
+        summary = _summary(out, run_dir, model, clip, classified, timings, params)
+    except (OSError, KeyError, ValueError) as exc:
+        raise EdgeAscError(f"demo finished but its outputs could not be summarised ({exc}): see {out}") from None
+    atomic_write_json(out / "summary.json", summary)
+    _print_summary(summary, out)
+    print(json.dumps({"summary": str(out / "summary.json")}))
     return 0
+
+
+def _classify(model, clip_path) -> dict:
+    from ..audio import load_audio
+    from ..runtime import Classifier, classify_audio
+
+    clf = Classifier(model)
+    audio, _ = load_audio(clip_path, clf.card.frontend.sample_rate)
+    res = classify_audio(clf, audio)
+    return {"file": str(clip_path), "label": res.label, "clip_probs": [float(p) for p in res.clip_probs],
+            "windows": int(res.window_probs.shape[0]), "labels": list(clf.labels)}
+
+
+def _read_json(path):
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _find(d, *keys, default=None):
+    """First present key path in a nested dict: _find(d, ('a', 'b'), ('c',))."""
+    for path in keys:
+        cur = d
+        for k in path:
+            if isinstance(cur, dict) and k in cur:
+                cur = cur[k]
+            else:
+                break
+        else:
+            return cur
+    return default
+
+
+def _summary(out, run_dir, model, clip, classified, timings, params) -> dict:
+    from ..export import report_path_for
+
+    ev = _read_json(out / "evaluate.json")
+    ex = _read_json(report_path_for(model))
+    rep = _read_json(out / "report.json")
+    return {
+        "artifacts": {
+            "dataset": str(out / "data"), "checkpoint": str(run_dir), "evaluation": str(out / "evaluate.json"),
+            "confusion_png": str(out / "confusion.png"), "calibration": str(out / "calib"),
+            "model_int8": str(model), "export_report": str(report_path_for(model)),
+            "report_json": str(out / "report.json"), "report_md": str(out / "report.md"),
+            "report_png": str(out / "report.png"),
+        },
+        "params": params,
+        "float": {
+            "macro_accuracy": ev["macro_accuracy"],
+            "seen_macro_accuracy": _find(ev, ("groups", "seen", "macro_accuracy")),
+            "unseen_macro_accuracy": _find(ev, ("groups", "unseen", "macro_accuracy")),
+            "log_loss": ev["log_loss"],
+        },
+        "int8": {
+            "macro_accuracy": ex["verification"]["exported_macro_accuracy"],
+            "float_macro_accuracy_same_clips": ex["verification"]["float_macro_accuracy"],
+            "top1_agreement": ex["verification"]["window_top1_agreement"],
+            "clip_top1_agreement": ex["verification"]["clip_top1_agreement"],
+            "events_topk_set_agreement": ex["verification"].get("events_topk_set_agreement"),
+            "max_logit_error": ex["verification"]["max_logit_error"],
+            "file_bytes": model.stat().st_size,
+        },
+        "budgets": [{k: b[k] for k in ("key", "rule", "value", "limit", "unit", "passed", "margin")}
+                    for b in rep["budgets"]],
+        "macs_per_inference": rep["macs_per_inference"],
+        "tflm": {"runs": rep["tflm"]["runs"], "arena_bytes": rep["tflm"]["arena_bytes"],
+                 "error": rep["tflm"].get("error")},
+        "host_latency_ms_1_thread": 1e3 * rep["host"]["seconds"]["1"],
+        "targets": [{k: t.get(k) for k in ("name", "provenance", "latency_s", "duty_cycle", "fits")}
+                    for t in rep["targets"]],
+        "classified_clip": {"file": classified["file"], "true_label": clip.label, "device": clip.device,
+                            "predicted": classified["label"], "confidence": max(classified["clip_probs"])},
+        "timings_s": timings,
+    }
+
+
+def _print_summary(s: dict, out) -> None:
+    f, q = s["float"], s["int8"]
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * float(v):.1f}%"
+
+    lines = [
+        "",
+        "edge-asc demo summary",
+        f"  float model   macro accuracy {pct(f['macro_accuracy'])} (seen devices {pct(f['seen_macro_accuracy'])}, "
+        f"unseen S4-S6 {pct(f['unseen_macro_accuracy'])})",
+        f"  int8 model    macro accuracy {pct(q['macro_accuracy'])} vs float {pct(q['float_macro_accuracy_same_clips'])}"
+        f" on the same clips; top-1 agreement {pct(q['top1_agreement'])}",
+        f"  int8 file     {q['file_bytes']:,} bytes ({q['file_bytes'] / 1024:.1f} KiB)",
+    ]
+    for b in s["budgets"]:
+        lines.append(f"  budget        {'PASS' if b['passed'] else 'FAIL'} {b['value']:,.0f} of {b['limit']:,.0f} "
+                     f"{b['unit']}: {b['rule']}")
+    t = s["tflm"]
+    lines.append("  TFLite Micro  " + (f"arena {t['arena_bytes']:,} bytes" if t["runs"]
+                                        else f"CANNOT RUN this model ({t['error']})"))
+    lines.append(f"  latency       {s['host_latency_ms_1_thread']:.2f} ms per window on this host (LiteRT, 1 thread)")
+    for tg in s["targets"]:
+        if tg["name"].startswith("this host"):
+            continue
+        lat = "n/a" if tg["latency_s"] is None else f"{1e3 * tg['latency_s']:.1f} ms ({tg['provenance']})"
+        lines.append(f"  target        {tg['name']}: {'fits' if tg['fits'] else 'does NOT fit'}, latency {lat}")
+    c = s["classified_clip"]
+    lines.append(f"  classify      {c['file']}: true {c['true_label']}, predicted {c['predicted']} "
+                 f"(p={c['confidence']:.2f})")
+    lines.append("  stage times   " + ", ".join(f"{k} {v:.0f} s" for k, v in s["timings_s"].items()))
+    lines.append(f"  artifacts     {out}/ (summary.json lists every file)")
+    print("\n".join(lines), flush=True)
