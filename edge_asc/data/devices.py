@@ -129,7 +129,7 @@ class DeviceChain:
         self.sr = sample_rate
         ir = device_ir(dev, sample_rate)
         self.ir_len = 0 if ir is None else len(ir)
-        self.nfft = int(2 ** np.ceil(np.log2(n_samples + self.ir_len)))
+        self.nfft = n_samples + self.ir_len + (n_samples + self.ir_len) % 2
         freqs = np.fft.rfftfreq(self.nfft, 1 / sample_rate)
         h = 10 ** (device_response_db(dev, freqs) / 20)
         if ir is not None:

@@ -15,7 +15,9 @@ is made of events), every parameter randomised per location and per clip::
     metro            loud broadband rumble + motor whine + fast rail clacks + squeal
 
 airport / shopping_mall and street_pedestrian / public_square share most of their ingredients and differ by events
-that are present only in some clips, so they are genuinely confusable. Every clip is then "recorded" by one of nine
+that are present only in some clips, so they are genuinely confusable. Each location also has its own reverberation
+and a broad colouration (surfaces, distance), so the spectral envelope alone is a weak cue and the events carry the
+class. Every clip is then "recorded" by one of nine
 simulated devices (:mod:`edge_asc.data.devices`). Training uses A, B, C, S1-S3; the evaluate/test split holds every
 device, S4-S6 unseen in training, and its locations are disjoint from the training locations, as in TAU.
 
@@ -106,6 +108,22 @@ def _slow_env(c: _Ctx, rate_hz: float, depth: float) -> np.ndarray:
 
 def _filter(c: _Ctx, x: np.ndarray, mag: np.ndarray) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(x) * mag, c.n)
+
+
+def _fast_len(n: int) -> int:
+    """Smallest 5-smooth integer >= n (a fast FFT length, much shorter than the next power of two)."""
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 def _saw(phase: np.ndarray) -> np.ndarray:
@@ -321,7 +339,7 @@ def reverb(c: _Ctx, x: np.ndarray, rt60: float, wet: float) -> np.ndarray:
     tt = np.arange(m) / c.sr
     ir = c.rng.standard_normal(m) * np.exp(-6.9 * tt / rt60)
     ir[: int(0.005 * c.sr)] = 0.0
-    nfft = int(2 ** np.ceil(np.log2(c.n + m)))
+    nfft = _fast_len(c.n + m)
     tail = np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(ir, nfft), nfft)[: c.n]
     return x + wet * _rms_norm(tail + 1e-12) * np.sqrt(np.mean(x * x))
 
