@@ -142,13 +142,16 @@ class EventExtraction(nn.Module):
 
     Formulated with exactly reproducible ops and no argmax / topk / one_hot / cumsum:
 
-    1. per cell, one-hot of the first maximum: ``eq = (x == max_c x)``; the inclusive running count of maxima over
-       channels is a fixed lower-triangular 1x1 convolution; ``first = eq * (running < 1.5)``;
+    1. per cell, one-hot of the first maximum: ``eq = (x == max_c x)``; the number of maxima *before* channel c
+       is a fixed strictly-lower-triangular 1x1 convolution; ``first = eq * (prior < 0.5)``. (Not the inclusive
+       count ``< 1.5``: in int8 its tensor range is calibrated, and when the float calibration data never has tied
+       maxima the range ends at 1, so 2 saturates to 1 and every tied channel passes. ``prior`` reaches >= 1 in
+       any window whose maximum is not the last channel, so its range always covers 1.)
     2. ``count = mean_{h,w} first`` -> [N, C] (the fraction of cells, in [0, 1]: the same ranking as the sums, but
        an int8 tensor of scale < 1, which TFLite's int8 EQUAL/LESS kernels require (their input rescaling aborts
        on a scale >= 1; raw counts up to H*W would need a scale of H*W/255));
     3. ``k`` selection rounds on the 2-D [N, C] counts: ``m = max_c avail``; the first channel with ``avail == m``
-       (running count again, as a [C, C] matmul); its index / C is output; it is then set to -1 in ``avail``.
+       (``prior < 0.5`` again, as a [C, C] matmul); its index / C is output; it is then set to -1 in ``avail``.
 
     All tensors beyond step 1 are 2-D (onnx2tf keeps their layout; its NCHW->NHWC guessing broke an earlier
     pairwise [N, C, C] formulation). Not differentiable (constant w.r.t. x), as in the paper.
@@ -159,10 +162,10 @@ class EventExtraction(nn.Module):
         if not 1 <= k <= channels:
             raise ValueError(f"need 1 <= k <= channels, got k={k}, channels={channels}")
         self.channels, self.k = channels, k
-        tri = torch.tril(torch.ones(channels, channels))  # tri[c, j] = 1 if j <= c
-        # per cell: running[c] = sum_{j <= c} eq[j], as a 1x1 conv with weight[c, j] = tri[c, j]
+        tri = torch.tril(torch.ones(channels, channels), diagonal=-1)  # tri[c, j] = 1 if j < c
+        # per cell: prior[c] = sum_{j < c} eq[j], as a 1x1 conv with weight[c, j] = tri[c, j]
         self.register_buffer("tri_conv", tri.view(channels, channels, 1, 1).clone(), persistent=False)
-        # on [N, C] rows: running = v @ tri.T
+        # on [N, C] rows: prior = v @ tri.T
         self.register_buffer("tri_mat", tri.t().contiguous(), persistent=False)
         self.register_buffer("index_frac", (torch.arange(channels, dtype=torch.float32) / channels).view(1, -1),
                              persistent=False)
@@ -170,13 +173,13 @@ class EventExtraction(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach()  # comparisons below carry no gradient anyway
         eq = (x == x.amax(dim=1, keepdim=True)).to(x.dtype)             # [N, C, H, W], 1 where max (ties: all)
-        running = F.conv2d(eq, self.tri_conv)                           # inclusive count of maxima up to c
-        first = eq * (running < 1.5).to(x.dtype)                        # exactly one 1 per cell: lowest index
+        prior = F.conv2d(eq, self.tri_conv)                             # maxima at channels below c
+        first = eq * (prior < 0.5).to(x.dtype)                          # exactly one 1 per cell: lowest index
         avail = first.mean(dim=(2, 3))                                  # [N, C] count fractions in [0, 1]
         out = []
         for _ in range(self.k):
             hit = (avail == avail.amax(dim=1, keepdim=True)).to(x.dtype)  # [N, C] channels with the top count
-            pick = hit * ((hit @ self.tri_mat) < 1.5).to(x.dtype)         # the lowest-index one
+            pick = hit * ((hit @ self.tri_mat) < 0.5).to(x.dtype)         # the lowest-index one
             out.append((pick * self.index_frac).sum(dim=1, keepdim=True))
             avail = avail * (1.0 - pick) - pick                          # picked -> -1, below every real count
         return torch.cat(out, dim=1)                                     # [N, k]
