@@ -119,7 +119,8 @@ def resolve_split(dataset, split: str, labels: Sequence[str]) -> SplitData:
             raise DatasetError(f"clip {c.clip_id!r} has label {c.label!r}, which is not one of the model's "
                                f"{len(labels)} labels {list(labels)}: use a matching dataset or retrain")
         p = Path(c.path)
-        paths.append(p if p.is_absolute() else root / p)
+        # edge_asc.data gives usable paths (absolute, or under a relative root); a bare name is under root
+        paths.append(p if p.is_absolute() or p.exists() or not root.parts else root / p)
         ids.append(str(c.clip_id))
         ys.append(index[c.label])
         devs.append(str(c.device))
