@@ -120,11 +120,11 @@ else
     say "arm64 userland: cached in $BUILD/pi-rootfs ($(cat "$ROOTFS/.pi-check-debootstrap"))"
 fi
 echo "chroot: $(chroot "$ROOTFS" python3 -c 'import platform as p
-print(f"{p.machine()}, Python {p.python_version()}, glibc {p.libc_ver()[1]}, {p.freedesktop_os_release()["PRETTY_NAME"]}")')"
+print(p.machine(), "Python", p.python_version(), "glibc", p.libc_ver()[1], p.freedesktop_os_release()["PRETTY_NAME"])')"
 
 # --- 3. wheels on the host (cached), offline install of the pi extra in the chroot ---------------------------------
 say "aarch64 wheels of the pi extra (cached in $BUILD/pi-wheels)"
-PYV=$(chroot "$ROOTFS" python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
+PYV=$(chroot "$ROOTFS" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 PIPDL=("$HOSTPY" -m pip --disable-pip-version-check -q)
 mkdir -p "$WHEELS/deps" "$WHEELS/edge-asc" "$WORK"
 # The pi extra's requirements, read from pyproject.toml, pinned by constraints.txt like the host venv.
@@ -138,7 +138,7 @@ EOF
 REQ_KEY=$(printf '%s\n' "$PYV" "${REQS[@]}" | cat - constraints.txt | sha256sum | cut -c1-16)
 if [ ! -f "$WHEELS/deps/.key-$REQ_KEY" ]; then
     rm -rf "$WHEELS/deps" && mkdir -p "$WHEELS/deps"
-    "${PIPDL[@]}" download --only-binary=:all: --python-version "$PYV" --implementation cp --abi "cp$PYV" \
+    "${PIPDL[@]}" download --only-binary=:all: --python-version "$PYV" --implementation cp --abi "cp${PYV/./}" \
         --abi abi3 --abi none --platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 \
         --platform manylinux_2_26_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
         --platform linux_aarch64 -c constraints.txt -d "$WHEELS/deps" "${REQS[@]}" 2> >(grep -v 'is ignored' >&2)
@@ -160,8 +160,11 @@ WHL=$(basename "$(ls "$WHEELS"/edge-asc/edge_asc-*.whl)")
 echo "  $WHL (working tree $SRC_KEY)"
 
 say "install edge-asc[pi] into $PIVENV in the chroot (offline, --no-index)"
+# /sys lets LiteRT's cpuinfo see the CPUs, so it uses the XNNPACK delegate as on a real Pi (without /sys it silently
+# falls back to the built-in kernels); /sys + the host's x86 /proc/cpuinfo segfaults, hence the Pi 4 cpuinfo.
 mount -t proc proc "$ROOTFS/proc"; MOUNTS+=("$ROOTFS/proc")
 mount --bind "$REPO/scripts/pi_cpuinfo.txt" "$ROOTFS/proc/cpuinfo"; MOUNTS+=("$ROOTFS/proc/cpuinfo")
+mount -t sysfs -o ro sysfs "$ROOTFS/sys"; MOUNTS+=("$ROOTFS/sys")
 bind "$WHEELS" "$ROOTFS/mnt/pi-wheels" ro
 INCHROOT=(env -i PATH=$PIVENV/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 QEMU_CPU=$QEMU_CPU
           PIP_DISABLE_PIP_VERSION_CHECK=1 chroot "$ROOTFS")
@@ -187,6 +190,8 @@ BARE_KB=$(du -sck "$SITE"/pip "$SITE"/pip-* "$SITE"/setuptools "$SITE"/setuptool
     "$SITE"/pkg_resources 2>/dev/null | tail -1 | cut -f1)
 PKG_SIZE=$(( ($(du -sk "$SITE" | cut -f1) - BARE_KB + 512) / 1024 ))M
 echo "no torch/tensorflow/onnx/librosa/keras in the Pi venv; venv $VENV_SIZE on disk, $PKG_SIZE of it the pi extra"
+echo "largest: $(du -sk "$SITE"/* | sort -rn | head -6 | awk '{n = $2; sub(".*/", "", n); printf "%s%s %.0fM", \
+    (NR > 1 ? ", " : ""), n, $1 / 1024}')"
 
 # --- 5. classify on both sides and compare -------------------------------------------------------------------------
 say "classify ${#CLIPS[@]} clips with $MODEL on the host and in the aarch64 chroot (QEMU_CPU=$QEMU_CPU)"
@@ -197,18 +202,22 @@ NAMES=()
 for c in "${CLIPS[@]}"; do cp "$c" "$WORK/in/"; NAMES+=("$(basename "$c")"); done
 bind "$WORK" "$ROOTFS/mnt/pi-check"
 
-t0=$SECONDS
+t0=${EPOCHREALTIME/,/.}
 "$REPO/.venv/bin/edge-asc" classify "${NAMES[@]/#/$WORK/in/}" --model "$WORK/in/model.tflite" --json \
     > "$WORK/host.json" 2> "$WORK/host.err" || { cat "$WORK/host.err"; die "classify failed on the host" 1; }
-"$HOSTPY" "$WORK/in/pi_invoke.py" "$WORK/in/model.tflite" > "$WORK/host_invoke.json" 2> /dev/null
-t1=$SECONDS
+"$HOSTPY" "$WORK/in/pi_invoke.py" "$WORK/in/model.tflite" > "$WORK/host_invoke.json" 2> "$WORK/host_invoke.err" \
+    || { cat "$WORK/host_invoke.err"; die "LiteRT invoke failed on the host" 1; }
+t1=${EPOCHREALTIME/,/.}
 "${INCHROOT[@]}" edge-asc classify "${NAMES[@]/#//mnt/pi-check/in/}" --model /mnt/pi-check/in/model.tflite --json \
     > "$WORK/pi.json" 2> "$WORK/pi.err" \
     || { cat "$WORK/pi.err"; die "classify failed in the aarch64 chroot" 1; }
 "${INCHROOT[@]}" python /mnt/pi-check/in/pi_invoke.py /mnt/pi-check/in/model.tflite > "$WORK/pi_invoke.json" \
-    2> /dev/null || die "LiteRT invoke failed in the aarch64 chroot" 1
-t2=$SECONDS
-echo "host $((t1 - t0)) s, aarch64 under qemu $((t2 - t1)) s; outputs in $BUILD/pi-check/{host,pi}.json"
+    2> "$WORK/pi_invoke.err" || { cat "$WORK/pi_invoke.err"; die "LiteRT invoke failed in the aarch64 chroot" 1; }
+t2=${EPOCHREALTIME/,/.}
+xnn() { if grep -q 'XNNPACK delegate' "$@"; then echo "XNNPACK"; else echo "built-in kernels (no XNNPACK)"; fi; }
+echo "host $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") s with $(xnn "$WORK/host.err" "$WORK/host_invoke.err"), \
+aarch64 under qemu $(awk "BEGIN {printf \"%.1f\", $t2 - $t1}") s with $(xnn "$WORK/pi.err" "$WORK/pi_invoke.err")"
+echo "outputs in $BUILD/pi-check/{host,pi}.json"
 
 say "compare (tolerance $TOL)"
 rc=0
