@@ -56,7 +56,7 @@ class ClipRecord:
     """One audio clip of a dataset.
 
     Attributes:
-        path: absolute path of the audio file.
+        path: path of the audio file (the dataset root joined with its name; absolute when the root is).
         label: scene label (e.g. ``'airport'``).
         device: recording device id as in TAU's ``source_label`` (``'a'``, ``'s4'``...), or ``'unknown'``.
         location: recording location identifier (TAU ``identifier``, e.g. ``'barcelona-0'``); clips of one location
