@@ -167,7 +167,9 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     ``.split('train' | 'evaluate')`` of clips with ``path, label, device, clip_id``).
 
     Writes ``model.safetensors``, ``optimizer.safetensors``, ``checkpoint.json`` after every epoch and appends
-    a line per epoch to ``history.jsonl``. Features are cached under ``cache_dir`` (default
+    a line per epoch to ``history.jsonl``: ``train_loss`` (soft-label cross-entropy on the augmented, mixed batches),
+    ``train_acc`` (argmax vs each clip's own label on those mixed batches: a rough signal, low under mixup), ``lr``,
+    ``clips_per_s``, and with validation ``val_macro_acc`` / ``val_log_loss`` / ``val_{seen,unseen}_macro_acc``. Features are cached under ``cache_dir`` (default
     ``<out_dir>/../feature-cache``).
 
     Raises:
