@@ -277,3 +277,24 @@ def test_tracker_validates_settings():
             SceneTracker(LABELS, **kw)
     with pytest.raises(ConfigError, match="3 labels"):
         SceneTracker(LABELS).update(np.ones(4) / 4, 0.0)
+
+
+def test_an_interpreter_failure_becomes_a_one_line_model_contract_error():
+    """A kernel's own runtime check (e.g. int8 DIV by a zero-quantised divisor) must not escape as a traceback."""
+    import numpy as np
+
+    from edge_asc.errors import ModelContractError
+
+    clf = Classifier.__new__(Classifier)  # only the invoke path is exercised
+
+    class Boom:
+        def set_tensor(self, *a):
+            pass
+
+        def invoke(self):
+            raise RuntimeError("tflite/kernels/div.cc:262 data[i] != zero_point was not true.Node number 9 (DIV) failed")
+
+    clf._interp, clf._in_index, clf._input = Boom(), 0, np.zeros(1, np.float32)
+    clf._prepare = lambda window: None
+    with pytest.raises(ModelContractError, match=r"interpreter failed to run the model.*div.cc:262"):
+        clf.logits(np.zeros((1, 64, 61), np.float32))

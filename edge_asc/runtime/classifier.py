@@ -153,13 +153,21 @@ class Classifier:
             float32[K] dequantised model outputs (logits, or probabilities if ``card.output_kind`` says so).
 
         Raises:
-            ModelContractError: a window of the wrong shape.
+            ModelContractError: a window of the wrong shape, or the interpreter failed to run the model on it
+                (e.g. an int8 kernel's own check, such as a division by a zero-quantised tensor).
         """
         self._prepare(window)
         interp = self._interp
         interp.set_tensor(self._in_index, self._input)
         t0 = time.perf_counter()
-        interp.invoke()
+        try:
+            interp.invoke()
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelContractError(
+                f"the interpreter failed to run the model on this window ({first}): the exported graph is "
+                f"not runnable on this input; re-export it with this edge-asc version"
+            ) from None
         self.last_latency_s = time.perf_counter() - t0
         out = interp.get_tensor(self._out_index).reshape(-1)
         if np.issubdtype(self._out_dtype, np.integer):
