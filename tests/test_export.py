@@ -111,29 +111,42 @@ def test_calibration_of_another_front_end_is_refused(tmp_path, tiny_dataset):
     assert not (tmp_path / "m.tflite").exists()
 
 
-def test_onnx2tf_exit_0_without_output_is_an_error(tmp_path, monkeypatch):
+def test_converters_exit_0_without_output_is_an_error(tmp_path, monkeypatch):
     from edge_asc.export import convert
 
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"not onnx")
     with pytest.raises(ExportError, match="calibration data"):
         convert.run_onnx2tf(onnx, tmp_path, "int8")
-    seen = {}
+    calls = []
 
-    def fake_run(cmd, **kw):
-        seen["cmd"] = cmd
-        return subprocess.CompletedProcess(cmd, 0, stdout="Full INT8 Quantization tflite output failed.\n", stderr="")
+    def fake_run(cmd, **kw):  # onnx2tf "succeeds" and writes its SavedModel; the int8 converter writes nothing
+        calls.append(cmd)
+        if "onnx2tf" in cmd:
+            out = Path(cmd[cmd.index("-o") + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "saved_model.pb").write_bytes(b"x")
+        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
 
     monkeypatch.setattr(convert.subprocess, "run", fake_run)
     npy = tmp_path / "c.npy"
     np.save(npy, np.zeros((2, 64, 61, 1), np.float32))
-    with pytest.raises(ExportError, match="did not produce model_full_integer_quant.tflite.*failed"):
+    with pytest.raises(ExportError, match="exited 0 but did not produce model_int8.tflite"):
         convert.run_onnx2tf(onnx, tmp_path, "int8", calib_npy=npy, mean=(-40.0,), std=(15.0,))
-    cmd = seen["cmd"]
-    i = cmd.index("-cind")  # calibration passed explicitly, with the checkpoint's normalisation
-    assert cmd[i + 1:i + 5] == ["features", str(npy), "[[[[-40.0]]]]", "[[[[15.0]]]]"]
-    assert "-oiqt" in cmd and cmd[cmd.index("-qt") + 1] == "per-channel"
-    assert cmd[cmd.index("-iqd") + 1] == "int8" and cmd[cmd.index("-oqd") + 1] == "int8"
+    o2t, q = calls
+    assert "-oiqt" not in o2t  # onnx2tf never quantises (no MS-COCO fallback possible)
+    # the int8 step gets the calibration windows and the checkpoint's normalisation explicitly
+    assert q[2:] == ["edge_asc.export._tflite_convert", str(tmp_path / "onnx2tf"), str(tmp_path / "model_int8.tflite"),
+                     "int8", str(npy), "[-40.0]", "[15.0]"]
+    with pytest.raises(ExportError, match="exited 0 but did not produce model_float32.tflite"):
+        convert.run_onnx2tf(onnx, tmp_path, "float")
+
+    def failing(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="ValueError: bad graph\n")
+
+    monkeypatch.setattr(convert.subprocess, "run", failing)
+    with pytest.raises(ExportError, match=r"onnx2tf failed \(exit 1\): ValueError: bad graph"):
+        convert.run_onnx2tf(onnx, tmp_path, "float")
 
 
 def test_op_reader_and_edgetpu_check(carded, tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
 """Checkpoint -> TFLite: PyTorch -> ONNX (dynamo, opset 18) -> onnx2tf -> float / dynamic-range / full-int8 TFLite,
 with the ModelCard embedded and a verification report written beside the model.
 
-Heavy libraries (torch, onnx, onnx2tf, tensorflow) are imported inside functions; onnx2tf runs in a subprocess.
+Heavy libraries (torch, onnx, onnx2tf, tensorflow) are imported inside functions; onnx2tf and the TFLite converter
+run in child processes (see :mod:`edge_asc.export.convert`).
 
 Outputs (``OUT`` = ``model.tflite``):
 
@@ -72,6 +73,11 @@ class ExportConfig:
     @property
     def quantised(self) -> bool:
         return self.mode != "float"
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Full-integer modes calibrate activation ranges on the representative dataset."""
+        return self.mode in ("int8", "edgetpu")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,7 +245,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     run_dir = resolve_run_dir(checkpoint)
 
     cs = None
-    if config.quantised:
+    if config.needs_calibration:
         t = time.perf_counter()
         if calibration is None:
             cs = build_calibration(dataset, meta.frontend, meta.window_frames, size=config.calib_size,
@@ -289,7 +295,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         raise ExportError(f"the converted model needs custom / TF select ops {summary['custom_ops']}, which LiteRT "
                           "builtins and TFLite Micro cannot run: change the model's layers")
     provenance = {
-        "exporter": "torch.onnx(dynamo) -> onnx2tf -> TFLiteConverter", "mode": config.mode,
+        "exporter": "torch.onnx (dynamo) -> onnx2tf (SavedModel) -> tf.lite.TFLiteConverter", "mode": config.mode,
         "onnx_opset": 18, "versions": _versions(),
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint_weights_sha256": meta.weights_sha256, "checkpoint_epoch": meta.epoch,

@@ -1,13 +1,15 @@
-"""The conversion steps: PyTorch -> ONNX (dynamo exporter) -> onnx2tf (in a subprocess) -> TFLite bytes, plus a
-small TFLite op reader used to check what the converter really produced.
+"""The conversion steps: PyTorch -> ONNX (dynamo exporter) -> onnx2tf (child process: ONNX -> TF SavedModel, NCHW ->
+NHWC) -> TFLite converter (child process: one float / dynamic-range / full-int8 conversion with the explicit
+representative dataset), plus a small TFLite op reader used to check what the converters really produced.
 
 onnx2tf is pinned at 1.29.x (2.x needs Python >= 3.12). It runs in a child process because importing it changes
-process-wide state (TF logging, environment variables), and because its int8 step can fail while the process still
-exits 0: the output file is therefore always checked (exists, is a TFLite FlatBuffer, has the expected tensor types).
+process-wide state (TF logging, environment variables). Converters can exit 0 without writing their file (onnx2tf
+does when its int8 step fails), so every output is checked to exist; the caller then checks tensor types and ops.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,13 +22,8 @@ import numpy as np
 
 from ..errors import ExportError
 
-#: Export modes and the onnx2tf output file suffix each one takes.
-MODE_FILES = {
-    "float": "_float32.tflite",
-    "dynamic-range": "_dynamic_range_quant.tflite",
-    "int8": "_full_integer_quant.tflite",
-    "edgetpu": "_full_integer_quant.tflite",
-}
+#: Export modes.
+MODES = ("float", "dynamic-range", "int8", "edgetpu")
 INPUT_NAME = "features"
 OUTPUT_NAME = "logits"
 ONNX_OPSET = 18
@@ -57,53 +54,81 @@ def to_onnx(model: Any, example: np.ndarray, path: Path, *, opset: int = ONNX_OP
     return path
 
 
-def run_onnx2tf(onnx_path: Path, work: Path, mode: str, *, calib_npy: Path | None = None,
-                mean: tuple[float, ...] = (0.0,), std: tuple[float, ...] = (1.0,), timeout_s: float = 900,
-                log_path: Path | None = None) -> Path:
-    """Convert ``onnx_path`` with onnx2tf in a subprocess and return the TFLite file of ``mode``.
-
-    Args:
-        mode: 'float', 'dynamic-range', 'int8' or 'edgetpu' (int8 with int8 input and output, per-channel weights).
-        calib_npy: float32[N, H, W, C] NHWC un-normalised calibration windows (needed for every quantised mode:
-            onnx2tf would otherwise calibrate on 20 MS-COCO images, or try to download them).
-        mean, std: per-channel normalisation the converter applies to ``calib_npy`` ((x - mean) / std), i.e. the
-            checkpoint's ``norm_mean`` / ``norm_std``.
-
-    Raises:
-        ExportError: onnx2tf failed, timed out, or did not produce the expected file.
-    """
-    if mode not in MODE_FILES:
-        raise ExportError(f"unknown export mode {mode!r}: choose one of {sorted(MODE_FILES)}")
-    out_dir = work / "onnx2tf"
-    cmd = [sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out_dir), "-n"]
-    if mode != "float":
-        if calib_npy is None:
-            raise ExportError(f"mode {mode!r} needs calibration data (onnx2tf would otherwise calibrate on MS-COCO "
-                              "images): pass --calib DIR or --data DIR")
-        c = len(mean)
-        m = repr([[[[float(v) for v in mean]]]]) if c > 1 else repr([[[[float(mean[0])]]]])
-        s = repr([[[[float(v) for v in std]]]]) if c > 1 else repr([[[[float(std[0])]]]])
-        cmd += ["-oiqt", "-qt", "per-channel", "-iqd", "int8", "-oqd", "int8",
-                "-cind", INPUT_NAME, str(calib_npy), m, s]
+def _run(cmd: list[str], what: str, cwd: Path, timeout_s: float, log_path: Path | None) -> str:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("CUDA_VISIBLE_DEVICES", "-1")
     try:
-        proc = subprocess.run(cmd, cwd=str(work), env=env, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise ExportError(f"onnx2tf did not finish within {timeout_s:.0f} s") from None
+        raise ExportError(f"{what} did not finish within {timeout_s:.0f} s") from None
     output = (proc.stdout or "") + (proc.stderr or "")
     if log_path is not None:
-        log_path.write_text(" ".join(cmd) + "\n\n" + output, encoding="utf-8")
-    stem = onnx_path.stem
-    produced = out_dir / f"{stem}{MODE_FILES[mode]}"
-    if proc.returncode != 0 or not produced.is_file() or produced.stat().st_size == 0:
-        tail = [ln.strip() for ln in output.splitlines() if ln.strip()]
-        hint = next((ln for ln in reversed(tail) if "error" in ln.lower() or "failed" in ln.lower()),
-                    tail[-1] if tail else "no output")
-        where = f" (full log: {log_path})" if log_path is not None else ""
-        raise ExportError(f"onnx2tf (exit {proc.returncode}) did not produce {produced.name}: {hint[:300]}{where}")
-    return produced
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write("$ " + " ".join(cmd) + "\n" + output + f"\n[exit {proc.returncode}]\n\n")
+    if proc.returncode != 0:
+        raise ExportError(f"{what} failed (exit {proc.returncode}): {_hint(output)}{_where(log_path)}")
+    return output
+
+
+def _hint(output: str) -> str:
+    tail = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    return next((ln for ln in reversed(tail) if "error" in ln.lower() or "failed" in ln.lower()),
+                tail[-1] if tail else "no output")[:300]
+
+
+def _where(log_path: Path | None) -> str:
+    return f" (full log: {log_path})" if log_path is not None else ""
+
+
+def run_onnx2tf(onnx_path: Path, work: Path, mode: str, *, calib_npy: Path | None = None,
+                mean: tuple[float, ...] = (0.0,), std: tuple[float, ...] = (1.0,), timeout_s: float = 900,
+                log_path: Path | None = None) -> Path:
+    """ONNX -> TFLite of ``mode``: onnx2tf (child process) writes the float SavedModel + float32 TFLite; the
+    quantised modes then run the TFLite converter once on that SavedModel (child process,
+    :mod:`edge_asc.export._tflite_convert`).
+
+    onnx2tf is never asked for int8 itself, so it can never fall back to calibrating on its MS-COCO images, and the
+    int8 conversion allows TFLite int8 builtins only (no TF select ops).
+
+    Args:
+        mode: 'float', 'dynamic-range', 'int8' or 'edgetpu' (int8 with int8 input and output, per-channel weights).
+        calib_npy: float32[N, H, W, C] NHWC un-normalised calibration windows (required for 'int8' / 'edgetpu').
+        mean, std: per-channel normalisation applied to ``calib_npy`` ((x - mean) / std): the checkpoint's
+            ``norm_mean`` / ``norm_std``, i.e. what the runtime applies to live features.
+
+    Returns:
+        the produced ``.tflite`` (checked to exist and be non-empty: a converter can exit 0 without writing it).
+
+    Raises:
+        ExportError: a step failed, timed out, or did not produce its file.
+    """
+    if mode not in MODES:
+        raise ExportError(f"unknown export mode {mode!r}: choose one of {list(MODES)}")
+    if mode in ("int8", "edgetpu") and calib_npy is None:
+        raise ExportError(f"mode {mode!r} needs calibration data (never random tensors, never onnx2tf's MS-COCO "
+                          "default): pass --calib DIR or --data DIR")
+    out_dir = work / "onnx2tf"
+    _run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out_dir), "-n"], "onnx2tf", work,
+         timeout_s, log_path)
+    if mode == "float":
+        return _produced(out_dir / f"{onnx_path.stem}_float32.tflite", "onnx2tf", log_path)
+    if not (out_dir / "saved_model.pb").is_file():
+        raise ExportError(f"onnx2tf wrote no SavedModel in {out_dir}{_where(log_path)}")
+    target = work / f"model_{mode}.tflite"
+    cmd = [sys.executable, "-m", "edge_asc.export._tflite_convert", str(out_dir), str(target),
+           "int8" if mode in ("int8", "edgetpu") else "dynamic-range"]
+    if mode in ("int8", "edgetpu"):
+        cmd += [str(calib_npy), json.dumps([float(v) for v in mean]), json.dumps([float(v) for v in std])]
+    _run(cmd, "TFLite int8 conversion" if mode != "dynamic-range" else "TFLite conversion", work, timeout_s,
+         log_path)
+    return _produced(target, "the TFLite converter", log_path)
+
+
+def _produced(path: Path, what: str, log_path: Path | None) -> Path:
+    if not path.is_file() or path.stat().st_size == 0:
+        raise ExportError(f"{what} exited 0 but did not produce {path.name}{_where(log_path)}")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------

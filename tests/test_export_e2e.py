@@ -1,0 +1,81 @@
+"""End to end: train a tiny model on the tiny synthetic dataset, calibrate, export full int8 (torch -> ONNX -> onnx2tf),
+read the ModelCard back without TensorFlow, run the model in LiteRT through the runtime, and check the verification
+report. One conversion (~20-60 s on 2 cores); marked slow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
+    pytest.importorskip("onnx2tf")
+    from edge_asc.cli import main
+
+    run, cal, model = tmp_path / "run", tmp_path / "calib", tmp_path / "out" / "edge.tflite"
+    assert main(["train", "--data", str(tiny_dataset), "--preset", "edge", "--epochs", "2", "--out", str(run),
+                 "--val-every", "0", "--no-progress", "--threads", "2"]) == 0
+    assert main(["calibrate", str(run), "--data", str(tiny_dataset), "--out", str(cal), "--size", "60"]) == 0
+    assert main(["export", str(run), "--int8", "--calib", str(cal), "--out", str(model),
+                 "--min-agreement", "0"]) == 0
+
+    # the card, read in a fresh interpreter that must not import TensorFlow (or torch/onnx)
+    code = ("import sys, json; from edge_asc.tflite_meta import read_model_card; c = read_model_card(sys.argv[1]); "
+            "heavy = [m for m in ('tensorflow', 'torch', 'onnx', 'onnx2tf') if m in sys.modules]; "
+            "assert not heavy, heavy; print(c.to_json())")
+    r = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    card = json.loads(r.stdout)
+    meta = json.loads((run / "checkpoint.json").read_text())
+    manifest = (cal / "manifest.json").read_bytes()
+    import hashlib
+
+    assert card["labels"] == meta["labels"] and card["frontend"] == meta["frontend"]
+    assert card["window_frames"] == 61 and card["input_layout"] == "NHWC" and card["input_shape"] == [1, 64, 61, 1]
+    assert card["input_quant"]["dtype"] == "int8" and card["output_quant"]["dtype"] == "int8"
+    assert card["model_preset"] == "edge" and card["training_run"] == meta["run_id"]
+    assert card["calibration_sha256"] == hashlib.sha256(manifest).hexdigest()
+    assert card["provenance"]["versions"]["onnx2tf"].startswith("1.29")
+
+    # LiteRT runs it through the runtime's contract checks
+    from edge_asc.audio import load_audio
+    from edge_asc.data import load_dataset
+    from edge_asc.runtime import Classifier, classify_audio
+
+    clf = Classifier(model)
+    ds = load_dataset(tiny_dataset)
+    clip = ds.split("evaluate")[0]
+    audio, _ = load_audio(Path(ds.root) / clip.path, 16_000)
+    res = classify_audio(clf, audio)
+    assert res.label in clf.labels and np.isclose(res.clip_probs.sum(), 1.0, atol=1e-4)
+
+    # the verification report beside the model
+    rep = json.loads((model.parent / "edge.export.json").read_text())
+    v = rep["verification"]
+    assert v["n_clips"] == len(ds.split("evaluate")) and v["n_windows"] >= v["n_clips"]
+    assert 0.0 <= v["window_top1_agreement"] <= 1.0 and v["passed"] is True
+    assert v["stream_offline_max_prob_diff"] < 1e-5  # classify_audio == offline windows through the same Classifier
+    assert v["events_topk_set_agreement"] is not None  # the edge preset has the event head; its tensor was found
+    assert rep["size_bytes"] == model.stat().st_size and rep["ops"]["custom_ops"] == []
+    assert rep["calibration"]["windows"] == 60 and rep["mode"] == "int8"
+
+    # the gate: a float model that no longer matches the export fails verification
+    import torch
+
+    from edge_asc.export.verify import verify_export
+    from edge_asc.train.checkpoint import load_checkpoint
+
+    net, m = load_checkpoint(run)
+    with torch.no_grad():
+        net.out.weight.copy_(torch.randn_like(net.out.weight) * 10)
+        net.out.bias.copy_(torch.arange(net.out.bias.numel(), dtype=torch.float32) * 5)
+    bad = verify_export(model, net, ds, m.labels, mode="int8", max_clips=20, min_agreement=0.97)
+    assert not bad.passed and bad.window_top1_agreement < 0.97 and bad.n_clips == 20
