@@ -10,7 +10,8 @@
 # Needs root (debootstrap, chroot, mounts), apt (Debian/Ubuntu host) and binfmt_misc in the kernel.
 # Environment:
 #   PI_CHECK_MODEL   int8 .tflite with a model card (default runs/demo/model_int8.tflite, made by `make demo`)
-#   PI_CHECK_CLIPS   space-separated audio files (default: one evaluation clip per scene of runs/demo/data, max 10)
+#   PI_CHECK_CLIPS   space-separated audio files (default: one evaluation clip per scene, up to 10, of the demo
+#                    dataset next to the model, runs/demo/data)
 #   PI_CHECK_TOL     max |probability difference| host vs aarch64 (default 1e-3)
 #   PI_CHECK_MIRROR  Debian mirror for debootstrap (default: the bookworm mirror in this host's apt sources)
 #   PI_CHECK_BUILD   cache folder (default build; rootfs in $PI_CHECK_BUILD/pi-rootfs, wheels in .../pi-wheels)
@@ -49,8 +50,9 @@ or point PI_CHECK_MODEL at an int8 .tflite exported by 'edge-asc export' (and PI
 if [ -n "${PI_CHECK_CLIPS:-}" ]; then
     read -r -a CLIPS <<< "$PI_CHECK_CLIPS"
 else
-    [ -d runs/demo/data ] || die "no clips: run 'make demo' first, or set PI_CHECK_CLIPS='a.wav b.wav ...'"
-    mapfile -t CLIPS < <(python3 scripts/pi_compare.py clips runs/demo/data 10)
+    DATA=$(dirname "$MODEL")/data     # the demo's synthetic dataset lies next to its model
+    [ -d "$DATA" ] || die "no clips in $DATA: run 'make demo' first, or set PI_CHECK_CLIPS='a.wav b.wav ...'"
+    mapfile -t CLIPS < <(python3 scripts/pi_compare.py clips "$DATA" 10)
 fi
 [ "${#CLIPS[@]}" -gt 0 ] || die "no clips found (PI_CHECK_CLIPS or runs/demo/data)"
 for c in "${CLIPS[@]}"; do [ -f "$c" ] || die "clip not found: $c"; done
