@@ -161,7 +161,8 @@ class EventExtraction(nn.Module):
        an int8 tensor of scale < 1, which TFLite's int8 EQUAL/LESS kernels require (their input rescaling aborts
        on a scale >= 1; raw counts up to H*W would need a scale of H*W/255));
     3. ``k`` selection rounds on the 2-D [N, C] counts: ``m = max_c avail``; the first channel with ``avail == m``
-       (``prior < 0.5`` again, as a [C, C] matmul); its index / C is output; it is then set to -1 in ``avail``.
+       (``prior < 0.5`` again, as a [C, C] matmul); its index / C is output (as ``min_c(index/C + 1 - pick)``);
+       it is then set to -1 in ``avail``.
 
     All tensors beyond step 1 are 2-D (onnx2tf keeps their layout; its NCHW->NHWC guessing broke an earlier
     pairwise [N, C, C] formulation). Not differentiable (constant w.r.t. x), as in the paper.
@@ -190,6 +191,10 @@ class EventExtraction(nn.Module):
         for _ in range(self.k):
             hit = (avail == avail.amax(dim=1, keepdim=True)).to(x.dtype)  # [N, C] channels with the top count
             pick = hit * ((hit @ self.tri_mat) < 0.5).to(x.dtype)         # the lowest-index one
-            out.append((pick * self.index_frac).sum(dim=1, keepdim=True))
+            # index / C of the picked channel as a min over ``index/C + (1 - pick)`` (others are >= 1), not as
+            # ``sum(pick * index/C)``: in int8 a product's range is calibrated, so an index larger than any seen at
+            # this rank during calibration saturated to the largest seen one; this tensor's range is [0, 2) by
+            # construction (the non-picked entries span it), and REDUCE_MIN keeps its input's quantisation.
+            out.append((self.index_frac + (1.0 - pick)).amin(dim=1, keepdim=True))
             avail = avail * (1.0 - pick) - pick                          # picked -> -1, below every real count
         return torch.cat(out, dim=1)                                     # [N, k]
