@@ -217,6 +217,8 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
         owners.extend([ci] * len(xn))
         y.append(index[c.label])
     xall = np.concatenate(all_wins)
+    # bound the float model's activation memory (~4 full-resolution tensors of c1 x H x W floats per window alive)
+    batch_size = max(1, min(batch_size, int(2e7 // (cfg.channels[0] * xall.shape[2] * xall.shape[3]))))
     torch_model.eval()
     try:
         with torch.no_grad():
