@@ -39,13 +39,13 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         f"model          {args.model} ({size:,} bytes)",
         f"labels         {len(card.labels)}: {', '.join(card.labels)}",
-        f"front end      {f['sample_rate']} Hz, n_fft {f['n_fft']}, hop {f['hop_length']}, {f['n_mels']} mels, "
-        f"{card.frontend.channels} channel(s), norm mean {f['norm_mean']} std {f['norm_std']} dB",
+        (f"front end      {f['sample_rate']} Hz, n_fft {f['n_fft']}, hop {f['hop_length']}, {f['n_mels']} mels, "
+         f"{card.frontend.channels} channel(s), norm mean {f['norm_mean']} std {f['norm_std']} dB"),
         f"window         {card.window_frames} frames = {card.window_seconds:.3f} s",
         f"input          {d['input_layout']} {d['input_shape']} {_fmt_quant(d['input_quant'])}",
         f"output         {d['output_kind']} [{len(card.labels)}] {_fmt_quant(d['output_quant'])}",
-        f"model          preset {card.model_preset or '-'}, {card.param_count:,} params, "
-        f"{card.macs_per_inference:,} MACs per window",
+        (f"model          preset {card.model_preset or '-'}, {card.param_count:,} params, "
+         f"{card.macs_per_inference:,} MACs per window"),
         f"training run   {card.training_run or '-'}",
         f"calibration    {card.calibration_sha256[:16] or '-'}",
         f"exported       {prov.get('exported_at', '-')} mode {prov.get('mode', '-')} with "

@@ -229,7 +229,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     from ..calibration import CalibrationSet, build_calibration, load_calibration, save_calibration
     from ..tflite_meta import embed_model_card
     from ..train.checkpoint import load_checkpoint, read_meta, resolve_run_dir
-    from .convert import run_onnx2tf, tflite_ops, op_summary, to_onnx
+    from .convert import op_summary, run_onnx2tf, tflite_ops, to_onnx
     from .verify import verify_export
 
     log = log or (lambda s: None)
