@@ -277,9 +277,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
             calib_npy = work / "calib" / "calib.npy"
         t = time.perf_counter()
         try:
+            sample = (cs.normalized_nchw()[:20] if cs is not None else example).transpose(0, 2, 3, 1)
             produced = run_onnx2tf(onnx_path, work, config.mode, calib_npy=calib_npy, mean=f.norm_mean,
                                    std=f.norm_std, timeout_s=config.onnx2tf_timeout_s,
-                                   log_path=work / "onnx2tf.log")
+                                   log_path=work / "onnx2tf.log", sample_nhwc=sample)
         finally:
             if config.keep_workdir:
                 import shutil

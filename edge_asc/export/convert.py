@@ -27,6 +27,8 @@ MODES = ("float", "dynamic-range", "int8", "edgetpu")
 INPUT_NAME = "features"
 OUTPUT_NAME = "logits"
 ONNX_OPSET = 18
+#: onnx2tf 1.29 reads its "RGB test images" from this file in the working directory (or downloads them).
+ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
 def to_onnx(model: Any, example: np.ndarray, path: Path, *, opset: int = ONNX_OPSET) -> Path:
@@ -83,7 +85,7 @@ def _where(log_path: Path | None) -> str:
 
 def run_onnx2tf(onnx_path: Path, work: Path, mode: str, *, calib_npy: Path | None = None,
                 mean: tuple[float, ...] = (0.0,), std: tuple[float, ...] = (1.0,), timeout_s: float = 900,
-                log_path: Path | None = None) -> Path:
+                log_path: Path | None = None, sample_nhwc: np.ndarray | None = None) -> Path:
     """ONNX -> TFLite of ``mode``: onnx2tf (child process) writes the float SavedModel + float32 TFLite; the
     quantised modes then run the TFLite converter once on that SavedModel (child process,
     :mod:`edge_asc.export._tflite_convert`).
@@ -96,6 +98,10 @@ def run_onnx2tf(onnx_path: Path, work: Path, mode: str, *, calib_npy: Path | Non
         calib_npy: float32[N, H, W, C] NHWC un-normalised calibration windows (required for 'int8' / 'edgetpu').
         mean, std: per-channel normalisation applied to ``calib_npy`` ((x - mean) / std): the checkpoint's
             ``norm_mean`` / ``norm_std``, i.e. what the runtime applies to live features.
+        sample_nhwc: float32[n <= 20, H, W, C] normalised model inputs for onnx2tf's op-by-op check. For an input
+            with 3 channels (the paper front end: log-mel + deltas) onnx2tf takes the model for an RGB network and
+            loads 20 MS-COCO test images from ``ONNX2TF_SAMPLE_FILE`` in its working directory, downloading them
+            when the file is absent (which fails offline); we write our own windows there instead.
 
     Returns:
         the produced ``.tflite`` (checked to exist and be non-empty: a converter can exit 0 without writing it).
@@ -109,6 +115,8 @@ def run_onnx2tf(onnx_path: Path, work: Path, mode: str, *, calib_npy: Path | Non
         raise ExportError(f"mode {mode!r} needs calibration data (never random tensors, never onnx2tf's MS-COCO "
                           "default): pass --calib DIR or --data DIR")
     out_dir = work / "onnx2tf"
+    if sample_nhwc is not None:
+        np.save(work / ONNX2TF_SAMPLE_FILE, np.ascontiguousarray(sample_nhwc[:20], dtype=np.float32))
     _run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out_dir), "-n"], "onnx2tf", work,
          timeout_s, log_path)
     if mode == "float":
