@@ -145,3 +145,11 @@ def test_calibrate_command(tiny_dataset, tmp_path, capsys):
     assert main(["calibrate", str(tmp_path / "missing"), "--data", str(tiny_dataset), "--out",
                  str(tmp_path / "y")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_relative_dataset_root(tiny_dataset, monkeypatch):
+    from edge_asc.data import load_dataset
+
+    monkeypatch.chdir(tiny_dataset.parent)
+    cs = build_calibration(load_dataset(tiny_dataset.name), SPEC, W, size=3, seed=0)
+    assert cs.data.shape == (3, 64, W, 1) and np.all(np.isfinite(cs.data))

@@ -158,9 +158,8 @@ class CalibrationSet:
 
 # ---------------------------------------------------------------------------------------------------------------
 def _clip_path(dataset: Any, clip: Any) -> Path:
-    p = Path(clip.path)
-    root = getattr(dataset, "root", None)
-    return p if p.is_absolute() or root is None else Path(root) / p
+    """The clip's audio file: ``ClipRecord.path`` is already the dataset root joined with the file name."""
+    return Path(clip.path)
 
 
 def _select(clips: Sequence[Any], size: int, strategy: str, rng: np.random.Generator) -> list[int]:
