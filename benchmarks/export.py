@@ -8,6 +8,20 @@ Goals (issue 5) for ``edge``: top-1 agreement float vs int8 >= 99 %, macro-accur
 <= 128 KB (131,072 bytes), export wall time <= 120 s (calibration + ONNX + onnx2tf + int8 conversion + card +
 verification). ``paper``: exports to int8 and verifies; its size is reported (it does not fit 128 KB).
 
+Measured 2026-11-25 on the 2-core dev box (shared, loaded; int8, LiteRT verification on every held-out clip):
+
+=====================================  ========  =========  ==================  ============  =====================
+run                                    size      agreement  macro acc float/int8 export wall   events set / top-1
+=====================================  ========  =========  ==================  ============  =====================
+edge, synth 100x1 s, 15 ep (this script) 69,264 B 0.808      0.333 / 0.369       106.9 s       0.028 / 0.764
+edge, runs/edge100 (70 ep, synth100)   69,232 B  0.678      0.419 / 0.450       79.2 s        0.064 / 0.497
+edge --norm bn, synth100, 15 ep        62,720 B  0.825      0.225 / 0.194       25.1 s        0.722 / 0.933
+paper, synth 15x10 s @ 44.1 kHz, 1 ep  435,888 B 0.767 (30)  0.133 / 0.100       164.7 s       0.000 / 0.633
+=====================================  ========  =========  ==================  ============  =====================
+
+Size and wall-time goals are met; the agreement goal is not: with MixupNorm feeding the argmax-based event block,
+int8 rounding moves per-cell argmaxes (see the report); weakly trained models (small logit margins) flip often.
+
 The dataset is synthesised (``edge_asc.data.synth``) and the model trained (``edge_asc.train``) into ``--work`` (default runs/bench-export)
 unless they already exist there; only the export is timed.
 """
