@@ -233,3 +233,36 @@ def test_gap_bands_average_time_and_mel_bands():
         g = model.embed(x)
     ref = torch.stack([d[:, :, 0:4].mean(dim=(2, 3)), d[:, :, 4:8].mean(dim=(2, 3))], dim=2).flatten(1)
     torch.testing.assert_close(g, ref)
+
+
+def test_mad_instance_norm_matches_its_formula_and_the_std_norm_on_gaussian_maps():
+    from edge_asc.model.layers import MAD_TO_STD, STD_FLOOR
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 64, 61, generator=g) * torch.tensor([0.5, 2.0, 7.0]).view(1, 3, 1, 1) + 3.0
+    mad = InstanceNorm(3, stat="mad")
+    std = InstanceNorm(3, stat="std")
+    with torch.no_grad():
+        y_mad, y_std = mad(x), std(x)
+        d = x - x.mean(dim=(2, 3), keepdim=True)
+        s = torch.clamp(MAD_TO_STD * d.abs().mean(dim=(2, 3), keepdim=True), min=STD_FLOOR)
+    assert torch.allclose(y_mad, d / s, atol=1e-6)
+    # for Gaussian activations the MAD scale equals the standard deviation (to sampling error)
+    assert float((y_mad - y_std).abs().max()) < 0.05 * float(y_std.abs().max())
+    mix = MixupNorm(3, 0.1, stat="mad")
+    with torch.no_grad():
+        assert torch.allclose(mix(x), 0.1 * x + 0.9 * y_mad, atol=1e-5)
+    with pytest.raises(ValueError, match="'std' or 'mad'"):
+        InstanceNorm(3, stat="var")
+
+
+def test_presets_use_the_int8_friendly_norm_and_old_configs_keep_std():
+    from edge_asc.model.config import MODEL_PRESETS, MiniSegNetConfig
+
+    for name in ("paper", "paper-half", "edge"):
+        assert MODEL_PRESETS[name].config.norm_stat == "mad"
+    d = MODEL_PRESETS["edge"].config.to_dict()
+    del d["norm_stat"]  # a checkpoint written before the field existed
+    assert MiniSegNetConfig.from_dict(d).norm_stat == "std"
+    with pytest.raises(ConfigError, match="norm_stat"):
+        MiniSegNetConfig(norm_stat="var")

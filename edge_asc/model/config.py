@@ -80,6 +80,10 @@ class MiniSegNetConfig:
     """normalisation of the first encoder and last decoder conv: 'mixup' (MixupNorm), 'bn' or 'in'."""
     mixup_lambda: float = 0.1
     """MixupNorm lambda in [0, 1]: y = lambda * x + (1 - lambda) * InstanceNorm(x) (paper best: 0.1)."""
+    norm_stat: str = "std"
+    """scale statistic of the instance norms ('in', 'mixup'): 'std' (textbook; the default, so checkpoints written
+    before this field existed load unchanged) or 'mad' (mean absolute deviation x sqrt(pi/2), divided at full
+    resolution: the int8-exportable form every preset uses; see ``edge_asc.model.layers``)."""
     head: str = "events"
     """'gap': global average pooling only; 'events': GAP + event extraction (top-k frequent argmax channels / C)."""
     gap_bands: int = 1
@@ -110,6 +114,7 @@ class MiniSegNetConfig:
         _check(self.norm in ("mixup", "bn", "in"), f"norm must be 'mixup', 'bn' or 'in', got {self.norm!r}")
         _check(0.0 <= float(self.mixup_lambda) <= 1.0, f"mixup_lambda must be in [0, 1], got {self.mixup_lambda!r}")
         object.__setattr__(self, "mixup_lambda", float(self.mixup_lambda))
+        _check(self.norm_stat in ("std", "mad"), f"norm_stat must be 'std' or 'mad', got {self.norm_stat!r}")
         _check(self.head in ("gap", "events"), f"head must be 'gap' or 'events', got {self.head!r}")
         _check(isinstance(self.gap_bands, int) and 1 <= self.gap_bands <= self.n_mels,
                f"gap_bands must be an integer in [1, n_mels={self.n_mels}], got {self.gap_bands!r}")
@@ -197,20 +202,22 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
     "paper": ModelPreset(
         name="paper", frontend="paper",
         config=MiniSegNetConfig(in_channels=3, n_mels=256, n_frames=400, n_classes=10, width=1.0,
-                                pool=(2, 3), unpool="mask", norm="mixup", mixup_lambda=0.1, head="events", topk=4,
+                                pool=(2, 3), unpool="mask", norm="mixup", mixup_lambda=0.1, norm_stat="mad",
+                                head="events", topk=4,
                                 dense_units=(256, 128), dropout=0.3),
         description="Mini-SegNet as in the paper: 3x256x400 input, 64/128 maps, MixupNorm 0.1, event block k=4",
     ),
     "paper-half": ModelPreset(
         name="paper-half", frontend="paper",
         config=MiniSegNetConfig(in_channels=3, n_mels=256, n_frames=400, n_classes=10, width=0.5,
-                                pool=(2, 3), dense_units=(128, 64)),
+                                pool=(2, 3), norm_stat="mad", dense_units=(128, 64)),
         description="the paper's model at width 0.5",
     ),
     "edge": ModelPreset(
         name="edge", frontend="edge",
         config=MiniSegNetConfig(in_channels=1, n_mels=64, n_frames=61, n_classes=10, width=0.25,
-                                pool=(2, 3), unpool="mask", norm="mixup", mixup_lambda=0.1, head="events", topk=4,
+                                pool=(2, 3), unpool="mask", norm="mixup", mixup_lambda=0.1, norm_stat="mad",
+                                head="events", topk=4,
                                 gap_bands=8, dense_units=(64, 32), dropout=0.2),
         description="1-s window on the 'edge' front end (16 kHz, 64 mels); fits the DCASE 128 K params / 30 M MACs budget",
     ),

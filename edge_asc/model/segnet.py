@@ -34,12 +34,12 @@ class MiniSegNet(nn.Module):
         self.config = cfg = config
         c1, c2 = cfg.channels
         k = cfg.kernel
-        self.enc1 = _ConvNormReLU(cfg.in_channels, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda))
+        self.enc1 = _ConvNormReLU(cfg.in_channels, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat))
         self.enc2a = _ConvNormReLU(c1, c2, k, nn.BatchNorm2d(c2))
         self.enc2b = _ConvNormReLU(c2, c2, k, nn.BatchNorm2d(c2))
         self.dec1a = _ConvNormReLU(c2, c2, k, nn.BatchNorm2d(c2))
         self.dec1b = _ConvNormReLU(c2, c1, k, nn.BatchNorm2d(c1))
-        self.dec2 = _ConvNormReLU(c1, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda))
+        self.dec2 = _ConvNormReLU(c1, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat))
         self.events = EventExtraction(c1, cfg.topk) if cfg.head == "events" else None
         u1, u2 = cfg.dense_units
         self.fc1 = nn.Linear(cfg.head_features, u1)
