@@ -12,9 +12,11 @@ import argparse
 
 MARKER = ".edge-asc-demo"
 
-#: (clips per class, clip seconds, epochs, verification clips) for the full and the --quick demo.
-FULL = {"clips_per_class": 100, "seconds": 1.0, "epochs": 30, "calib_size": 300}
-QUICK = {"clips_per_class": 30, "seconds": 1.0, "epochs": 10, "calib_size": 100}
+#: Dataset size, training length and calibration windows of the full and the --quick demo. Epochs end SGDR cycles
+#: (10, 30, 70, ...). Batch 32 instead of the paper's 64: on a few thousand clips it doubles the SGD steps (measured on
+#: 100 clips/class, 30 epochs: val macro accuracy 0.41 vs 0.33 with batch 64).
+FULL = {"clips_per_class": 200, "seconds": 1.0, "epochs": 30, "batch_size": 32, "calib_size": 300}
+QUICK = {"clips_per_class": 30, "seconds": 1.0, "epochs": 10, "batch_size": 32, "calib_size": 100}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if params["epochs"] < 1 or params["clips_per_class"] < 15:
         raise UsageError("--epochs must be >= 1 and --clips-per-class >= 15")
 
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # dataset records carry the root: relative roots would be joined twice downstream
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).exists():
             raise ConfigError(f"{out} exists and was not made by 'edge-asc demo': choose another --out or empty it")
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                         "--seconds", str(params["seconds"]), "--sample-rate", "16000", "--seed", str(args.seed)]),
         ("check", ["data", "check", str(data)]),
         ("train", ["train", "--data", str(data), "--preset", "edge", "--epochs", str(params["epochs"]),
-                   "--out", str(run_dir), "--seed", str(args.seed)]),
+                   "--batch-size", str(params["batch_size"]), "--out", str(run_dir), "--seed", str(args.seed)]),
         ("evaluate", ["evaluate", str(run_dir), "--data", str(data), "--json", str(out / "evaluate.json"),
                       "--png", str(out / "confusion.png")]),
         ("calibrate", ["calibrate", str(run_dir), "--data", str(data), "--out", str(out / "calib"),
@@ -80,6 +82,12 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         rc = cli(argv)
         timings[name] = round(time.perf_counter() - t0, 2)
+        if rc != 0 and name == "export" and _gate_failed(model):
+            # The export ran and verified, but float-vs-int8 agreement is under the release gate: the demo goes on
+            # (it is a tour, and the report is the truth), and the summary says so in plain words.
+            print("edge-asc demo: the int8 model is below the export's agreement gate; continuing so the report and "
+                  "runtime stages can be shown (see the summary)", file=sys.stderr)
+            continue
         if rc != 0:
             print(f"edge-asc demo: stage '{name}' failed (exit {rc}); artifacts so far are in {out}", file=sys.stderr)
             return rc
@@ -108,6 +116,17 @@ def run(args: argparse.Namespace) -> int:
     _print_summary(summary, out)
     print(json.dumps({"summary": str(out / "summary.json")}))
     return 0
+
+
+def _gate_failed(model) -> bool:
+    """True when the export wrote its model and a verification report that failed only the agreement gate."""
+    from ..export import report_path_for
+
+    try:
+        ver = _read_json(report_path_for(model))["verification"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return model.exists() and isinstance(ver, dict) and ver.get("passed") is False
 
 
 def _classify(model, clip_path) -> dict:
@@ -167,6 +186,8 @@ def _summary(out, run_dir, model, clip, classified, timings, params) -> dict:
             "macro_accuracy": ex["verification"]["exported_macro_accuracy"],
             "float_macro_accuracy_same_clips": ex["verification"]["float_macro_accuracy"],
             "top1_agreement": ex["verification"]["window_top1_agreement"],
+            "agreement_gate": ex["verification"]["min_agreement"],
+            "gate_passed": ex["verification"]["passed"],
             "clip_top1_agreement": ex["verification"]["clip_top1_agreement"],
             "events_topk_set_agreement": ex["verification"].get("events_topk_set_agreement"),
             "max_logit_error": ex["verification"]["max_logit_error"],
@@ -199,6 +220,9 @@ def _print_summary(s: dict, out) -> None:
         f"unseen S4-S6 {pct(f['unseen_macro_accuracy'])})",
         f"  int8 model    macro accuracy {pct(q['macro_accuracy'])} vs float {pct(q['float_macro_accuracy_same_clips'])}"
         f" on the same clips; top-1 agreement {pct(q['top1_agreement'])}",
+        f"  int8 gate     {'PASS' if q['gate_passed'] else 'FAIL'}: agreement {pct(q['top1_agreement'])} "
+        f"{'>=' if q['gate_passed'] else '<'} {pct(q['agreement_gate'])} required by 'edge-asc export'"
+        + ("" if q["gate_passed"] else " (this int8 model is NOT release quality: see README, int8 fidelity)"),
         f"  int8 file     {q['file_bytes']:,} bytes ({q['file_bytes'] / 1024:.1f} KiB)",
     ]
     for b in s["budgets"]:

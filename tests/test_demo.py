@@ -1,0 +1,36 @@
+"""`edge-asc demo --quick`: the whole pipeline end to end on a fresh synthetic dataset (the README's main job)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_asc.cli import main
+from edge_asc.spec import TAU_LABELS
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_every_stage_and_summarises(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out, as `make demo` uses (once joined dataset roots twice)
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", "demo", "--no-vela"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    for key, path in s["artifacts"].items():
+        assert Path(path).is_absolute() and Path(path).exists(), key
+    assert s["int8"]["gate_passed"] == (s["int8"]["top1_agreement"] >= s["int8"]["agreement_gate"])
+    assert s["params"]["epochs"] == 10 and s["float"]["macro_accuracy"] > 0.1  # above chance for 10 classes
+    assert s["int8"]["file_bytes"] == (out / "model_int8.tflite").stat().st_size
+    assert 0.0 <= s["int8"]["top1_agreement"] <= 1.0
+    assert s["classified_clip"]["predicted"] in TAU_LABELS
+    assert set(s["timings_s"]) >= {"synthesise", "train", "export", "report", "classify", "total"}
+    printed = capsys.readouterr().out
+    assert "$ edge-asc train --data" in printed and "edge-asc demo summary" in printed
+
+
+def test_demo_refuses_to_overwrite_a_folder_it_did_not_make(tmp_path, capsys):
+    (tmp_path / "precious.txt").write_text("keep me")
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 1
+    assert "was not made by 'edge-asc demo'" in capsys.readouterr().err
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
