@@ -11,8 +11,9 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError
 
@@ -163,7 +164,7 @@ class FrontendSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FrontendSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> FrontendSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -175,14 +176,14 @@ class FrontendSpec:
         return cls(**kw)
 
     @classmethod
-    def from_json(cls, s: str) -> "FrontendSpec":
+    def from_json(cls, s: str) -> FrontendSpec:
         try:
             d = json.loads(s)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"FrontendSpec JSON is not valid JSON: {exc}") from None
         return cls.from_dict(d)
 
-    def replace(self, **changes: Any) -> "FrontendSpec":
+    def replace(self, **changes: Any) -> FrontendSpec:
         return dataclasses.replace(self, **changes)
 
     def feature_hash(self) -> str:
@@ -316,7 +317,7 @@ class ModelCard:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelCard":
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelCard:
         d = dict(d)
         version = d.get("schema_version")
         if version != MODEL_CARD_SCHEMA_VERSION:
@@ -335,7 +336,7 @@ class ModelCard:
             raise ConfigError(f"model card is incomplete or malformed: {exc}") from None
 
     @classmethod
-    def from_json(cls, s: str | bytes) -> "ModelCard":
+    def from_json(cls, s: str | bytes) -> ModelCard:
         try:
             d = json.loads(s)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

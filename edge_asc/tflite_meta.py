@@ -190,7 +190,7 @@ def _aligned_buffer_class(schema) -> type:
         return cls
 
     class AlignedBufferT(schema.BufferT):
-        def Pack(self, builder):  # noqa: N802 - FlatBuffers naming
+        def Pack(self, builder):
             import numpy as np
 
             data = None

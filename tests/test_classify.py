@@ -15,7 +15,7 @@ from edge_asc.frontend import offline
 from edge_asc.runtime import Classifier
 
 pytest.importorskip("tensorflow")
-from runtime_models import LABELS, cached_model, high, low, scene_audio, write_model  # noqa: E402
+from runtime_models import LABELS, cached_model, high, low, scene_audio, write_model
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ HEAVY = ("torch", "tensorflow", "librosa", "onnx", "onnx2tf", "keras", "tf_keras
 
 pytest.importorskip("tensorflow")  # only to build the test model in this (parent) process
 pytest.importorskip("ai_edge_litert")
-from runtime_models import low, write_model  # noqa: E402
+from runtime_models import low, write_model
 
 PROBE = """
 import json, sys, contextlib, io

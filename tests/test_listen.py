@@ -28,7 +28,7 @@ from edge_asc.runtime.sinks import JsonlSink, SqliteSink
 from edge_asc.runtime.sources import MicSource, import_sounddevice, resolve_device
 
 pytest.importorskip("tensorflow")
-from runtime_models import high, low, write_model  # noqa: E402
+from runtime_models import high, low, write_model
 
 NATIVE = 44_100
 

@@ -24,7 +24,7 @@ from edge_asc.runtime import interpreter as interp_mod
 from edge_asc.spec import QuantParams
 
 pytest.importorskip("tensorflow")
-from runtime_models import LABELS, cached_model, high, low, scene_audio, write_model  # noqa: E402
+from runtime_models import LABELS, cached_model, high, low, scene_audio, write_model
 
 
 @pytest.fixture(scope="module")

@@ -216,13 +216,13 @@ def _print_summary(s: dict, out) -> None:
     lines = [
         "",
         "edge-asc demo summary",
-        f"  float model   macro accuracy {pct(f['macro_accuracy'])} (seen devices {pct(f['seen_macro_accuracy'])}, "
-        f"unseen S4-S6 {pct(f['unseen_macro_accuracy'])})",
-        f"  int8 model    macro accuracy {pct(q['macro_accuracy'])} vs float {pct(q['float_macro_accuracy_same_clips'])}"
-        f" on the same clips; top-1 agreement {pct(q['top1_agreement'])}",
-        f"  int8 gate     {'PASS' if q['gate_passed'] else 'FAIL'}: agreement {pct(q['top1_agreement'])} "
-        f"{'>=' if q['gate_passed'] else '<'} {pct(q['agreement_gate'])} required by 'edge-asc export'"
-        + ("" if q["gate_passed"] else " (this int8 model is NOT release quality: see README, int8 fidelity)"),
+        (f"  float model   macro accuracy {pct(f['macro_accuracy'])} (seen devices {pct(f['seen_macro_accuracy'])}, "
+         f"unseen S4-S6 {pct(f['unseen_macro_accuracy'])})"),
+        (f"  int8 model    macro accuracy {pct(q['macro_accuracy'])} vs float "
+         f"{pct(q['float_macro_accuracy_same_clips'])} on the same clips; top-1 agreement {pct(q['top1_agreement'])}"),
+        (f"  int8 gate     {'PASS' if q['gate_passed'] else 'FAIL'}: agreement {pct(q['top1_agreement'])} "
+         f"{'>=' if q['gate_passed'] else '<'} {pct(q['agreement_gate'])} required by 'edge-asc export'"
+         + ("" if q["gate_passed"] else " (this int8 model is NOT release quality: see README, int8 fidelity)")),
         f"  int8 file     {q['file_bytes']:,} bytes ({q['file_bytes'] / 1024:.1f} KiB)",
     ]
     for b in s["budgets"]:

@@ -55,7 +55,7 @@ class RingBuffer:
             if dropped:
                 self.overrun_samples += dropped
                 self.overrun_events += 1
-                self._read = self._write + n - self.capacity if (self._write + n - self.capacity) > self._read else self._read
+                self._read = max(self._read, self._write + n - self.capacity)
             start = self._write % self.capacity
             first = min(n, self.capacity - start)
             self._data[start : start + first] = src[:first]
