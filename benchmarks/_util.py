@@ -33,3 +33,8 @@ def write_json(path: str | None, results: dict) -> None:
     from edge_asc._io import atomic_write_json
 
     atomic_write_json(path, {**results, "environment": environment()})
+
+
+def goals_text(goals: dict[str, bool]) -> str:
+    """'name met, other MISSED' for a benchmark's goal verdicts."""
+    return ", ".join(f"{k} {'met' if ok else 'MISSED'}" for k, ok in goals.items())

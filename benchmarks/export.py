@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from _util import parser, write_json
+from _util import goals_text, parser, write_json
 
 SIZE_GOAL = 128 * 1024
 AGREEMENT_GOAL = 0.99
@@ -119,8 +119,8 @@ def main() -> int:
         ev = f", events top-k set {v.events_topk_set_agreement:.3f} top-1 {v.events_top1_agreement:.3f}"
     print(f"export {args.preset} {args.mode}: {res.report.size_bytes:,} B, top-1 agreement "
           f"{v.window_top1_agreement:.4f} ({v.n_windows} windows), macro acc {v.float_macro_accuracy:.4f} -> "
-          f"{v.exported_macro_accuracy:.4f} ({v.macro_accuracy_drop:+.2f} pt), wall {wall:.1f} s{ev}; goals "
-          + " ".join(f"{k}={'ok' if ok else 'MISSED'}" for k, ok in results["goals"].items()))
+          f"{v.exported_macro_accuracy:.4f} ({v.macro_accuracy_drop:+.2f} pt), wall {wall:.1f} s{ev}; goals: "
+          + goals_text(results["goals"]))
     return 0
 
 

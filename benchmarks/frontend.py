@@ -19,7 +19,7 @@ import time
 import warnings
 
 import numpy as np
-from _util import parser, write_json
+from _util import goals_text, parser, write_json
 
 from edge_asc.frontend import StreamingFrontend
 from edge_asc.spec import PRESETS
@@ -110,8 +110,7 @@ def main() -> int:
         print(f"frontend[{name}]: rtf_streaming={r['rtf_streaming']:.5f} (goal <= {r['goal_rtf_streaming']}) "
               f"rtf_recompute={r['rtf_recompute']:.4f} speedup={r['speedup']:.1f}x "
               f"(vs the model's {r['model_window_seconds']:.2f}-s window: {r['speedup_model_window']:.1f}x) "
-              f"parity={r['parity_max_abs_db']:.2e} dB; goals: "
-              + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in r["goals"].items()))
+              f"parity={r['parity_max_abs_db']:.2e} dB; goals: " + goals_text(r["goals"]))
     return 0
 
 
