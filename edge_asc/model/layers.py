@@ -60,9 +60,10 @@ def _mixup_instance_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
       activations; ``eps`` is unused, the floor bounds the divisor), and the division is done at full
       resolution, ``(x - mu) / s``: every int8 tensor then has the range of its own values (|d|, the per-channel
       deviation, the normalised map ~ +-a few), nothing is squared, and no SQRT is needed (TFLite Micro has no
-      int8 SQRT). This is the form the presets use. Measured on one trained 'edge' checkpoint (360 held-out windows): float-vs-int8 top-1 agreement 0.81 with this form, 0.78
-      with the MAD scale but the per-channel gain form above; the remaining disagreement comes from the argmax-based
-      unpooling and event block amplifying int8 noise (see the README's "int8 fidelity").
+      int8 SQRT). This is the form the presets use. Measured on one trained 'edge' checkpoint (360 held-out
+      windows): float-vs-int8 top-1 agreement 0.81 with this form, 0.78 with the MAD scale but the per-channel
+      gain form above; the remaining disagreement comes from the argmax-based unpooling and event block
+      amplifying int8 noise (see the README's "int8 fidelity").
     """
     mu = x.mean(dim=(2, 3), keepdim=True)
     d = x - mu
