@@ -82,8 +82,8 @@ class MiniSegNetConfig:
     """MixupNorm lambda in [0, 1]: y = lambda * x + (1 - lambda) * InstanceNorm(x) (paper best: 0.1)."""
     norm_stat: str = "std"
     """scale statistic of the instance norms ('in', 'mixup'): 'std' (textbook; the default, so checkpoints written
-    before this field existed load unchanged) or 'mad' (mean absolute deviation x sqrt(pi/2), divided at full
-    resolution: the int8-exportable form every preset uses; see ``edge_asc.model.layers``)."""
+    before this field existed load unchanged) or 'mad' (mean absolute deviation x sqrt(pi/2): no squares, no SQRT;
+    the int8-exportable form every preset uses, which TFLite Micro can run; see ``edge_asc.model.layers``)."""
     head: str = "events"
     """'gap': global average pooling only; 'events': GAP + event extraction (top-k frequent argmax channels / C)."""
     gap_bands: int = 1
