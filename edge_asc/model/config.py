@@ -46,6 +46,9 @@ from ..errors import ConfigError
 
 CONFIG_SCHEMA_VERSION = 1
 
+#: Scale statistics of the instance norms (see ``edge_asc.model.layers._mixup_instance_norm``).
+NORM_STATS = ("std", "mad")
+
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
@@ -114,7 +117,7 @@ class MiniSegNetConfig:
         _check(self.norm in ("mixup", "bn", "in"), f"norm must be 'mixup', 'bn' or 'in', got {self.norm!r}")
         _check(0.0 <= float(self.mixup_lambda) <= 1.0, f"mixup_lambda must be in [0, 1], got {self.mixup_lambda!r}")
         object.__setattr__(self, "mixup_lambda", float(self.mixup_lambda))
-        _check(self.norm_stat in ("std", "mad"), f"norm_stat must be 'std' or 'mad', got {self.norm_stat!r}")
+        _check(self.norm_stat in NORM_STATS, f"norm_stat must be 'std' or 'mad', got {self.norm_stat!r}")
         _check(self.head in ("gap", "events"), f"head must be 'gap' or 'events', got {self.head!r}")
         _check(isinstance(self.gap_bands, int) and 1 <= self.gap_bands <= self.n_mels,
                f"gap_bands must be an integer in [1, n_mels={self.n_mels}], got {self.gap_bands!r}")

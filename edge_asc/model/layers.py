@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import NORM_STATS
+
 
 class SamePadConv2d(nn.Module):
     """2-D convolution with explicit 'same' zero padding (extra row/column at the bottom/right for even kernels).
@@ -89,7 +91,7 @@ class InstanceNorm(nn.Module):
 
     def __init__(self, channels: int, eps: float = 1e-5, stat: str = "std") -> None:
         super().__init__()
-        if stat not in ("std", "mad"):
+        if stat not in NORM_STATS:
             raise ValueError(f"instance-norm scale statistic must be 'std' or 'mad', got {stat!r}")
         self.eps, self.stat = eps, stat
         self.weight = nn.Parameter(torch.ones(channels))
