@@ -18,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-min", type=float, default=1e-5, help="SGDR minimum learning rate (default: 1e-5)")
     p.add_argument("--norm", choices=("mixup", "bn", "in"), help="override the preset's first/last normalisation")
     p.add_argument("--head", choices=("gap", "events"), help="override the preset's head")
+    p.add_argument("--unpool", choices=("mask", "soft", "nearest"), help="override the preset's decoder unpooling")
     p.add_argument("--mixup-alpha", type=float, help="mixup alpha (default 0.3; 0 disables mixup)")
     p.add_argument("--no-specaugment", action="store_true", help="disable SpecAugment masks")
     p.add_argument("--no-shift", action="store_true", help="disable random time/frequency shifts")
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = get_preset(args.preset).config
-    overrides = {k: v for k, v in (("norm", args.norm), ("head", args.head)) if v is not None}
+    overrides = {k: v for k, v in (("norm", args.norm), ("head", args.head), ("unpool", args.unpool)) if v is not None}
     aug_over = {}
     if args.mixup_alpha is not None:
         aug_over["mixup_alpha"] = args.mixup_alpha

@@ -78,7 +78,11 @@ class MiniSegNetConfig:
     """max-pool / unpool factor (mel, time); kernel == stride. Paper: 2x3."""
     unpool: str = "mask"
     """'mask': SegNet unpooling without indices (nearest-upsample x mask of the pooling argmax positions);
-    'nearest': plain nearest-neighbour upsampling."""
+    'soft': the same with a soft mask ``clamp(1 + unpool_softness * (pre - window max), 0, 1)`` (1 at the maximum,
+    falling to 0 for values ``1 / unpool_softness`` below it: int8 noise moves it a little instead of moving the
+    value to another cell); 'nearest': plain nearest-neighbour upsampling."""
+    unpool_softness: float = 4.0
+    """slope of the 'soft' unpooling mask (per activation unit); larger is closer to 'mask'."""
     norm: str = "mixup"
     """normalisation of the first encoder and last decoder conv: 'mixup' (MixupNorm), 'bn' or 'in'."""
     mixup_lambda: float = 0.1
@@ -113,7 +117,11 @@ class MiniSegNetConfig:
         _check(self.n_classes >= 2, f"n_classes must be >= 2, got {self.n_classes}")
         _check(isinstance(self.width, (int, float)) and 0 < self.width <= 8, f"width must be in (0, 8], got {self.width!r}")
         object.__setattr__(self, "width", float(self.width))
-        _check(self.unpool in ("mask", "nearest"), f"unpool must be 'mask' or 'nearest', got {self.unpool!r}")
+        _check(self.unpool in ("mask", "soft", "nearest"),
+               f"unpool must be 'mask', 'soft' or 'nearest', got {self.unpool!r}")
+        _check(isinstance(self.unpool_softness, (int, float)) and 0 < float(self.unpool_softness) < 1e6,
+               f"unpool_softness must be a positive number, got {self.unpool_softness!r}")
+        object.__setattr__(self, "unpool_softness", float(self.unpool_softness))
         _check(self.norm in ("mixup", "bn", "in"), f"norm must be 'mixup', 'bn' or 'in', got {self.norm!r}")
         _check(0.0 <= float(self.mixup_lambda) <= 1.0, f"mixup_lambda must be in [0, 1], got {self.mixup_lambda!r}")
         object.__setattr__(self, "mixup_lambda", float(self.mixup_lambda))

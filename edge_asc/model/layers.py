@@ -171,6 +171,23 @@ def mask_unpool(values: torch.Tensor, pre_pool: torch.Tensor, pooled: torch.Tens
     return upsample_to(values, factor, size) * mask
 
 
+def soft_mask_unpool(values: torch.Tensor, pre_pool: torch.Tensor, pooled: torch.Tensor,
+                     factor: tuple[int, int], softness: float) -> torch.Tensor:
+    """SegNet unpooling with a soft mask: like :func:`mask_unpool`, but each position of a pooling window gets
+    ``clamp(1 + softness * (pre_pool - window max), 0, 1)`` of the value: 1 at the maximum, linearly less for values
+    up to ``1 / softness`` below it, 0 further down.
+
+    The hard mask is a step function of int8-rounded activations: when two positions of a window are within the
+    int8 noise of each other, float and int8 put the value in different cells. The soft mask is continuous (a
+    perturbation ``e`` changes it by at most ``softness * e``), and exports to the same builtins (SUB, MUL, ADD,
+    MINIMUM/MAXIMUM or RELU_0_TO_1). Float ``[N, C, H, W]`` out, as :func:`mask_unpool`.
+    """
+    size = (pre_pool.shape[2], pre_pool.shape[3])
+    up_max = upsample_to(pooled, factor, size)
+    mask = torch.clamp(1.0 + softness * (pre_pool - up_max), 0.0, 1.0)
+    return upsample_to(values, factor, size) * mask
+
+
 class EventExtraction(nn.Module):
     """Event extraction block: the ``k`` most frequent per-cell argmax channels, as fractions of C.
 
