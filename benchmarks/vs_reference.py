@@ -8,7 +8,7 @@ the summary gives its mean, standard deviation and standard error over seeds, an
 binomial standard error over all unseen clips.
 
     .venv/bin/python benchmarks/vs_reference.py --json results/vs_reference.json [--seeds 0 1 2 3 4] \
-        [--clips-per-class 100] [--epochs 30] [--batch-size 32]
+        [--clips-per-class 100] [--epochs 70] [--batch-size 32]
 
 Goal (issue 4): ``edge`` clearly beats the reference on unseen devices: mean paired difference > 0 by more than two
 standard errors (over seeds), and positive for every seed.
@@ -31,7 +31,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--clips-per-class", type=int, default=100)
     p.add_argument("--seconds", type=float, default=1.0)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=70)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--preset", default="edge")
     p.add_argument("--work", help="keep datasets and runs here (default: a temporary folder)")

@@ -13,9 +13,10 @@ import argparse
 MARKER = ".edge-asc-demo"
 
 #: Dataset size, training length and calibration windows of the full and the --quick demo. Epochs end SGDR cycles
-#: (10, 30, 70, ...). Batch 32 instead of the paper's 64: on a few thousand clips it doubles the SGD steps (measured on
-#: 100 clips/class, 30 epochs: val macro accuracy 0.41 vs 0.33 with batch 64).
-FULL = {"clips_per_class": 200, "seconds": 1.0, "epochs": 30, "batch_size": 32, "calib_size": 300}
+#: (10, 30, 70, ...): 70 instead of 30 epochs measured seen/unseen macro accuracy 0.546/0.458 vs 0.487/0.375 (100
+#: clips/class, seed 0). Batch 32 instead of the paper's 64: on a few thousand clips it doubles the SGD steps (measured
+#: on 100 clips/class, 30 epochs: val macro accuracy 0.41 vs 0.33 with batch 64). Validation every 10 epochs only.
+FULL = {"clips_per_class": 200, "seconds": 1.0, "epochs": 70, "batch_size": 32, "calib_size": 300}
 QUICK = {"clips_per_class": 30, "seconds": 1.0, "epochs": 10, "batch_size": 32, "calib_size": 100}
 
 
@@ -66,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                         "--seconds", str(params["seconds"]), "--sample-rate", "16000", "--seed", str(args.seed)]),
         ("check", ["data", "check", str(data)]),
         ("train", ["train", "--data", str(data), "--preset", "edge", "--epochs", str(params["epochs"]),
-                   "--batch-size", str(params["batch_size"]), "--out", str(run_dir), "--seed", str(args.seed)]),
+                   "--batch-size", str(params["batch_size"]), "--out", str(run_dir), "--seed", str(args.seed),
+                   "--val-every", "10"]),
         ("evaluate", ["evaluate", str(run_dir), "--data", str(data), "--json", str(out / "evaluate.json"),
                       "--png", str(out / "confusion.png")]),
         ("calibrate", ["calibrate", str(run_dir), "--data", str(data), "--out", str(out / "calib"),
