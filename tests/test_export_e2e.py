@@ -69,7 +69,7 @@ def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
     assert v["events_topk_set_agreement"] is not None  # the edge preset has the event head; its tensor was found
     assert rep["size_bytes"] == model.stat().st_size and rep["ops"]["custom_ops"] == []
     # int8 AVERAGE_POOL_2D shares one scale between input and output: as the banded GAP it made the converter clip
-    # the decoder's activation to the pooled features' range (10x on the demo model); the GAP is MEAN + conv now
+    # the decoder's activation to the pooled features' range (10x on the demo model); the GAP is MEANs now
     assert "AVERAGE_POOL_2D" not in rep["ops"]["ops"] and rep["ops"]["ops"]["MEAN"] >= 1
     assert rep["calibration"]["windows"] == 60 and rep["mode"] == "int8"
 

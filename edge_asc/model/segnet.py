@@ -46,10 +46,6 @@ class MiniSegNet(nn.Module):
         self.fc2 = nn.Linear(u1, u2)
         self.out = nn.Linear(u2, cfg.n_classes)
         self.drop = nn.Dropout(cfg.dropout)
-        b = cfg.gap_bands
-        # band averaging of the per-row time means as a depthwise conv: weights 1/h over h mel rows, stride h
-        self.register_buffer("band_avg", torch.full((c1, 1, cfg.n_mels // b, 1), 1.0 / (cfg.n_mels // b)),
-                             persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -76,21 +72,22 @@ class MiniSegNet(nn.Module):
         """Global average pooling of float[N, C, H, W] -> [N, C] (gap_bands 1) or over time and ``gap_bands`` equal
         mel bands -> [N, C * gap_bands] (channel-major; the top ``H % gap_bands`` rows are left out).
 
-        Written as MEAN over time (then a fixed depthwise band-average conv), not as ``avg_pool2d``: TFLite's int8
+        Written as MEAN over time, then MEAN over each band's rows, not as ``avg_pool2d``: TFLite's int8
         AVERAGE_POOL_2D, like RESHAPE, TRANSPOSE and CONCATENATION, must have the same scale on input and output, so
         the converter tied the decoder's activation (float max 22 on the demo model) to the range of the pooled
         features it feeds (max 2.05) and clipped it ten-fold, in front of both the pooled features and the event
         block (measured on the demo checkpoint: max logit error 3.8 -> 0.67, top-1 agreement 0.853 -> 0.888 with
-        this form; identical float outputs). MEAN and CONV_2D requantise their output.
+        this form; identical float outputs). MEAN requantises its output. (A stride-8 depthwise convolution for the
+        bands worked in LiteRT and TFLite Micro but made Vela abort.)
         """
         b = self.config.gap_bands
         if b == 1:
             return d.mean(dim=(2, 3))
-        h = self.band_avg.shape[2]
-        t = d.mean(dim=3, keepdim=True)  # [N, C, H, 1]
+        h = d.shape[2] // b
+        t = d.mean(dim=3)  # [N, C, H]
         if t.shape[2] != h * b:
             t = t[:, :, : h * b]
-        return F.conv2d(t, self.band_avg, stride=(h, 1), groups=d.shape[1]).flatten(1)
+        return t.reshape(t.shape[0], t.shape[1], b, h).mean(dim=3).flatten(1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Head features float32[N, head_features] (GAP, plus event indices / C for the event head)."""
