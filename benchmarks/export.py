@@ -17,7 +17,10 @@ edge, synth 100x1 s, 15 ep (this script) 69,264 B 0.808      0.333 / 0.369      
 edge, runs/edge100 (70 ep, synth100)   69,232 B  0.678      0.419 / 0.450       79.2 s        0.064 / 0.497
 edge --norm bn, synth100, 15 ep        62,720 B  0.825      0.225 / 0.194       25.1 s        0.722 / 0.933
 paper, synth 15x10 s @ 44.1 kHz, 1 ep  435,888 B 0.767 (30)  0.133 / 0.100       164.7 s       0.000 / 0.633
+edge soft unpool, demo (200x1 s, 70 ep) 70,416 B 0.889      0.527 / 0.533       27 s          0.310 / 0.373
 =====================================  ========  =========  ==================  ============  =====================
+
+(rows above the last predate the GAP clipping fix and the soft unpooling; see the README's int8 fidelity.)
 
 Size and wall-time goals are met; the agreement goal is not: with MixupNorm feeding the argmax-based event block,
 int8 rounding moves per-cell argmaxes (see the report); weakly trained models (small logit margins) flip often.
