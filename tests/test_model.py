@@ -20,7 +20,7 @@ from edge_asc.model import (
     get_preset,
     model_preset,
 )
-from edge_asc.model.layers import EventExtraction, InstanceNorm, MixupNorm, mask_unpool, soft_mask_unpool
+from edge_asc.model.layers import EventExtraction, InstanceNorm, MixupNorm, mask_unpool
 from edge_asc.spec import PRESETS
 
 
@@ -120,7 +120,7 @@ def test_soft_mask_unpool_weights_by_distance_to_the_window_max():
     # one 2x2 window: max 1.0, then 0.9 (0.1 below: 1 - 4 * 0.1 = 0.6), 0.5 (0.5 below: clamped to 0), -2
     pre = torch.tensor([[[[1.0, 0.9], [0.5, -2.0]]]])
     pooled = torch.nn.functional.max_pool2d(pre, 2, 2)
-    out = soft_mask_unpool(torch.full((1, 1, 1, 1), 10.0), pre, pooled, (2, 2), softness=4.0)
+    out = mask_unpool(torch.full((1, 1, 1, 1), 10.0), pre, pooled, (2, 2), softness=4.0)
     torch.testing.assert_close(out, torch.tensor([[[[10.0, 6.0], [0.0, 0.0]]]]))
     # a steep slope is the hard mask on separated values; a small perturbation moves the soft output a little
     g = torch.Generator().manual_seed(3)
@@ -128,10 +128,10 @@ def test_soft_mask_unpool_weights_by_distance_to_the_window_max():
     pooled = torch.nn.functional.max_pool2d(pre, (2, 3), (2, 3))
     values = torch.randn(pooled.shape, generator=g)
     hard = mask_unpool(values, pre, pooled, (2, 3))
-    torch.testing.assert_close(soft_mask_unpool(values, pre, pooled, (2, 3), softness=1e6), hard)
+    torch.testing.assert_close(mask_unpool(values, pre, pooled, (2, 3), softness=1e6), hard)
     eps = 1e-3 * torch.randn(pre.shape, generator=g)
-    moved = soft_mask_unpool(values, pre + eps, torch.nn.functional.max_pool2d(pre + eps, (2, 3), (2, 3)), (2, 3), 4.0)
-    base = soft_mask_unpool(values, pre, pooled, (2, 3), 4.0)
+    moved = mask_unpool(values, pre + eps, torch.nn.functional.max_pool2d(pre + eps, (2, 3), (2, 3)), (2, 3), 4.0)
+    base = mask_unpool(values, pre, pooled, (2, 3), 4.0)
     assert (moved - base).abs().max() <= 4.0 * 2 * eps.abs().max() * values.abs().max() + 1e-6
 
 

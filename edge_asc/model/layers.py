@@ -1,8 +1,8 @@
 """Export-friendly building blocks of Mini-SegNet (torch): MixupNorm, index-free SegNet unpooling, event extraction.
 
 Every block uses only ops that the ONNX dynamo exporter, onnx2tf and int8 TFLite / TFLite Micro handle as builtins
-(PAD, CONV_2D, MAX_POOL_2D, RESIZE_NEAREST_NEIGHBOR or reshape/broadcast, EQUAL, MUL, MEAN, RSQRT, SUM, LESS/GREATER,
-FULLY_CONNECTED): no ``MaxUnpool2d`` indices, no ``argmax``, no ``topk``, no ``one_hot``.
+(PAD, CONV_2D, MAX_POOL_2D, RESIZE_NEAREST_NEIGHBOR or reshape/broadcast, EQUAL, MUL, ADD, SUB, MEAN, ABS, SUM,
+LESS/GREATER, MINIMUM/MAXIMUM, RELU, FULLY_CONNECTED): no ``MaxUnpool2d`` indices, no ``argmax``, no ``topk``, no ``one_hot``.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def upsample_to(x: torch.Tensor, factor: tuple[int, int], size: tuple[int, int])
 
 
 def mask_unpool(values: torch.Tensor, pre_pool: torch.Tensor, pooled: torch.Tensor,
-                factor: tuple[int, int]) -> torch.Tensor:
+                factor: tuple[int, int], softness: float | None = None) -> torch.Tensor:
     """SegNet max-unpooling without indices.
 
     Args:
@@ -159,32 +159,26 @@ def mask_unpool(values: torch.Tensor, pre_pool: torch.Tensor, pooled: torch.Tens
         pre_pool: float[N, C, H, W], the encoder activation that was max-pooled.
         pooled: float[N, C, h, w], ``max_pool2d(pre_pool, factor, factor)`` (floor mode).
         factor: pooling kernel == stride (kh, kw).
+        softness: None for the hard mask; a slope for the soft mask (below).
 
     Returns:
-        float[N, C, H, W]: each value of ``values`` is written at the positions of its pooling window where
-        ``pre_pool`` equals the window maximum, zeros elsewhere. Equals ``MaxUnpool2d`` with the pooling indices
-        except where a window has tied maxima (MaxUnpool2d keeps one position, this keeps all of them).
-    """
-    size = (pre_pool.shape[2], pre_pool.shape[3])
-    up_max = upsample_to(pooled, factor, size)
-    mask = (pre_pool == up_max).to(values.dtype)
-    return upsample_to(values, factor, size) * mask
-
-
-def soft_mask_unpool(values: torch.Tensor, pre_pool: torch.Tensor, pooled: torch.Tensor,
-                     factor: tuple[int, int], softness: float) -> torch.Tensor:
-    """SegNet unpooling with a soft mask: like :func:`mask_unpool`, but each position of a pooling window gets
-    ``clamp(1 + softness * (pre_pool - window max), 0, 1)`` of the value: 1 at the maximum, linearly less for values
-    up to ``1 / softness`` below it, 0 further down.
+        float[N, C, H, W]. Hard mask: each value of ``values`` is written at the positions of its pooling window
+        where ``pre_pool`` equals the window maximum, zeros elsewhere. Equals ``MaxUnpool2d`` with the pooling
+        indices except where a window has tied maxima (MaxUnpool2d keeps one position, this keeps all of them).
+        Soft mask: each position gets ``clamp(1 + softness * (pre_pool - window max), 0, 1)`` of the value: 1 at the
+        maximum, linearly less for values up to ``1 / softness`` below it, 0 further down.
 
     The hard mask is a step function of int8-rounded activations: when two positions of a window are within the
     int8 noise of each other, float and int8 put the value in different cells. The soft mask is continuous (a
-    perturbation ``e`` changes it by at most ``softness * e``), and exports to the same builtins (SUB, MUL, ADD,
-    MINIMUM/MAXIMUM or RELU_0_TO_1). Float ``[N, C, H, W]`` out, as :func:`mask_unpool`.
+    perturbation ``e`` changes it by at most ``softness * e``) and exports to builtins too (SUB, MUL, ADD, MINIMUM,
+    RELU).
     """
     size = (pre_pool.shape[2], pre_pool.shape[3])
     up_max = upsample_to(pooled, factor, size)
-    mask = torch.clamp(1.0 + softness * (pre_pool - up_max), 0.0, 1.0)
+    if softness is None:
+        mask = (pre_pool == up_max).to(values.dtype)
+    else:
+        mask = torch.clamp(1.0 + softness * (pre_pool - up_max), 0.0, 1.0)
     return upsample_to(values, factor, size) * mask
 
 

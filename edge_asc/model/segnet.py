@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MiniSegNetConfig
-from .layers import EventExtraction, SamePadConv2d, make_norm, mask_unpool, soft_mask_unpool, upsample_to
+from .layers import EventExtraction, SamePadConv2d, make_norm, mask_unpool, upsample_to
 
 
 class _ConvNormReLU(nn.Module):
@@ -62,10 +62,9 @@ class MiniSegNet(nn.Module):
         return F.max_pool2d(x, kernel_size=self.config.pool, stride=self.config.pool)
 
     def _unpool(self, values: torch.Tensor, pre: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        if self.config.unpool == "mask":
-            return mask_unpool(values, pre, pooled, self.config.pool)
-        if self.config.unpool == "soft":
-            return soft_mask_unpool(values, pre, pooled, self.config.pool, self.config.unpool_softness)
+        if self.config.unpool in ("mask", "soft"):
+            softness = self.config.unpool_softness if self.config.unpool == "soft" else None
+            return mask_unpool(values, pre, pooled, self.config.pool, softness)
         return upsample_to(values, self.config.pool, (pre.shape[2], pre.shape[3]))
 
     def _gap(self, d: torch.Tensor) -> torch.Tensor:
