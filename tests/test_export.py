@@ -15,7 +15,7 @@ import pytest
 
 from edge_asc.errors import ConfigError, DatasetError, ExportError, MissingExtraError, ModelContractError
 from edge_asc.export import ExportConfig, export_checkpoint, report_path_for
-from edge_asc.export.verify import _spread, macro_accuracy
+from edge_asc.export.verify import _spread, macro_accuracy, output_grid_top1
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -188,6 +188,19 @@ def test_verification_metrics_helpers():
     clips = [C("a")] * 5 + [C("b")] * 2 + [C("c")]
     got = _spread(clips, 4)
     assert sorted(c.label for c in got) == ["a", "a", "b", "c"] and _spread(clips, 100) == clips
+
+
+def test_output_grid_top1_rounds_saturates_and_breaks_ties_low():
+    from edge_asc.spec import QuantParams
+
+    q = QuantParams(dtype="int8", scale=0.1, zero_point=-20)
+    logits = np.array([[1.00, 1.03, -5.0],    # 1.03 rounds to the same step as 1.00: tie -> class 0 (float says 1)
+                       [1.00, 1.06, -5.0],    # one step apart: class 1 survives
+                       [20.0, 30.0, 0.0],     # both saturate at q=127 (real 14.7): tie -> class 0
+                       [-30.0, -20.0, -40.0]])  # all saturate at q=-128: class 0
+    assert output_grid_top1(logits, q).tolist() == [0, 1, 0, 0]
+    assert np.argmax(logits, 1).tolist() == [1, 1, 1, 1]
+    assert output_grid_top1(logits, QuantParams()) is None  # float output: no grid
 
 
 def test_info_prints_the_card_without_tensorflow(carded, capsys):

@@ -25,6 +25,10 @@ from ..errors import DatasetError
 
 REPORT_SCHEMA_VERSION = 1
 
+#: Float top-2 logit margin above which a window counts as one the float model is sure of (probability ratio of the
+#: top two classes >= e^0.5 = 1.65) in :attr:`VerificationReport.confident_top1_agreement`.
+CONFIDENT_MARGIN = 0.5
+
 
 @dataclass(frozen=True, kw_only=True)
 class VerificationReport:
@@ -51,6 +55,14 @@ class VerificationReport:
     or its tensor was not found in the exported graph)."""
     events_top1_agreement: float | None = None
     """event head: fraction of windows whose most frequent event index agrees."""
+    output_grid_agreement: float | None = None
+    """agreement of the float model with *its own logits rounded to the exported output's int8 grid* (scale,
+    zero point, saturation; ties to the lowest class, as argmax over int8 values): the ceiling that quantising the
+    output alone puts on ``window_top1_agreement`` (None for a float output)."""
+    confident_fraction: float = 0.0
+    """fraction of windows whose float top-2 logit margin is at least ``CONFIDENT_MARGIN``."""
+    confident_top1_agreement: float | None = None
+    """top-1 agreement on those windows only (None when there are none)."""
     stream_offline_max_prob_diff: float = 0.0
     """max |posterior| difference between classify_audio's windows and the offline windows run through the same
     Classifier (0 when the streaming path equals the offline one)."""
@@ -76,6 +88,11 @@ class VerificationReport:
         if self.events_topk_set_agreement is not None:
             ev = (f", events top-k set {self.events_topk_set_agreement:.3f} / top-1 "
                   f"{self.events_top1_agreement:.3f}")
+        if self.output_grid_agreement is not None:
+            ev += f", output-grid ceiling {self.output_grid_agreement:.3f}"
+        if self.confident_top1_agreement is not None:
+            ev += (f", {self.confident_top1_agreement:.3f} on the {100 * self.confident_fraction:.0f}% windows with "
+                   f"margin >= {CONFIDENT_MARGIN}")
         return (f"{self.mode}: top-1 agreement {self.window_top1_agreement:.4f} on {self.n_windows} windows "
                 f"({self.n_clips} clips), macro acc float {self.float_macro_accuracy:.4f} vs exported "
                 f"{self.exported_macro_accuracy:.4f} (drop {self.macro_accuracy_drop:+.2f} points), logit error max "
@@ -87,6 +104,20 @@ def macro_accuracy(pred: np.ndarray, y: np.ndarray, n_classes: int) -> float:
     """Mean over the classes present in ``y`` of the fraction of their clips predicted correctly."""
     accs = [float(np.mean(pred[y == k] == k)) for k in range(n_classes) if np.any(y == k)]
     return float(np.mean(accs)) if accs else 0.0
+
+
+def output_grid_top1(logits: np.ndarray, quant: Any) -> np.ndarray | None:
+    """Top-1 class of float ``logits`` [N, K] after rounding them to an integer output's grid.
+
+    ``quant``: a :class:`edge_asc.spec.QuantParams` (``real = scale * (q - zero_point)``). Values are rounded to the
+    nearest step and saturated to the dtype's range; tied steps go to the lowest class, as argmax over the integer
+    output does. None for a float output.
+    """
+    if quant.dtype not in ("int8", "uint8", "int16"):
+        return None
+    info = np.iinfo(np.dtype(quant.dtype))
+    q = np.clip(np.rint(np.asarray(logits, np.float64) / quant.scale) + quant.zero_point, info.min, info.max)
+    return np.argmax(q, axis=1)
 
 
 class EventsProbe:
@@ -235,7 +266,12 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
     yv = np.asarray(y)
     fpred, qpred = np.argmax(np.stack(f_clip), 1), np.argmax(np.stack(q_clip), 1)
     err = np.abs(fl_all.astype(np.float64) - ql_all)
-    agree = float(np.mean(np.argmax(fl_all, 1) == np.argmax(ql_all, 1)))
+    fl_top, q_top = np.argmax(fl_all, 1), np.argmax(ql_all, 1)
+    agree = float(np.mean(fl_top == q_top))
+    grid_top = output_grid_top1(fl_all, card.output_quant)
+    grid = None if grid_top is None else float(np.mean(grid_top == fl_top))
+    top2 = np.sort(fl_all, axis=1)[:, -2:]
+    sure = (top2[:, 1] - top2[:, 0]) >= CONFIDENT_MARGIN
     ev_set = ev_top1 = None
     if probe is not None and f_events:
         fe, qe = np.concatenate(f_events), np.concatenate(q_events)
@@ -247,7 +283,10 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
         float_macro_accuracy=macro_accuracy(fpred, yv, len(labels)),
         exported_macro_accuracy=macro_accuracy(qpred, yv, len(labels)),
         max_logit_error=float(err.max()), mean_logit_error=float(err.mean()),
-        events_topk_set_agreement=ev_set, events_top1_agreement=ev_top1, stream_offline_max_prob_diff=prob_diff,
+        events_topk_set_agreement=ev_set, events_top1_agreement=ev_top1, output_grid_agreement=grid,
+        confident_fraction=float(np.mean(sure)),
+        confident_top1_agreement=float(np.mean(fl_top[sure] == q_top[sure])) if sure.any() else None,
+        stream_offline_max_prob_diff=prob_diff,
         min_agreement=min_agreement, passed=agree >= min_agreement, seconds=time.perf_counter() - t0,
         notes=tuple(notes[:20]),
     )
