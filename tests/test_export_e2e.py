@@ -72,6 +72,21 @@ def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
     # the decoder's activation to the pooled features' range (10x on the demo model); the GAP is MEANs now
     assert "AVERAGE_POOL_2D" not in rep["ops"]["ops"] and rep["ops"]["ops"]["MEAN"] >= 1
     assert rep["calibration"]["windows"] == 60 and rep["mode"] == "int8"
+    assert 0.0 <= v["output_grid_agreement"] <= 1.0 and 0.0 <= v["confident_fraction"] <= 1.0
+    # the edge preset's ReLU6 is fused into the int8 convolutions: the four BN blocks' outputs are calibrated within
+    # [0, 6], and those whose calibration reached the bound end exactly at 6 (an unfused bound would leave each
+    # convolution's output quantised over its whole, outlier-set range, negative part included)
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_asc.export.convert import tflite_ops
+
+    buf = model.read_bytes()
+    it = Interpreter(model_content=buf)
+    qp = {t["index"]: t["quantization"] for t in it.get_tensor_details()}
+    ranges = [((-128 - qp[o][1]) * qp[o][0], (127 - qp[o][1]) * qp[o][0])
+              for o in (op.outputs[0] for op in tflite_ops(buf) if op.name == "CONV_2D")]
+    bounded = [hi for lo, hi in ranges if lo == 0.0 and hi <= 6.0 + 1e-5]
+    assert len(bounded) >= 4 and any(abs(hi - 6.0) < 1e-5 for hi in bounded), ranges
 
     # the gate: a float model that no longer matches the export fails verification
     import torch

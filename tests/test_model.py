@@ -54,7 +54,7 @@ def test_edge_preset_within_dcase_budget():
 
 
 @pytest.mark.parametrize("kw", [{"norm": "bn"}, {"norm": "in"}, {"head": "gap"}, {"unpool": "nearest"}, {"unpool": "soft"},
-                                {"width": 1.5}, {"pool": (2, 2), "n_frames": 9}, {"kernel": (3, 3)},
+                                {"act_bound": 6.0}, {"width": 1.5}, {"pool": (2, 2), "n_frames": 9}, {"kernel": (3, 3)},
                                 {"gap_bands": 2}, {"gap_bands": 3, "head": "gap"}])
 def test_param_count_variants(kw):
     cfg = _toy(**kw)
@@ -202,10 +202,38 @@ def test_config_roundtrip_and_validation():
         _toy(n_mels=3)
     with pytest.raises(ConfigError, match="mixup_lambda"):
         _toy(mixup_lambda=1.5)
+    for bad in (0, -6.0, True, "6"):
+        with pytest.raises(ConfigError, match="act_bound"):
+            _toy(act_bound=bad)
     with pytest.raises(ConfigError, match="unknown model preset"):
         model_preset("huge")
     with pytest.raises(ConfigError, match="unknown model config"):
         MiniSegNetConfig.from_dict({"colour": 1})
+
+
+def test_act_bound_caps_every_block_activation():
+    """act_bound=B: each conv block's output lies in [0, B] (ReLU6 at 6); without it the same weights exceed B."""
+    torch.manual_seed(0)
+    bounded = build_model(_toy(act_bound=1.0)).eval()
+    plain = build_model(_toy()).eval()
+    plain.load_state_dict(bounded.state_dict())
+    blocks = ("enc1", "enc2a", "enc2b", "dec1a", "dec1b", "dec2")
+    x = 30.0 * torch.randn(4, 1, bounded.config.n_mels, bounded.config.n_frames)
+    for net, capped in ((bounded, True), (plain, False)):
+        outs: dict[str, torch.Tensor] = {}
+        hooks = [getattr(net, b).register_forward_hook(lambda m, i, o, b=b, outs=outs: outs.__setitem__(b, o))
+                 for b in blocks]
+        with torch.no_grad():
+            net(x)
+        for h in hooks:
+            h.remove()
+        highs = [float(outs[b].max()) for b in blocks]
+        assert min(float(outs[b].min()) for b in blocks) >= 0.0
+        if capped:
+            assert max(highs) <= 1.0 and max(highs) == 1.0  # reached, so the cap really acted
+        else:
+            assert max(highs) > 1.0
+    assert model_preset("edge").act_bound == 6.0 and model_preset("paper").act_bound is None
 
 
 def test_counters_do_not_import_torch():

@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--norm", choices=("mixup", "bn", "in"), help="override the preset's first/last normalisation")
     p.add_argument("--head", choices=("gap", "events"), help="override the preset's head")
     p.add_argument("--unpool", choices=("mask", "soft", "nearest"), help="override the preset's decoder unpooling")
+    p.add_argument("--act-bound", type=float, metavar="B",
+                   help="override the preset's ReLU bound (6 = ReLU6; 0 = unbounded ReLU)")
     p.add_argument("--mixup-alpha", type=float, help="mixup alpha (default 0.3; 0 disables mixup)")
     p.add_argument("--no-specaugment", action="store_true", help="disable SpecAugment masks")
     p.add_argument("--no-shift", action="store_true", help="disable random time/frequency shifts")
@@ -57,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = get_preset(args.preset).config
     overrides = {k: v for k, v in (("norm", args.norm), ("head", args.head), ("unpool", args.unpool)) if v is not None}
+    if args.act_bound is not None:
+        overrides["act_bound"] = args.act_bound if args.act_bound > 0 else None
     aug_over = {}
     if args.mixup_alpha is not None:
         aug_over["mixup_alpha"] = args.mixup_alpha

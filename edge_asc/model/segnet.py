@@ -12,11 +12,13 @@ from .layers import EventExtraction, SamePadConv2d, make_norm, mask_unpool, upsa
 
 
 class _ConvNormReLU(nn.Module):
-    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int], norm: nn.Module) -> None:
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int], norm: nn.Module,
+                 bound: float | None = None) -> None:
         super().__init__()
         self.conv = SamePadConv2d(c_in, c_out, kernel)
         self.norm = norm
-        self.act = nn.ReLU()
+        # ReLU6 at 6 exports as a RELU6 fused into the convolution; other bounds as MINIMUM/MAXIMUM
+        self.act = nn.ReLU() if bound is None else nn.Hardtanh(0.0, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.conv(x)))
@@ -34,12 +36,13 @@ class MiniSegNet(nn.Module):
         self.config = cfg = config
         c1, c2 = cfg.channels
         k = cfg.kernel
-        self.enc1 = _ConvNormReLU(cfg.in_channels, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat))
-        self.enc2a = _ConvNormReLU(c1, c2, k, nn.BatchNorm2d(c2))
-        self.enc2b = _ConvNormReLU(c2, c2, k, nn.BatchNorm2d(c2))
-        self.dec1a = _ConvNormReLU(c2, c2, k, nn.BatchNorm2d(c2))
-        self.dec1b = _ConvNormReLU(c2, c1, k, nn.BatchNorm2d(c1))
-        self.dec2 = _ConvNormReLU(c1, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat))
+        b = cfg.act_bound
+        self.enc1 = _ConvNormReLU(cfg.in_channels, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat), b)
+        self.enc2a = _ConvNormReLU(c1, c2, k, nn.BatchNorm2d(c2), b)
+        self.enc2b = _ConvNormReLU(c2, c2, k, nn.BatchNorm2d(c2), b)
+        self.dec1a = _ConvNormReLU(c2, c2, k, nn.BatchNorm2d(c2), b)
+        self.dec1b = _ConvNormReLU(c2, c1, k, nn.BatchNorm2d(c1), b)
+        self.dec2 = _ConvNormReLU(c1, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat), b)
         self.events = EventExtraction(c1, cfg.topk) if cfg.head == "events" else None
         u1, u2 = cfg.dense_units
         self.fc1 = nn.Linear(cfg.head_features, u1)
