@@ -15,7 +15,7 @@ import pytest
 
 from edge_asc.errors import ConfigError, DatasetError, ExportError, MissingExtraError, ModelContractError
 from edge_asc.export import ExportConfig, export_checkpoint, report_path_for
-from edge_asc.export.verify import _spread, macro_accuracy, output_grid_top1
+from edge_asc.export.verify import _first_argmax_counts, _spread, event_ranking, macro_accuracy, output_grid_top1
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -201,6 +201,24 @@ def test_output_grid_top1_rounds_saturates_and_breaks_ties_low():
     assert output_grid_top1(logits, q).tolist() == [0, 1, 0, 0]
     assert np.argmax(logits, 1).tolist() == [1, 1, 1, 1]
     assert output_grid_top1(logits, QuantParams()) is None  # float output: no grid
+
+
+def test_event_ranking_reproduces_the_event_block():
+    """The verifier's numpy ranking of first-argmax counts equals the torch event block (ties and all), so its
+    count-grid ceiling ranks exactly as the model does."""
+    torch = pytest.importorskip("torch")
+    from edge_asc.model.layers import EventExtraction
+
+    g = torch.Generator().manual_seed(0)
+    for x in (torch.randint(0, 3, (5, 6, 4, 7), generator=g).float(), torch.randn(4, 16, 8, 9, generator=g)):
+        c = x.shape[1]
+        block = np.rint(EventExtraction(c, 4)(x).numpy() * c).astype(np.int64)
+        counts = _first_argmax_counts(x.numpy())
+        assert np.allclose(counts.sum(axis=1), 1.0)
+        assert np.array_equal(event_ranking(counts, 4), block)
+    # ties in the counts go to the lower index; a coarse grid merges near-equal counts
+    assert event_ranking(np.array([[0.2, 0.3, 0.3, 0.2]]), 3).tolist() == [[1, 2, 0]]
+    assert event_ranking(np.rint(np.array([[0.29, 0.31, 0.1, 0.3]]) / 0.1), 2).tolist() == [[0, 1]]
 
 
 def test_info_prints_the_card_without_tensorflow(carded, capsys):

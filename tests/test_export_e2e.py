@@ -73,6 +73,7 @@ def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
     assert "AVERAGE_POOL_2D" not in rep["ops"]["ops"] and rep["ops"]["ops"]["MEAN"] >= 1
     assert rep["calibration"]["windows"] == 60 and rep["mode"] == "int8"
     assert 0.0 <= v["output_grid_agreement"] <= 1.0 and 0.0 <= v["confident_fraction"] <= 1.0
+    assert 0.0 <= v["events_count_grid_set_agreement"] <= 1.0  # the count tensor was found in the int8 graph
     # the edge preset's ReLU6 is fused into the int8 convolutions: the four BN blocks' outputs are calibrated within
     # [0, 6], and those whose calibration reached the bound end exactly at 6 (an unfused bound would leave each
     # convolution's output quantised over its whole, outlier-set range, negative part included)

@@ -63,6 +63,12 @@ class VerificationReport:
     """fraction of windows whose float top-2 logit margin is at least ``CONFIDENT_MARGIN``."""
     confident_top1_agreement: float | None = None
     """top-1 agreement on those windows only (None when there are none)."""
+    events_count_grid_set_agreement: float | None = None
+    """event head: the top-k set agreement that the int8 *count* tensor's grid alone allows: the float model's
+    per-channel cell counts (fractions of H*W) rounded to that tensor's quantisation, ranked as the block ranks them,
+    against the exact ranking (None when the tensor was not found)."""
+    events_count_grid_top1_agreement: float | None = None
+    """the same for the most frequent index."""
     stream_offline_max_prob_diff: float = 0.0
     """max |posterior| difference between classify_audio's windows and the offline windows run through the same
     Classifier (0 when the streaming path equals the offline one)."""
@@ -88,6 +94,9 @@ class VerificationReport:
         if self.events_topk_set_agreement is not None:
             ev = (f", events top-k set {self.events_topk_set_agreement:.3f} / top-1 "
                   f"{self.events_top1_agreement:.3f}")
+        if self.events_count_grid_set_agreement is not None:
+            ev += (f" (count grid allows {self.events_count_grid_set_agreement:.3f} / "
+                   f"{self.events_count_grid_top1_agreement:.3f})")
         if self.output_grid_agreement is not None:
             ev += f", output-grid ceiling {self.output_grid_agreement:.3f}"
         if self.confident_top1_agreement is not None:
@@ -118,6 +127,34 @@ def output_grid_top1(logits: np.ndarray, quant: Any) -> np.ndarray | None:
     info = np.iinfo(np.dtype(quant.dtype))
     q = np.clip(np.rint(np.asarray(logits, np.float64) / quant.scale) + quant.zero_point, info.min, info.max)
     return np.argmax(q, axis=1)
+
+
+def event_ranking(counts: np.ndarray, k: int) -> np.ndarray:
+    """int64[N, k]: the event block's ranking of per-channel counts [N, C] (count descending, index ascending)."""
+    idx = np.arange(counts.shape[1])
+    return np.stack([np.lexsort((idx, -row))[:k] for row in counts])
+
+
+def _first_argmax_counts(x: np.ndarray) -> np.ndarray:
+    """[N, C, H, W] -> [N, C] fraction of cells whose first maximal channel is c (the event block's counts)."""
+    n, c = x.shape[:2]
+    am = np.argmax(x.reshape(n, c, -1), axis=1)
+    return np.stack([np.bincount(row, minlength=c) for row in am]).astype(np.float64) / am.shape[1]
+
+
+def _count_grid(model: bytes, channels: int) -> tuple[float, int] | None:
+    """(scale, zero point) of the event block's count tensor: the MEAN from [1, H, W, C] to [1, C]."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from .convert import tflite_ops
+
+    outs = [op.outputs[0] for op in tflite_ops(model) if op.name == "MEAN" and op.output_shapes
+            and tuple(op.output_shapes[0]) == (1, channels) and len(op.input_shapes[0]) == 4]
+    if len(outs) != 1:
+        return None
+    det = {t["index"]: t for t in Interpreter(model_content=model).get_tensor_details()}[outs[0]]
+    scale, zp = det["quantization"]
+    return (float(scale), int(zp)) if scale else None
 
 
 class EventsProbe:
@@ -210,6 +247,8 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
     notes: list[str] = []
     probe = None
     captured: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    grid = None
     handle = None
     if getattr(torch_model, "events", None) is not None:
         idet = clf._interp.get_input_details()[0]
@@ -218,7 +257,13 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
                                  cfg.channels[0], scale, zp, np.dtype(idet["dtype"]).type)
         if probe is None:
             notes.append("event head tensor not found in the exported graph: top-k agreement not measured")
-        handle = torch_model.events.register_forward_hook(lambda m, i, o: captured.append(o.detach().numpy()))
+        grid = _count_grid(Path(model_path).read_bytes(), cfg.channels[0]) if probe is not None else None
+
+        def hook(m: Any, i: tuple[Any, ...], o: Any) -> None:
+            captured.append(o.detach().numpy())
+            counts.append(_first_argmax_counts(i[0].detach().numpy()))
+
+        handle = torch_model.events.register_forward_hook(hook)
     need = spec.samples_for_frames(w)
     y, q_clip, owners = [], [], []
     all_wins, q_logits, q_events = [], [], []
@@ -269,7 +314,7 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
     fl_top, q_top = np.argmax(fl_all, 1), np.argmax(ql_all, 1)
     agree = float(np.mean(fl_top == q_top))
     grid_top = output_grid_top1(fl_all, card.output_quant)
-    grid = None if grid_top is None else float(np.mean(grid_top == fl_top))
+    out_grid = None if grid_top is None else float(np.mean(grid_top == fl_top))
     top2 = np.sort(fl_all, axis=1)[:, -2:]
     sure = (top2[:, 1] - top2[:, 0]) >= CONFIDENT_MARGIN
     ev_set = ev_top1 = None
@@ -277,13 +322,22 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
         fe, qe = np.concatenate(f_events), np.concatenate(q_events)
         ev_set = float(np.mean([set(a) == set(b) for a, b in zip(fe.tolist(), qe.tolist())]))
         ev_top1 = float(np.mean(fe[:, 0] == qe[:, 0]))
+    cg_set = cg_top1 = None
+    if grid is not None and counts:
+        exact = np.concatenate(counts)
+        scale, zp = grid
+        rounded = np.clip(np.rint(exact / scale) + zp, -128, 127)
+        fr, qr = event_ranking(exact, cfg.topk), event_ranking(rounded, cfg.topk)
+        cg_set = float(np.mean([set(a) == set(b) for a, b in zip(fr.tolist(), qr.tolist())]))
+        cg_top1 = float(np.mean(fr[:, 0] == qr[:, 0]))
     return VerificationReport(
         mode=mode, split=split, n_clips=len(clips), n_windows=int(fl_all.shape[0]), hop_frames=hop,
         window_top1_agreement=agree, clip_top1_agreement=float(np.mean(fpred == qpred)),
         float_macro_accuracy=macro_accuracy(fpred, yv, len(labels)),
         exported_macro_accuracy=macro_accuracy(qpred, yv, len(labels)),
         max_logit_error=float(err.max()), mean_logit_error=float(err.mean()),
-        events_topk_set_agreement=ev_set, events_top1_agreement=ev_top1, output_grid_agreement=grid,
+        events_topk_set_agreement=ev_set, events_top1_agreement=ev_top1, events_count_grid_set_agreement=cg_set,
+        events_count_grid_top1_agreement=cg_top1, output_grid_agreement=out_grid,
         confident_fraction=float(np.mean(sure)),
         confident_top1_agreement=float(np.mean(fl_top[sure] == q_top[sure])) if sure.any() else None,
         stream_offline_max_prob_diff=prob_diff,
