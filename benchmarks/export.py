@@ -18,12 +18,16 @@ edge, runs/edge100 (70 ep, synth100)   69,232 B  0.678      0.419 / 0.450       
 edge --norm bn, synth100, 15 ep        62,720 B  0.825      0.225 / 0.194       25.1 s        0.722 / 0.933
 paper, synth 15x10 s @ 44.1 kHz, 1 ep  435,888 B 0.767 (30)  0.133 / 0.100       164.7 s       0.000 / 0.633
 edge soft unpool, demo (200x1 s, 70 ep) 70,416 B 0.889      0.527 / 0.533       27 s          0.310 / 0.373
+edge ReLU6, demo (--run runs/demo/train) 70,432 B 0.938      0.593 / 0.590       30.8 s        0.820 / 0.685
 =====================================  ========  =========  ==================  ============  =====================
 
-(rows above the last predate the GAP clipping fix and the soft unpooling; see the README's int8 fidelity.)
+(the first four rows predate the GAP clipping fix, the soft unpooling and ReLU6; see the README's int8 fidelity.)
+The last row's int8 output grid alone allows 0.985 agreement (float logits rounded to the output quantisation), and
+the 56% of windows whose float top-2 margin is >= 0.5 agree at 1.000: the 0.99 goal is above what any int8-output
+export of this model can reach.
 
-Size and wall-time goals are met; the agreement goal is not: with MixupNorm feeding the argmax-based event block,
-int8 rounding moves per-cell argmaxes (see the report); weakly trained models (small logit margins) flip often.
+Size, wall-time and accuracy-drop goals are met; the agreement goal is not: int8 rounding flips windows whose float
+top-2 margin is tiny, and moves per-cell argmaxes in front of the event block (see the README's int8 fidelity).
 
 The dataset is synthesised (``edge_asc.data.synth``) and the model trained (``edge_asc.train``) into ``--work`` (default runs/bench-export)
 unless they already exist there; only the export is timed.
@@ -120,6 +124,10 @@ def main() -> int:
     ev = ""
     if v.events_topk_set_agreement is not None:
         ev = f", events top-k set {v.events_topk_set_agreement:.3f} top-1 {v.events_top1_agreement:.3f}"
+    if v.output_grid_agreement is not None:
+        ev += f", int8 output grid ceiling {v.output_grid_agreement:.3f}"
+    if v.confident_top1_agreement is not None:
+        ev += f", {v.confident_top1_agreement:.3f} on windows with margin >= 0.5 ({v.confident_fraction:.0%})"
     print(f"export {args.preset} {args.mode}: {res.report.size_bytes:,} B, top-1 agreement "
           f"{v.window_top1_agreement:.4f} ({v.n_windows} windows), macro acc {v.float_macro_accuracy:.4f} -> "
           f"{v.exported_macro_accuracy:.4f} ({v.macro_accuracy_drop:+.2f} pt), wall {wall:.1f} s{ev}; goals: "
