@@ -192,6 +192,9 @@ def _summary(out, run_dir, model, clip, classified, timings, params) -> dict:
             "gate_passed": ex["verification"]["passed"],
             "clip_top1_agreement": ex["verification"]["clip_top1_agreement"],
             "events_topk_set_agreement": ex["verification"].get("events_topk_set_agreement"),
+            "output_grid_agreement": ex["verification"].get("output_grid_agreement"),
+            "confident_top1_agreement": ex["verification"].get("confident_top1_agreement"),
+            "confident_fraction": ex["verification"].get("confident_fraction"),
             "max_logit_error": ex["verification"]["max_logit_error"],
             "file_bytes": model.stat().st_size,
         },
@@ -227,6 +230,10 @@ def _print_summary(s: dict, out) -> None:
          + ("" if q["gate_passed"] else " (this int8 model is NOT release quality: see README, int8 fidelity)")),
         f"  int8 file     {q['file_bytes']:,} bytes ({q['file_bytes'] / 1024:.1f} KiB)",
     ]
+    if q.get("output_grid_agreement") is not None and q.get("confident_top1_agreement") is not None:
+        lines.insert(-1, f"  int8 ceiling  the int8 output grid alone allows {pct(q['output_grid_agreement'])} agreement; "
+                         f"{pct(q['confident_top1_agreement'])} on the {pct(q['confident_fraction'])} of windows "
+                         f"the float model is sure of (top-2 margin >= 0.5)")
     for b in s["budgets"]:
         lines.append(f"  budget        {'PASS' if b['passed'] else 'FAIL'} {b['value']:,.0f} of {b['limit']:,.0f} "
                      f"{b['unit']}: {b['rule']}")
