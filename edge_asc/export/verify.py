@@ -124,9 +124,13 @@ def output_grid_top1(logits: np.ndarray, quant: Any) -> np.ndarray | None:
     """
     if quant.dtype not in ("int8", "uint8", "int16"):
         return None
-    info = np.iinfo(np.dtype(quant.dtype))
-    q = np.clip(np.rint(np.asarray(logits, np.float64) / quant.scale) + quant.zero_point, info.min, info.max)
-    return np.argmax(q, axis=1)
+    return np.argmax(_to_grid(logits, quant.scale, quant.zero_point, quant.dtype), axis=1)
+
+
+def _to_grid(x: np.ndarray, scale: float, zero_point: int, dtype: str = "int8") -> np.ndarray:
+    """The integer codes (as float64) that ``x`` quantises to: rounded to the nearest step, saturated to ``dtype``."""
+    info = np.iinfo(np.dtype(dtype))
+    return np.clip(np.rint(np.asarray(x, np.float64) / scale) + zero_point, info.min, info.max)
 
 
 def event_ranking(counts: np.ndarray, k: int) -> np.ndarray:
@@ -142,18 +146,16 @@ def _first_argmax_counts(x: np.ndarray) -> np.ndarray:
     return np.stack([np.bincount(row, minlength=c) for row in am]).astype(np.float64) / am.shape[1]
 
 
-def _count_grid(model: bytes, channels: int) -> tuple[float, int] | None:
-    """(scale, zero point) of the event block's count tensor: the MEAN from [1, H, W, C] to [1, C]."""
-    from ai_edge_litert.interpreter import Interpreter
-
+def _count_grid(model: bytes, channels: int, interp: Any) -> tuple[float, int] | None:
+    """(scale, zero point) of the event block's count tensor, the MEAN from [1, H, W, C] to [1, C], read from
+    ``interp`` (a LiteRT interpreter of ``model``); None when there is no single such tensor or it is float."""
     from .convert import tflite_ops
 
     outs = [op.outputs[0] for op in tflite_ops(model) if op.name == "MEAN" and op.output_shapes
             and tuple(op.output_shapes[0]) == (1, channels) and len(op.input_shapes[0]) == 4]
     if len(outs) != 1:
         return None
-    det = {t["index"]: t for t in Interpreter(model_content=model).get_tensor_details()}[outs[0]]
-    scale, zp = det["quantization"]
+    scale, zp = next(t for t in interp.get_tensor_details() if t["index"] == outs[0])["quantization"]
     return (float(scale), int(zp)) if scale else None
 
 
@@ -253,11 +255,13 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
     if getattr(torch_model, "events", None) is not None:
         idet = clf._interp.get_input_details()[0]
         scale, zp = idet["quantization"]
-        probe = EventsProbe.find(Path(model_path).read_bytes(), cfg.topk, cfg.head_features - cfg.topk,
+        model_bytes = Path(model_path).read_bytes()
+        probe = EventsProbe.find(model_bytes, cfg.topk, cfg.head_features - cfg.topk,
                                  cfg.channels[0], scale, zp, np.dtype(idet["dtype"]).type)
         if probe is None:
             notes.append("event head tensor not found in the exported graph: top-k agreement not measured")
-        grid = _count_grid(Path(model_path).read_bytes(), cfg.channels[0]) if probe is not None else None
+        else:
+            grid = _count_grid(model_bytes, cfg.channels[0], probe.interp)
 
         def hook(m: Any, i: tuple[Any, ...], o: Any) -> None:
             captured.append(o.detach().numpy())
@@ -325,9 +329,7 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
     cg_set = cg_top1 = None
     if grid is not None and counts:
         exact = np.concatenate(counts)
-        scale, zp = grid
-        rounded = np.clip(np.rint(exact / scale) + zp, -128, 127)
-        fr, qr = event_ranking(exact, cfg.topk), event_ranking(rounded, cfg.topk)
+        fr, qr = event_ranking(exact, cfg.topk), event_ranking(_to_grid(exact, *grid), cfg.topk)
         cg_set = float(np.mean([set(a) == set(b) for a, b in zip(fr.tolist(), qr.tolist())]))
         cg_top1 = float(np.mean(fr[:, 0] == qr[:, 0]))
     return VerificationReport(

@@ -106,7 +106,9 @@ class MiniSegNetConfig:
     act_bound: float | None = None
     """upper bound of the convolution blocks' ReLUs (``min(max(x, 0), act_bound)``; 6 is ReLU6), or None for plain
     ReLU. A bound caps the range the int8 model calibrates for each activation, so its step is at most
-    ``act_bound / 255`` instead of being set by rare outliers (see the README's "int8 fidelity")."""
+    ``act_bound / 255`` instead of being set by rare outliers (see the README's "int8 fidelity"). Only 6 is a fused
+    activation in TFLite (RELU6); another bound adds MINIMUM/MAXIMUM ops after int8 outputs already quantised over
+    their whole range."""
     schema_version: int = CONFIG_SCHEMA_VERSION
 
     def __post_init__(self) -> None:

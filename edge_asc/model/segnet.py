@@ -17,7 +17,8 @@ class _ConvNormReLU(nn.Module):
         super().__init__()
         self.conv = SamePadConv2d(c_in, c_out, kernel)
         self.norm = norm
-        # ReLU6 at 6 exports as a RELU6 fused into the convolution; other bounds as MINIMUM/MAXIMUM
+        # a bound of 6 exports as RELU6, fused into the int8 CONV_2D / ADD in front of it (TFLite has no fused
+        # activation for other bounds)
         self.act = nn.ReLU() if bound is None else nn.Hardtanh(0.0, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
