@@ -139,6 +139,12 @@ def event_ranking(counts: np.ndarray, k: int) -> np.ndarray:
     return np.stack([np.lexsort((idx, -row))[:k] for row in counts])
 
 
+def _event_agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(fraction of rows of two int[N, k] event rankings with the same set, fraction with the same first index)."""
+    same_set = [set(x) == set(y) for x, y in zip(a.tolist(), b.tolist())]
+    return float(np.mean(same_set)), float(np.mean(a[:, 0] == b[:, 0]))
+
+
 def _first_argmax_counts(x: np.ndarray) -> np.ndarray:
     """[N, C, H, W] -> [N, C] fraction of cells whose first maximal channel is c (the event block's counts)."""
     n, c = x.shape[:2]
@@ -310,7 +316,7 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
     own = np.asarray(owners)
     fp = softmax(fl_all)
     f_clip = [fp[own == i].mean(axis=0) for i in range(len(clips))]
-    f_events = [np.rint(np.concatenate(captured) * cfg.channels[0]).astype(np.int64)] if captured else []
+    f_events = np.rint(np.concatenate(captured) * cfg.channels[0]).astype(np.int64) if captured else None
     ql_all = np.concatenate(q_logits)
     yv = np.asarray(y)
     fpred, qpred = np.argmax(np.stack(f_clip), 1), np.argmax(np.stack(q_clip), 1)
@@ -321,17 +327,13 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
     out_grid = None if grid_top is None else float(np.mean(grid_top == fl_top))
     top2 = np.sort(fl_all, axis=1)[:, -2:]
     sure = (top2[:, 1] - top2[:, 0]) >= CONFIDENT_MARGIN
-    ev_set = ev_top1 = None
-    if probe is not None and f_events:
-        fe, qe = np.concatenate(f_events), np.concatenate(q_events)
-        ev_set = float(np.mean([set(a) == set(b) for a, b in zip(fe.tolist(), qe.tolist())]))
-        ev_top1 = float(np.mean(fe[:, 0] == qe[:, 0]))
-    cg_set = cg_top1 = None
+    ev_set = ev_top1 = cg_set = cg_top1 = None
+    if probe is not None and f_events is not None:
+        ev_set, ev_top1 = _event_agreement(f_events, np.concatenate(q_events))
     if grid is not None and counts:
         exact = np.concatenate(counts)
-        fr, qr = event_ranking(exact, cfg.topk), event_ranking(_to_grid(exact, *grid), cfg.topk)
-        cg_set = float(np.mean([set(a) == set(b) for a, b in zip(fr.tolist(), qr.tolist())]))
-        cg_top1 = float(np.mean(fr[:, 0] == qr[:, 0]))
+        cg_set, cg_top1 = _event_agreement(event_ranking(exact, cfg.topk),
+                                           event_ranking(_to_grid(exact, *grid), cfg.topk))
     return VerificationReport(
         mode=mode, split=split, n_clips=len(clips), n_windows=int(fl_all.shape[0]), hop_frames=hop,
         window_top1_agreement=agree, clip_top1_agreement=float(np.mean(fpred == qpred)),
