@@ -68,3 +68,9 @@ def test_cli_errors(cli_run, tiny_dataset, tmp_path, capsys):
     empty.mkdir()
     assert main(["train", "--data", str(empty), "--epochs", "1", "--out", str(tmp_path / "y"), "--no-progress"]) == 1
     assert "error" in capsys.readouterr().err
+    # a negative ReLU bound is refused in one line, before any training
+    assert main(["train", "--data", data, "--epochs", "1", "--act-bound", "-6", "--out", str(tmp_path / "z"),
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "act_bound must be None or a positive number" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "z").exists()

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = get_preset(args.preset).config
     overrides = {k: v for k, v in (("norm", args.norm), ("head", args.head), ("unpool", args.unpool)) if v is not None}
     if args.act_bound is not None:
-        overrides["act_bound"] = args.act_bound if args.act_bound > 0 else None
+        overrides["act_bound"] = None if args.act_bound == 0 else args.act_bound  # a negative one: ConfigError
     aug_over = {}
     if args.mixup_alpha is not None:
         aug_over["mixup_alpha"] = args.mixup_alpha
