@@ -306,10 +306,12 @@ def test_mad_instance_norm_matches_its_formula_and_the_std_norm_on_gaussian_maps
 def test_presets_use_the_int8_friendly_norm_and_old_configs_keep_std():
     from edge_asc.model.config import MODEL_PRESETS, MiniSegNetConfig
 
-    for name in ("paper", "paper-half", "edge"):
+    for name in ("paper", "paper-half", "edge", "micro"):
         assert MODEL_PRESETS[name].config.norm_stat == "mad"
+        assert MODEL_PRESETS[name].config.int8_native
     d = MODEL_PRESETS["edge"].config.to_dict()
-    del d["norm_stat"]  # a checkpoint written before the field existed
-    assert MiniSegNetConfig.from_dict(d).norm_stat == "std"
+    del d["norm_stat"], d["int8_native"]  # a checkpoint written before the fields existed
+    old = MiniSegNetConfig.from_dict(d)
+    assert old.norm_stat == "std" and not old.int8_native
     with pytest.raises(ConfigError, match="norm_stat"):
         MiniSegNetConfig(norm_stat="var")

@@ -332,8 +332,9 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
         ev_set, ev_top1 = _event_agreement(f_events, np.concatenate(q_events))
     if grid is not None and counts:
         exact = np.concatenate(counts)
+        units = torch_model.events.count_units
         cg_set, cg_top1 = _event_agreement(event_ranking(exact, cfg.topk),
-                                           event_ranking(_to_grid(exact, *grid), cfg.topk))
+                                           event_ranking(_to_grid(exact * units, *grid), cfg.topk))
     return VerificationReport(
         mode=mode, split=split, n_clips=len(clips), n_windows=int(fl_all.shape[0]), hop_frames=hop,
         window_top1_agreement=agree, clip_top1_agreement=float(np.mean(fpred == qpred)),

@@ -109,6 +109,11 @@ class MiniSegNetConfig:
     ``act_bound / 255`` instead of being set by rare outliers (see the README's "int8 fidelity"). Only 6 is a fused
     activation in TFLite (RELU6); another bound adds MINIMUM/MAXIMUM ops after int8 outputs already quantised over
     their whole range."""
+    int8_native: bool = False
+    """write the MixupNorm, the SegNet unpooling and the event block with ops that have int8 kernels in TFLite Micro,
+    Vela and the Edge TPU compiler (no DIV, ABS, EQUAL, LESS, CAST, MINIMUM; see ``edge_asc.model.layers``), so the
+    full-int8 export has no float or bool tensor. Every preset sets it; False (the default) keeps the reference
+    formulation that checkpoints written before this field existed were trained with."""
     schema_version: int = CONFIG_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -144,6 +149,9 @@ class MiniSegNetConfig:
                f"act_bound must be None or a positive number, got {self.act_bound!r}")
         if self.act_bound is not None:
             object.__setattr__(self, "act_bound", float(self.act_bound))
+        _check(isinstance(self.int8_native, bool), f"int8_native must be true or false, got {self.int8_native!r}")
+        _check(not (self.int8_native and self.norm in ("mixup", "in") and self.norm_stat != "mad"),
+               "int8_native instance norms need norm_stat='mad' (the 'std' statistic squares int8 deviations)")
         _check(0.0 <= float(self.dropout) < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
         object.__setattr__(self, "dropout", float(self.dropout))
         _check(self.schema_version == CONFIG_SCHEMA_VERSION,
@@ -235,13 +243,13 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
         config=MiniSegNetConfig(in_channels=3, n_mels=256, n_frames=400, n_classes=10, width=1.0,
                                 pool=(2, 3), unpool="mask", norm="mixup", mixup_lambda=0.1, norm_stat="mad",
                                 head="events", topk=4,
-                                dense_units=(256, 128), dropout=0.3),
+                                dense_units=(256, 128), dropout=0.3, int8_native=True),
         description="Mini-SegNet as in the paper: 3x256x400 input, 64/128 maps, MixupNorm 0.1, event block k=4",
     ),
     "paper-half": ModelPreset(
         name="paper-half", frontend="paper",
         config=MiniSegNetConfig(in_channels=3, n_mels=256, n_frames=400, n_classes=10, width=0.5,
-                                pool=(2, 3), norm_stat="mad", dense_units=(128, 64)),
+                                pool=(2, 3), norm_stat="mad", dense_units=(128, 64), int8_native=True),
         description="the paper's model at width 0.5",
     ),
     "edge": ModelPreset(
@@ -249,8 +257,17 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
         config=MiniSegNetConfig(in_channels=1, n_mels=64, n_frames=61, n_classes=10, width=0.25,
                                 pool=(2, 3), unpool="soft", unpool_softness=4.0, norm="mixup", mixup_lambda=0.1,
                                 norm_stat="mad", head="events", topk=4, act_bound=6.0,
-                                gap_bands=8, dense_units=(64, 32), dropout=0.2),
+                                gap_bands=8, dense_units=(64, 32), dropout=0.2, int8_native=True),
         description="1-s window on the 'edge' front end (16 kHz, 64 mels); fits the DCASE 128 K params / 30 M MACs budget",
+    ),
+    "micro": ModelPreset(
+        name="micro", frontend="edge",
+        config=MiniSegNetConfig(in_channels=1, n_mels=64, n_frames=61, n_classes=10, width=0.125,
+                                pool=(2, 2), unpool="soft", unpool_softness=4.0, norm="mixup", mixup_lambda=0.1,
+                                norm_stat="mad", head="events", topk=4, act_bound=6.0,
+                                gap_bands=8, dense_units=(32, 32), dropout=0.2, int8_native=True),
+        description="wearable class (Cortex-M4F, 256 KiB RAM): 'edge' at width 0.125 with 2x2 pooling (Ethos-U "
+                    "maps 2x upsampling only)",
     ),
     "edge-gap": ModelPreset(
         name="edge-gap", frontend="edge",

@@ -1,8 +1,19 @@
 """Export-friendly building blocks of Mini-SegNet (torch): MixupNorm, index-free SegNet unpooling, event extraction.
 
-Every block uses only ops that the ONNX dynamo exporter, onnx2tf and int8 TFLite / TFLite Micro handle as builtins
-(PAD, CONV_2D, MAX_POOL_2D, RESIZE_NEAREST_NEIGHBOR or reshape/broadcast, EQUAL, MUL, ADD, SUB, MEAN, ABS, SUM,
-LESS/GREATER, MINIMUM/MAXIMUM, RELU, FULLY_CONNECTED): no ``MaxUnpool2d`` indices, no ``argmax``, no ``topk``, no ``one_hot``.
+Every block uses only ops that the ONNX dynamo exporter, onnx2tf and int8 TFLite / TFLite Micro handle as builtins:
+no ``MaxUnpool2d`` indices, no ``argmax``, no ``topk``, no ``one_hot``. Each block has two formulations:
+
+- *reference* (``int8_native=False``, what checkpoints written before the flag existed use): comparisons and a
+  division (EQUAL, LESS, CAST, ABS, DIV, MINIMUM/MAXIMUM against constants). Their int8 export keeps bool and float32
+  tensors (EQUAL -> CAST -> QUANTIZE) at full resolution and ops that TFLite Micro, Vela and the Edge TPU compiler
+  do not map.
+- *int8-native* (``int8_native=True``, every preset): the same functions written with ops whose int8 kernels exist
+  everywhere we deploy (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, MEAN, REDUCE_MAX, REDUCE_MIN,
+  MAX_POOL_2D, RESIZE_NEAREST_NEIGHBOR, PAD, RESHAPE, CONCATENATION, RELU, RELU6). Every clamp to [0, 1] is written
+  as ``relu6(6 z) / 6`` with the factor 6 carried into the next linear op: RELU6 is a fused activation of TFLite's int8
+  ADD/SUB/MUL/CONV (no extra op), while ``clamp`` exports as MINIMUM + RELU (Vela keeps MINIMUM on the CPU when its
+  constant's quantisation differs from the output's). Comparisons become steep ramps one int8 step wide, so the
+  float model computes what its int8 export computes.
 """
 
 from __future__ import annotations
@@ -47,6 +58,59 @@ STD_FLOOR = 0.1
 MAD_TO_STD = 1.2533141373155003
 
 
+#: Knots of :class:`PiecewiseReciprocal` for the int8-native instance norms, in units of the scale statistic:
+#: geometric from ``STD_FLOOR`` to 16 (28 segments, ratio 1.2). Linear interpolation of 1/s between them is within
+#: 0.9% of 1/s; measured scales of trained models lie in 0.2..4.
+RECIP_KNOTS = tuple(STD_FLOOR * 160.0 ** (i / 28) for i in range(29))
+
+
+class PiecewiseReciprocal(nn.Module):
+    """``r(s) ~ 1 / clamp(s * input_scale, t_0, t_K)``: 1/s interpolated linearly between the knots ``t_j``, as
+    two FULLY_CONNECTED ops (no DIV, no SQRT: neither has an int8 kernel on Vela, the Edge TPU or every TFLite Micro).
+
+    ``r(s) = 1/t_K + sum_j (1/t_{j-1} - 1/t_j) * clamp((t_j - s) / (t_j - t_{j-1}), 0, 1)``: each saturating hinge
+    is a fused RELU6 of the first FULLY_CONNECTED (``relu6(6 (t_j - s) / d_j)``, every hinge spanning [0, 6], so its
+    int8 step is the same fraction of every segment), the sum is the second. Below ``t_0`` every hinge is saturated
+    (``r = 1 / t_0``: the floor of the instance norms' scale is built in), above ``t_K`` none is.
+
+    Input float32[..., 1] (the raw statistic, multiplied by ``input_scale`` first); output float32[..., 1].
+    """
+
+    def __init__(self, knots: tuple[float, ...] = RECIP_KNOTS, input_scale: float = 1.0) -> None:
+        super().__init__()
+        t = torch.tensor(knots, dtype=torch.float64)
+        if t.ndim != 1 or len(t) < 2 or not bool(torch.all(t[1:] > t[:-1])) or not bool(t[0] > 0):
+            raise ValueError(f"knots must be positive and increasing, got {knots!r}")
+        d = t[1:] - t[:-1]
+        self.register_buffer("w1", (-6.0 * input_scale / d).view(-1, 1).float(), persistent=False)
+        self.register_buffer("b1", (6.0 * t[1:] / d).float(), persistent=False)
+        self.register_buffer("w2", ((1.0 / t[:-1] - 1.0 / t[1:]) / 6.0).view(1, -1).float(), persistent=False)
+        self.register_buffer("b2", (1.0 / t[-1:]).float(), persistent=False)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.relu6(F.linear(s, self.w1, self.b1)), self.w2, self.b2)
+
+
+def _int8_native_mixup_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, lam: float,
+                            recip: PiecewiseReciprocal) -> torch.Tensor:
+    """The 'mad' MixupNorm in int8-native ops: ``d * A + B`` with ``d = x - mu``, ``A = lam + (1 - lam) weight r(s)``,
+    ``B = lam mu + (1 - lam) bias``.
+
+    The mean absolute deviation is ``2 mean(relu(d))`` (d has zero mean, so its positive and negative parts have
+    equal sums: RELU instead of ABS), and ``recip`` (built with ``input_scale = 2 MAD_TO_STD``) gives
+    ``1 / max(MAD_TO_STD * mean|d|, STD_FLOOR)`` within 0.9% (two FULLY_CONNECTED ops on the [N * C, 1] statistics
+    instead of an int8 DIV).
+    """
+    n, c = x.shape[0], x.shape[1]
+    mu = x.mean(dim=(2, 3), keepdim=True)
+    d = x - mu
+    half_mad = F.relu(d).mean(dim=(2, 3), keepdim=True)
+    r = recip(half_mad.reshape(n * c, 1)).reshape(n, c, 1, 1)
+    a = r * ((1.0 - lam) * weight.view(1, -1, 1, 1)) + lam
+    b = mu * lam + (1.0 - lam) * bias.view(1, -1, 1, 1)
+    return d * a + b
+
+
 def _mixup_instance_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, lam: float,
                          eps: float, stat: str = "std") -> torch.Tensor:
     """``lam * x + (1 - lam) * (weight * (x - mu) / s + bias)`` per sample and channel over (H, W).
@@ -89,16 +153,25 @@ class InstanceNorm(nn.Module):
     lowers to plain arithmetic ops.
     """
 
-    def __init__(self, channels: int, eps: float = 1e-5, stat: str = "std") -> None:
+    def __init__(self, channels: int, eps: float = 1e-5, stat: str = "std", int8_native: bool = False) -> None:
         super().__init__()
         if stat not in NORM_STATS:
             raise ValueError(f"instance-norm scale statistic must be 'std' or 'mad', got {stat!r}")
+        if int8_native and stat != "mad":
+            raise ValueError("the int8-native instance norm uses the 'mad' scale statistic")
         self.eps, self.stat = eps, stat
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.recip = PiecewiseReciprocal(input_scale=2.0 * MAD_TO_STD) if int8_native else None
+
+    def mix(self, x: torch.Tensor, lam: float) -> torch.Tensor:
+        """``lam * x + (1 - lam) * self(x)`` (see :func:`_mixup_instance_norm`, :func:`_int8_native_mixup_norm`)."""
+        if self.recip is not None:
+            return _int8_native_mixup_norm(x, self.weight, self.bias, lam, self.recip)
+        return _mixup_instance_norm(x, self.weight, self.bias, lam, self.eps, self.stat)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _mixup_instance_norm(x, self.weight, self.bias, 0.0, self.eps, self.stat)
+        return self.mix(x, 0.0)
 
 
 class MixupNorm(nn.Module):
@@ -108,29 +181,30 @@ class MixupNorm(nn.Module):
     float32[N, C, H, W]. The instance norm's affine parameters live in ``self.inorm``.
     """
 
-    def __init__(self, channels: int, lam: float, eps: float = 1e-5, stat: str = "std") -> None:
+    def __init__(self, channels: int, lam: float, eps: float = 1e-5, stat: str = "std",
+                 int8_native: bool = False) -> None:
         super().__init__()
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"MixupNorm lambda must be in [0, 1], got {lam}")
         self.lam = float(lam)
-        self.inorm = InstanceNorm(channels, eps, stat)
+        self.inorm = InstanceNorm(channels, eps, stat, int8_native)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.lam == 1.0:
             return x
-        return _mixup_instance_norm(x, self.inorm.weight, self.inorm.bias, self.lam, self.inorm.eps,
-                                    self.inorm.stat)
+        return self.inorm.mix(x, self.lam)
 
 
-def make_norm(kind: str, channels: int, lam: float = 0.1, stat: str = "std") -> nn.Module:
+def make_norm(kind: str, channels: int, lam: float = 0.1, stat: str = "std", int8_native: bool = False) -> nn.Module:
     """'bn' -> BatchNorm2d, 'in' -> InstanceNorm (affine), 'mixup' -> MixupNorm(lam); ``stat``: the instance
-    norm's scale statistic ('std' or 'mad', see :func:`_mixup_instance_norm`)."""
+    norm's scale statistic ('std' or 'mad', see :func:`_mixup_instance_norm`); ``int8_native``: the instance norms'
+    int8-native formulation (:func:`_int8_native_mixup_norm`)."""
     if kind == "bn":
         return nn.BatchNorm2d(channels)
     if kind == "in":
-        return InstanceNorm(channels, stat=stat)
+        return InstanceNorm(channels, stat=stat, int8_native=int8_native)
     if kind == "mixup":
-        return MixupNorm(channels, lam, stat=stat)
+        return MixupNorm(channels, lam, stat=stat, int8_native=int8_native)
     raise ValueError(f"unknown norm {kind!r}")
 
 
@@ -150,8 +224,14 @@ def upsample_to(x: torch.Tensor, factor: tuple[int, int], size: tuple[int, int])
     return y
 
 
+#: Slope of the int8-native comparisons (per activation unit): 255 / 6, one int8 step of a ReLU6 activation. A
+#: difference of one step below the maximum turns a ramp ``clamp(1 + CELL_SLOPE * (x - max), 0, 1)`` from 1 to 0,
+#: so the int8 model compares like ``==`` on its grid and the float model like ``==`` up to that step.
+CELL_SLOPE = 255.0 / 6.0
+
+
 def mask_unpool(values: torch.Tensor, pre_pool: torch.Tensor, pooled: torch.Tensor,
-                factor: tuple[int, int], softness: float | None = None) -> torch.Tensor:
+                factor: tuple[int, int], softness: float | None = None, int8_native: bool = False) -> torch.Tensor:
     """SegNet max-unpooling without indices.
 
     Args:
@@ -160,6 +240,8 @@ def mask_unpool(values: torch.Tensor, pre_pool: torch.Tensor, pooled: torch.Tens
         pooled: float[N, C, h, w], ``max_pool2d(pre_pool, factor, factor)`` (floor mode).
         factor: pooling kernel == stride (kh, kw).
         softness: None for the hard mask; a slope for the soft mask (below).
+        int8_native: the soft mask written as ``relu6(6k pre - up(6k max - 6)) * up(values / 6)`` (identical in
+            float; no MINIMUM, no comparison; the hard mask becomes a soft mask of slope ``CELL_SLOPE``).
 
     Returns:
         float[N, C, H, W]. Hard mask: each value of ``values`` is written at the positions of its pooling window
@@ -174,6 +256,12 @@ def mask_unpool(values: torch.Tensor, pre_pool: torch.Tensor, pooled: torch.Tens
     RELU).
     """
     size = (pre_pool.shape[2], pre_pool.shape[3])
+    if int8_native:
+        k = CELL_SLOPE if softness is None else softness
+        # 6 * clamp(1 + k (pre - max), 0, 1) = relu6(6k pre - up(6k max - 6)): the shift and slope are applied at the
+        # pooled resolution, RELU6 is fused into the full-resolution SUB, and the 1/6 goes into the pooled values.
+        mask6 = F.relu6(pre_pool * (6.0 * k) - upsample_to(pooled * (6.0 * k) - 6.0, factor, size))
+        return upsample_to(values * (1.0 / 6.0), factor, size) * mask6
     up_max = upsample_to(pooled, factor, size)
     if softness is None:
         mask = (pre_pool == up_max).to(values.dtype)
@@ -205,13 +293,27 @@ class EventExtraction(nn.Module):
 
     All tensors beyond step 1 are 2-D (onnx2tf keeps their layout; its NCHW->NHWC guessing broke an earlier
     pairwise [N, C, C] formulation). Not differentiable (constant w.r.t. x), as in the paper.
+
+    With ``int8_native`` every comparison is a ramp one int8 step wide (``CELL_SLOPE``), so the graph has no
+    EQUAL/LESS/CAST and no bool or float tensor: per cell ``e = [x == max_c x]`` is
+    ``e6 = relu6(6 + 6 CELL_SLOPE (x - max))`` (REDUCE_MAX, SUB, a 1x1 convolution with fused RELU6), the first
+    maximum is ``relu6(e6_c - 2 sum_{j<c} e6_j)`` (one 1x1 CONV_2D with fused RELU6: for 0/6 inputs it is
+    ``e_c AND NOT any lower e_j``, with no full-resolution product), and its MEAN gives the counts (x 6). The ranking
+    does the same on the [N, C] counts, with ramps one step of a [-1, 1] int8 grid wide (``RANK_SLOPE``). Values one step or more apart rank exactly as in the
+    reference, exact ties go to the lowest index, and channels closer than one step share the pick.
     """
 
-    def __init__(self, channels: int, k: int) -> None:
+    #: Ramp slope of the count ranking, per count fraction: 127.5 = one int8 step of a tensor spanning [-1, 1] (the
+    #: counts and the -1 marker of picked channels).
+    RANK_SLOPE = 127.5
+    #: Units of the counts the int8-native block ranks (count fraction x 6); 1 for the reference block.
+    NATIVE_COUNT_UNITS = 6.0
+
+    def __init__(self, channels: int, k: int, int8_native: bool = False) -> None:
         super().__init__()
         if not 1 <= k <= channels:
             raise ValueError(f"need 1 <= k <= channels, got k={k}, channels={channels}")
-        self.channels, self.k = channels, k
+        self.channels, self.k, self.int8_native = channels, k, int8_native
         tri = torch.tril(torch.ones(channels, channels), diagonal=-1)  # tri[c, j] = 1 if j < c
         # per cell: prior[c] = sum_{j < c} eq[j], as a 1x1 conv with weight[c, j] = tri[c, j]
         self.register_buffer("tri_conv", tri.view(channels, channels, 1, 1).clone(), persistent=False)
@@ -219,9 +321,23 @@ class EventExtraction(nn.Module):
         self.register_buffer("tri_mat", tri.t().contiguous(), persistent=False)
         self.register_buffer("index_frac", (torch.arange(channels, dtype=torch.float32) / channels).view(1, -1),
                              persistent=False)
+        # int8-native: "hit here and at no lower channel" = relu6(hit_c - 2 * (hits below)), per cell and per row
+        first = torch.eye(channels) - 2.0 * tri
+        self.register_buffer("first_conv", first.view(channels, channels, 1, 1).clone(), persistent=False)
+        self.register_buffer("first_mat", first.clone(), persistent=False)
+        self.register_buffer("cell_w", torch.full((channels, 1, 1, 1), 6.0 * CELL_SLOPE), persistent=False)
+        self.register_buffer("cell_b", torch.full((channels,), 6.0), persistent=False)
+
+    @property
+    def count_units(self) -> float:
+        """What one count fraction is in the block's count tensor (the MEAN over cells): 6 for the int8-native
+        block, 1 for the reference one. Export verification rounds float counts to that tensor's int8 grid."""
+        return self.NATIVE_COUNT_UNITS if self.int8_native else 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach()  # comparisons below carry no gradient anyway
+        if self.int8_native:
+            return self._forward_int8_native(x)
         eq = (x == x.amax(dim=1, keepdim=True)).to(x.dtype)             # [N, C, H, W], 1 where max (ties: all)
         prior = F.conv2d(eq, self.tri_conv)                             # maxima at channels below c
         first = eq * (prior < 0.5).to(x.dtype)                          # exactly one 1 per cell: lowest index
@@ -237,3 +353,18 @@ class EventExtraction(nn.Module):
             out.append((self.index_frac + (1.0 - pick)).amin(dim=1, keepdim=True))
             avail = avail * (1.0 - pick) - pick                          # picked -> -1, below every real count
         return torch.cat(out, dim=1)                                     # [N, k]
+
+    def _forward_int8_native(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.channels
+        # e6 = 6 [x == max_c x]: a 1x1 depthwise conv (weight 6 CELL_SLOPE, bias 6) with fused RELU6
+        e6 = F.relu6(F.conv2d(x - x.amax(dim=1, keepdim=True), self.cell_w, self.cell_b, groups=c))
+        # f6 = 6 [first maximum] = relu6(e6_c - 2 sum_{j<c} e6_j): one 1x1 conv (weight I - 2 tri), fused RELU6
+        avail = F.relu6(F.conv2d(e6, self.first_conv)).mean(dim=(2, 3))   # [N, C] count fractions x 6
+        slope6 = self.RANK_SLOPE                                             # 6 * RANK_SLOPE per 6 units
+        out = []
+        for _ in range(self.k):
+            hit6 = F.relu6((avail - avail.amax(dim=1, keepdim=True)) * slope6 + 6.0)
+            pick = F.relu6(F.linear(hit6, self.first_mat)) * (1.0 / 6.0)  # the lowest-index hit, in [0, 1]
+            out.append(((1.0 + self.index_frac) - pick).amin(dim=1, keepdim=True))
+            avail = avail - pick * (avail + 6.0)                          # picked -> -6 (a count fraction of -1)
+        return torch.cat(out, dim=1)

@@ -38,13 +38,13 @@ class MiniSegNet(nn.Module):
         c1, c2 = cfg.channels
         k = cfg.kernel
         b = cfg.act_bound
-        self.enc1 = _ConvNormReLU(cfg.in_channels, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat), b)
+        self.enc1 = _ConvNormReLU(cfg.in_channels, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat, cfg.int8_native), b)
         self.enc2a = _ConvNormReLU(c1, c2, k, nn.BatchNorm2d(c2), b)
         self.enc2b = _ConvNormReLU(c2, c2, k, nn.BatchNorm2d(c2), b)
         self.dec1a = _ConvNormReLU(c2, c2, k, nn.BatchNorm2d(c2), b)
         self.dec1b = _ConvNormReLU(c2, c1, k, nn.BatchNorm2d(c1), b)
-        self.dec2 = _ConvNormReLU(c1, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat), b)
-        self.events = EventExtraction(c1, cfg.topk) if cfg.head == "events" else None
+        self.dec2 = _ConvNormReLU(c1, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat, cfg.int8_native), b)
+        self.events = EventExtraction(c1, cfg.topk, cfg.int8_native) if cfg.head == "events" else None
         u1, u2 = cfg.dense_units
         self.fc1 = nn.Linear(cfg.head_features, u1)
         self.fc2 = nn.Linear(u1, u2)
@@ -68,29 +68,29 @@ class MiniSegNet(nn.Module):
     def _unpool(self, values: torch.Tensor, pre: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         if self.config.unpool in ("mask", "soft"):
             softness = self.config.unpool_softness if self.config.unpool == "soft" else None
-            return mask_unpool(values, pre, pooled, self.config.pool, softness)
+            return mask_unpool(values, pre, pooled, self.config.pool, softness, self.config.int8_native)
         return upsample_to(values, self.config.pool, (pre.shape[2], pre.shape[3]))
 
     def _gap(self, d: torch.Tensor) -> torch.Tensor:
         """Global average pooling of float[N, C, H, W] -> [N, C] (gap_bands 1) or over time and ``gap_bands`` equal
-        mel bands -> [N, C * gap_bands] (channel-major; the top ``H % gap_bands`` rows are left out).
+        mel bands -> [N, C * gap_bands] (channel-major; the last ``H % gap_bands`` rows are left out).
 
-        Written as MEAN over time, then MEAN over each band's rows, not as ``avg_pool2d``: TFLite's int8
-        AVERAGE_POOL_2D, like RESHAPE, TRANSPOSE and CONCATENATION, must have the same scale on input and output, so
-        the converter tied the decoder's activation (float max 22 on the demo model) to the range of the pooled
-        features it feeds (max 2.05) and clipped it ten-fold, in front of both the pooled features and the event
-        block (measured on the demo checkpoint: max logit error 3.8 -> 0.67, top-1 agreement 0.853 -> 0.888 with
-        this form; identical float outputs). MEAN requantises its output. (A stride-8 depthwise convolution for the
-        bands worked in LiteRT and TFLite Micro but made Vela abort.)
+        Written as MEAN over time, then an average pool of ``H // gap_bands`` rows over that [N, C, H, 1] tensor,
+        not as one ``avg_pool2d`` over the decoder activation: TFLite's int8 AVERAGE_POOL_2D must have the same
+        scale on input and output, and over the activation itself the converter tied the activation (float max 22
+        on a demo model) to the range of the pooled features (max 2.05) and clipped it ten-fold, in front of the
+        event block too. The MEAN requantises, and the row pool then ties only two small tensors of similar range.
+        (A reshape + MEAN for the bands made onnx2tf transpose to NCHW and Vela refuse the depth reduction; a
+        stride-8 depthwise convolution made Vela abort.)
         """
         b = self.config.gap_bands
         if b == 1:
             return d.mean(dim=(2, 3))
         h = d.shape[2] // b
-        t = d.mean(dim=3)  # [N, C, H]
+        t = d.mean(dim=3, keepdim=True)  # [N, C, H, 1]
         if t.shape[2] != h * b:
             t = t[:, :, : h * b]
-        return t.reshape(t.shape[0], t.shape[1], b, h).mean(dim=3).flatten(1)
+        return F.avg_pool2d(t, kernel_size=(h, 1), stride=(h, 1)).flatten(1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Head features float32[N, head_features] (GAP, plus event indices / C for the event head)."""
