@@ -66,11 +66,11 @@ def main() -> int:
 
     from edge_asc.data import load_dataset
     from edge_asc.export import ExportConfig, export_checkpoint
-    from edge_asc.model import get_preset
+    from edge_asc.model import resolve_preset
     from edge_asc.spec import frontend_preset
 
     work = Path(args.work)
-    spec = frontend_preset(get_preset(args.preset).frontend)
+    spec = frontend_preset(resolve_preset(args.preset).frontend)  # sample rate only; n_mels does not change it
     sr = args.sample_rate or spec.sample_rate
     if args.data:
         data = Path(args.data)

@@ -229,6 +229,30 @@ def frontend_preset(name: str) -> FrontendSpec:
         raise ConfigError(f"unknown front-end preset {name!r}: choose one of {sorted(PRESETS)}") from None
 
 
+def frontend_for_model(base: FrontendSpec, *, n_mels: int, channels: int) -> FrontendSpec:
+    """The front end ``base`` adapted to a model that takes ``channels`` x ``n_mels`` features.
+
+    A model preset names a front-end preset (``ModelPreset.frontend``); a preset string may change the model's
+    ``n_mels`` or ``in_channels`` (``edge:n_mels=32``, see :func:`edge_asc.model.resolve_preset`), and this is the
+    front end that feeds it: ``base`` with ``n_mels`` mel bands over the same ``[fmin, fmax]`` and, for the channels,
+    ``deltas=0`` (1 channel: log-mel) or ``deltas=2`` keeping ``base.delta_width`` (3 channels: log-mel, delta,
+    delta-delta). Sample rate, FFT, hop, window, mel scale, log floor and normalisation are kept. The model's window
+    length (``n_frames``) is not part of the spec: it is the checkpoint's and model card's ``window_frames``,
+    covering ``base.seconds_for_frames(n_frames)`` seconds of audio. Returns ``base`` itself when nothing changes.
+
+    Raises:
+        ConfigError: ``channels`` other than 1 or 3, ``n_mels`` outside [1, 1024], or ``base``'s norm_mean/norm_std
+            having neither 1 nor ``channels`` values.
+    """
+    if channels not in (1, 3):
+        raise ConfigError(f"no front end gives {channels} feature channels: use 1 (log-mel) or 3 "
+                          "(log-mel, delta, delta-delta)")
+    deltas = 0 if channels == 1 else 2
+    if (base.n_mels, base.deltas) == (n_mels, deltas):
+        return base
+    return base.replace(n_mels=n_mels, deltas=deltas)
+
+
 @dataclass(frozen=True, kw_only=True)
 class QuantParams:
     """Affine quantisation of one tensor: ``real = scale * (q - zero_point)``; ``dtype`` is 'int8' or 'float32'."""

@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--macs", type=_size, default=30e6, metavar="N", help="max MACs per 1 s of audio (default 30e6)")
     p.add_argument("--ram", type=_size, metavar="BYTES", help="max int8 activation arena, e.g. 256KB or 192KiB")
     p.add_argument("--family", default="minisegnet", choices=("minisegnet",), help="model family (default minisegnet)")
-    p.add_argument("--base", default="edge", help="preset whose other settings are kept (default edge)")
+    p.add_argument("--base", default="edge", metavar="PRESET",
+                   help="preset NAME[:field=value,...] whose other settings are kept (default edge)")
     p.add_argument("--top", type=int, default=10, metavar="K", help="rows to print (default 10)")
     p.add_argument("--json", action="store_true", help="print the ranked candidates as JSON")
     p.add_argument("--confirm", metavar="MODEL", help="exported .tflite whose TFLM arena is measured and compared "

@@ -1,4 +1,8 @@
-"""``edge-asc train --data DIR --preset edge --epochs N --out runs/NAME [--resume] [--seed K]``."""
+"""``edge-asc train --data DIR --preset edge --epochs N --out runs/NAME [--resume] [--seed K]``.
+
+``--preset`` is ``NAME[:field=value,...]`` (:func:`edge_asc.model.resolve_preset`), e.g. the ``to train:`` line that
+``edge-asc fit`` prints.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,10 @@ import json
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (TAU 2020/2022 Mobile layout)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory (checkpoint, history)")
-    p.add_argument("--preset", default="edge", help="model preset: edge, edge-gap, paper, paper-half (default: edge)")
+    p.add_argument("--preset", default="edge", metavar="PRESET",
+                   help="model preset NAME[:field=value,...]: edge, edge-gap, paper or paper-half, optionally with "
+                        "config fields changed, e.g. edge:n_mels=48,width=0.5,pool=2x3 (what 'edge-asc fit' prints "
+                        "after 'to train:'; default: edge)")
     p.add_argument("--epochs", type=int, default=10, help="total epochs (default: 10)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed -> same metrics on CPU (default: 0)")
@@ -47,17 +54,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--mixup-alpha must be >= 0, got {args.mixup_alpha}")
     if args.val_every < 0:
         raise UsageError(f"--val-every must be >= 0, got {args.val_every}")
+    from ..model import resolve_preset
+
+    preset = resolve_preset(args.preset)  # a malformed preset string fails here, before torch is imported
     require("torch", "train", "training")
     import torch
 
     from ..data import load_dataset
-    from ..model import get_preset
     from ..train.augment import AugmentConfig
     from ..train.loop import TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = get_preset(args.preset).config
+    cfg = preset.config
     overrides = {k: v for k, v in (("norm", args.norm), ("head", args.head), ("unpool", args.unpool)) if v is not None}
     if args.act_bound is not None:
         overrides["act_bound"] = None if args.act_bound == 0 else args.act_bound  # a negative one: ConfigError
@@ -71,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_random_crop:
         aug_over["random_crop"] = False
     aug = AugmentConfig.for_window(cfg.n_mels, cfg.n_frames, **aug_over)
-    config = TrainConfig(preset=args.preset, model_overrides=overrides, epochs=args.epochs,
+    config = TrainConfig(preset=preset.name, model_overrides=overrides, epochs=args.epochs,
                          batch_size=args.batch_size, lr_max=args.lr_max, lr_min=args.lr_min, seed=args.seed,
                          augment=aug, val_every=args.val_every)
     dataset = load_dataset(args.data)

@@ -42,13 +42,16 @@ class FitCandidate:
     macs_1s: float
     arena_estimate_bytes: int
     base: str
+    """the base preset string the search started from (``edge``, or ``NAME:field=value,...``)."""
 
     @property
     def preset_string(self) -> str:
-        """Compact description of the change from the base preset, e.g. ``edge:width=0.3125,n_mels=48,pool=2x3``."""
-        c = self.config
-        return (f"{self.base}:width={c.width:g},n_mels={c.n_mels},n_frames={c.n_frames},"
-                f"pool={c.pool[0]}x{c.pool[1]}")
+        """The string ``edge-asc train --preset`` takes for this config, e.g. ``edge:n_mels=48,width=0.3125``: every
+        field that differs from the base's named preset (:func:`edge_asc.model.format_preset`);
+        ``resolve_preset(c.preset_string).config == c.config``."""
+        from ..model import format_preset
+
+        return format_preset(self.base, self.config)
 
     def to_dict(self) -> dict[str, Any]:
         return {"preset": self.preset_string, "params": self.params, "macs": self.macs, "macs_1s": self.macs_1s,
@@ -93,16 +96,17 @@ def _frames_in_1s(frontend_name: str) -> int:
 def search(*, max_params: float, max_macs: float, max_ram: float | None = None, base: str = "edge",
            widths=DEFAULT_WIDTHS, mels=DEFAULT_MELS, pools=DEFAULT_POOLS, frames=None, top: int = 10,
            ) -> list[FitCandidate]:
-    """Configurations around preset ``base`` meeting every constraint, largest first (at most ``top``).
+    """Configurations around preset ``base`` (a preset string, :func:`edge_asc.model.resolve_preset`) meeting every
+    constraint, largest first (at most ``top``).
 
     Raises:
-        ConfigError: a non-positive constraint or an unknown base preset.
+        ConfigError: a non-positive constraint or an invalid base preset string.
     """
-    from ..model import count_macs, count_params, get_preset
+    from ..model import count_macs, count_params, resolve_preset
 
     if not (max_params > 0 and max_macs > 0 and (max_ram is None or max_ram > 0)):
         raise ConfigError(f"budgets must be > 0: params={max_params}, macs={max_macs}, ram={max_ram}")
-    preset = get_preset(base)
+    preset = resolve_preset(base)
     base_cfg = preset.config
     f1s = _frames_in_1s(preset.frontend)
     if frames is None:

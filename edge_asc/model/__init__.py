@@ -9,7 +9,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .complexity import LayerCost, count_macs, count_params, layer_costs
-from .config import MODEL_PRESETS, MiniSegNetConfig, ModelPreset, get_preset, model_preset
+from .config import (
+    MODEL_PRESETS,
+    MiniSegNetConfig,
+    ModelPreset,
+    format_preset,
+    get_preset,
+    model_preset,
+    resolve_preset,
+    split_preset,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -43,7 +52,10 @@ __all__ = [
     "build_model",
     "count_macs",
     "count_params",
+    "format_preset",
     "get_preset",
     "layer_costs",
     "model_preset",
+    "resolve_preset",
+    "split_preset",
 ]

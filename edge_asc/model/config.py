@@ -38,6 +38,8 @@ single natural reading; a brute-force search over the plausible readings with ro
 from __future__ import annotations
 
 import dataclasses
+import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -290,3 +292,150 @@ def get_preset(name: str) -> ModelPreset:
         return MODEL_PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown model preset {name!r}: choose one of {sorted(MODEL_PRESETS)}") from None
+
+
+# ---- preset strings ------------------------------------------------------------------------------------------------
+#: Fields a preset string cannot set (the config's format version is not a model choice).
+_UNSETTABLE = ("schema_version",)
+_INT = re.compile(r"[+-]?[0-9]+")
+_UINT = re.compile(r"[0-9]+")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_WORD = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _settable_fields() -> dict[str, Any]:
+    """Settable field name -> resolved type hint, in :class:`MiniSegNetConfig` field order."""
+    hints = typing.get_type_hints(MiniSegNetConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(MiniSegNetConfig) if f.name not in _UNSETTABLE}
+
+
+def _split_optional(hint: Any) -> tuple[Any, bool]:
+    """``float | None`` -> (float, True); ``int`` -> (int, False)."""
+    args = typing.get_args(hint)
+    if type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+def _parse_value(name: str, hint: Any, text: str) -> Any:
+    """The value of field ``name`` (type ``hint``) written as ``text`` (see :func:`resolve_preset` for the forms)."""
+    kind, optional = _split_optional(hint)
+    if optional and text == "none":
+        return None
+    if kind is int and _INT.fullmatch(text):
+        return int(text)
+    if kind is float and _FLOAT.fullmatch(text):
+        return float(text)
+    if typing.get_origin(kind) is tuple:
+        n = len(typing.get_args(kind))
+        parts = text.split("x")
+        if len(parts) == n and all(_UINT.fullmatch(p) for p in parts):
+            return tuple(int(p) for p in parts)
+    if kind is str and _WORD.fullmatch(text):
+        return text
+    if kind is int:
+        want = "an integer, e.g. 64"
+    elif kind is float:
+        want = "a number, e.g. 0.5"
+    elif typing.get_origin(kind) is tuple:
+        want = "integers joined by 'x', e.g. " + "x".join(["2", "3", "4"][:len(typing.get_args(kind))])
+    else:
+        want = "a word, e.g. mask"
+    raise ConfigError(f"{name}={text!r} is not {want}" + (" (or none)" if optional else ""))
+
+
+def _format_value(v: Any) -> str:
+    """The preset-string form of a field value; :func:`_parse_value` reads it back to the same value."""
+    if v is None:
+        return "none"
+    if isinstance(v, float):
+        s = repr(v)  # shortest text that reads back to the same float
+        return s.removesuffix(".0")
+    if isinstance(v, (tuple, list)):
+        return "x".join(str(int(i)) for i in v)
+    return str(v)
+
+
+def split_preset(text: str) -> tuple[str, dict[str, Any]]:
+    """Parse ``NAME[:field=value,...]`` into the preset name and the typed field values it sets (not yet validated
+    as a config: :func:`resolve_preset` does that).
+
+    Raises:
+        ConfigError: an unknown preset name, an unknown or repeated field, an item that is not ``field=value``, or a
+            value that does not have its field's form. The message is one line naming the valid choices.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"empty model preset: give NAME or NAME:field=value,... with NAME one of {sorted(MODEL_PRESETS)}")
+    name, sep, rest = text.strip().partition(":")
+    name = name.strip()
+    if name not in MODEL_PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}: choose one of {sorted(MODEL_PRESETS)} "
+                          "(optionally followed by :field=value,...)")
+    settable = _settable_fields()
+    fields: dict[str, Any] = {}
+    if not sep:
+        return name, fields
+    if not rest.strip():
+        raise ConfigError(f"model preset {text!r} has nothing after ':': give field=value pairs, e.g. "
+                          f"{name}:width=0.5,pool=2x3")
+    for item in rest.split(","):
+        key, eq, value = (s.strip() for s in item.partition("="))
+        if not (eq and key and value):
+            raise ConfigError(f"model preset {text!r}: {item.strip()!r} is not field=value (e.g. width=0.5,pool=2x3)")
+        if key not in settable:
+            raise ConfigError(f"model preset {text!r}: unknown field {key!r}: choose from {list(settable)}")
+        if key in fields:
+            raise ConfigError(f"model preset {text!r}: field {key!r} is given twice")
+        try:
+            fields[key] = _parse_value(key, settable[key], value)
+        except ConfigError as exc:
+            raise ConfigError(f"model preset {text!r}: {exc}") from None
+    return name, fields
+
+
+def resolve_preset(text: str) -> ModelPreset:
+    """The :class:`ModelPreset` described by ``NAME[:field=value,field=value,...]``: the named preset of
+    :data:`MODEL_PRESETS` with the listed :class:`MiniSegNetConfig` fields replaced.
+
+    Values are written by the field's type: integers (``n_mels=48``), numbers (``width=0.5625``, ``act_bound=6``),
+    pairs of integers joined by ``x`` (``pool=2x3``, ``dense_units=64x32``), words (``unpool=soft``), and ``none`` for
+    an optional number (``act_bound=none``). This is the form ``edge-asc fit`` prints (:func:`format_preset`), so
+    ``resolve_preset(format_preset(name, cfg)).config == cfg``. ``schema_version`` cannot be set.
+
+    The result's ``name`` is the canonical string :func:`format_preset` writes for its config (just ``NAME`` when
+    nothing changes); its ``frontend`` is the named preset's front-end key. The overrides resolve against the
+    presets of this edge-asc version; a checkpoint records the resolved config itself, not the string. The front end
+    that feeds a changed ``n_mels`` / ``in_channels`` is :func:`edge_asc.spec.frontend_for_model`.
+
+    Raises:
+        ConfigError: everything :func:`split_preset` raises, and a config that does not validate (e.g.
+            ``edge:n_frames=5``, too short for two 2x3 poolings), each as one line naming the problem.
+    """
+    name, fields = split_preset(text)
+    base = MODEL_PRESETS[name]
+    try:
+        cfg = base.config.replace(**fields)
+    except ConfigError as exc:
+        raise ConfigError(f"model preset {text.strip()!r}: {exc}") from None
+    canonical = format_preset(name, cfg)
+    return ModelPreset(name=canonical, config=cfg, frontend=base.frontend,
+                       description=base.description if canonical == name else f"'{name}' with {canonical[len(name) + 1:]}")
+
+
+def format_preset(base: str, config: MiniSegNetConfig) -> str:
+    """The preset string of ``config`` relative to the named preset ``NAME`` of ``base`` (``NAME`` or
+    ``NAME:...``; only the name counts): ``NAME:field=value,...`` listing, in :class:`MiniSegNetConfig` field order,
+    every field where ``config`` differs from that preset's config, or just ``NAME`` when none does.
+    :func:`resolve_preset` reads it back to an equal config.
+
+    Raises:
+        ConfigError: an unknown preset name, or a config of another schema version.
+    """
+    name, _ = split_preset(base.partition(":")[0])
+    ref = MODEL_PRESETS[name].config
+    if config.schema_version != ref.schema_version:
+        raise ConfigError(f"a schema {config.schema_version} config has no preset string (this edge-asc writes "
+                          f"schema {ref.schema_version})")
+    items = [f"{k}={_format_value(getattr(config, k))}" for k in _settable_fields()
+             if getattr(config, k) != getattr(ref, k)]
+    return f"{name}:{','.join(items)}" if items else name

@@ -51,7 +51,9 @@ class CheckpointMeta:
     """metrics of the last completed epoch (train_loss, train_acc, val_macro_acc, ...)."""
     run_id: str = ""
     preset: str = ""
-    """model preset name (``edge_asc.model.MODEL_PRESETS``) or '' for a custom config."""
+    """the preset string of ``model_config`` (:func:`edge_asc.model.format_preset`: ``edge`` or
+    ``edge:n_mels=32,width=0.5``, train's --norm/--head/... overrides included, ``n_classes`` only if the preset
+    string set it; provenance only, ``model_config`` is the model), or '' for a custom config."""
     train_config: Mapping[str, Any] = field(default_factory=dict)
     """the TrainConfig the run used (for --resume and provenance)."""
     weights_sha256: str = ""

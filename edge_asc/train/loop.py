@@ -25,7 +25,7 @@ import numpy as np
 
 from .._io import append_jsonl
 from ..errors import ConfigError, DatasetError, ModelContractError
-from ..spec import frontend_preset
+from ..spec import frontend_for_model, frontend_preset
 from .augment import AugmentConfig, crop, mixup, random_shift, spec_augment
 from .cache import FeatureStore, build_cache
 from .checkpoint import HISTORY_FILE, META_FILE, CheckpointMeta, load_optimizer_state, read_meta, save_checkpoint
@@ -46,7 +46,8 @@ class TrainConfig:
     """One training run's settings (stored in the checkpoint; ``--resume`` requires the same ones)."""
 
     preset: str = "edge"
-    """model preset (``edge_asc.model.MODEL_PRESETS``); it names its front-end preset."""
+    """model preset ``NAME[:field=value,...]`` (:func:`edge_asc.model.resolve_preset`, e.g. the ``to train:`` line of
+    ``edge-asc fit``); NAME's front-end preset, adapted to the config's n_mels / in_channels, makes the features."""
     model_overrides: Mapping[str, Any] = field(default_factory=dict)
     """MiniSegNetConfig fields replacing the preset's (e.g. ``{"norm": "bn", "head": "gap"}``)."""
     epochs: int = 10
@@ -174,27 +175,33 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
 
     Raises:
         DatasetError: empty training split, or labels outside the dataset's label set.
-        ConfigError: ``out_dir`` already holds a run and ``resume`` is False, or the resumed run used other settings.
+        ConfigError: ``out_dir`` already holds a run and ``resume`` is False, or the resumed run used other settings;
+            a malformed preset string, one whose ``n_classes`` contradicts the dataset, or an ``in_channels`` no
+            front end gives (1 or 3).
         ModelContractError: a corrupt checkpoint on resume.
     """
     import torch
     import torch.nn.functional as F
 
-    from ..model import build_model, get_preset
+    from ..model import build_model, format_preset, resolve_preset, split_preset
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     progress = sys.stderr.isatty() if progress is None else progress
     out = Path(out_dir)
-    preset = get_preset(config.preset)
+    preset = resolve_preset(config.preset)
     cfg = preset.config.replace(**config.model_overrides) if config.model_overrides else preset.config
     labels = tuple(dataset.labels)
     if len(labels) < 2:
         raise DatasetError(f"the dataset has {len(labels)} label(s); a classifier needs at least 2")
+    given = split_preset(config.preset)[1].get("n_classes")
+    if given is not None and given != len(labels):
+        raise ConfigError(f"model preset {config.preset!r} sets n_classes={given} but the dataset has {len(labels)} "
+                          "labels: leave n_classes out (it follows the dataset)")
     cfg = cfg.replace(n_classes=len(labels))
-    spec = frontend_preset(preset.frontend)
-    if (spec.channels, spec.n_mels) != (cfg.in_channels, cfg.n_mels):
-        raise ConfigError(f"model expects {cfg.in_channels}x{cfg.n_mels} features, front end '{preset.frontend}' "
-                          f"gives {spec.channels}x{spec.n_mels}")
+    # what the checkpoint and model card record: the preset string of this model, --norm etc. included, without the
+    # class count the dataset implies
+    preset_string = format_preset(preset.name, cfg.replace(n_classes=preset.config.n_classes))
+    spec = frontend_for_model(frontend_preset(preset.frontend), n_mels=cfg.n_mels, channels=cfg.in_channels)
     window = cfg.n_frames
     aug = config.augment or AugmentConfig.for_window(cfg.n_mels, window)
     config = dataclasses.replace(config, augment=aug)
@@ -311,7 +318,7 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
                 metrics[f"val_{gname}_macro_acc"] = gs.macro_accuracy
         meta = save_checkpoint(out, model, CheckpointMeta(
             model_config=cfg, frontend=spec_n, labels=labels, window_frames=window, epoch=epoch + 1,
-            metrics=metrics, run_id=run_id, preset=config.preset, train_config=config.to_dict()), opt)
+            metrics=metrics, run_id=run_id, preset=preset_string, train_config=config.to_dict()), opt)
         append_jsonl(out / HISTORY_FILE, metrics)
         history.append(metrics)
         log(_summary(metrics, config.epochs))
