@@ -68,6 +68,66 @@ def test_activation_profile_is_live_tensor_bytes(models):
     assert g.peak_activation_bytes == 2 * 15 * 10 * 4
 
 
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory):
+    """The hand-built graph of firmware_models (no TensorFlow needed)."""
+    pytest.importorskip("ai_edge_litert")
+    p = tmp_path_factory.mktemp("hand") / "hand.tflite"
+    p.write_bytes(fm.hand_model())
+    return p
+
+
+def test_activation_timeline_of_a_hand_built_graph(hand):
+    g = read_graph(hand)
+    a = g.activations
+    assert [x.op for x in g.layers] == [op for op, _, _ in fm.HAND_OPS]
+    assert a.live_bytes == fm.HAND_LIVE
+    assert a.peak_index == fm.HAND_PEAK_INDEX and a.peak_bytes == max(fm.HAND_LIVE)
+    # one computation: the per-layer figure and the report's peak are read off the timeline
+    assert tuple(x.activation_bytes for x in g.layers) == a.live_bytes
+    assert g.peak_activation_bytes == a.peak_bytes == 1808
+    peak = a.peak_tensors
+    assert tuple(t.name for t in peak) == fm.HAND_PEAK_SET
+    assert [(t.shape, t.dtype, t.bytes) for t in peak] == [fm.HAND_TENSORS[n] for n in fm.HAND_PEAK_SET]
+    assert sum(t.bytes for t in peak) == a.peak_bytes
+    ranges = {t.name: (t.first, t.last) for t in a.tensors}
+    # graph input from the first op to its last reader; graph output 'm' to the last op; constants never
+    assert ranges == {"x": (0, 3), "a": (0, 2), "m": (1, 4), "b": (2, 3), "y": (3, 4), "z": (4, 4)}
+    d = g.to_dict()["activations"]
+    assert d["live_bytes"] == list(fm.HAND_LIVE) and d["peak_index"] == 3 and d["peak_bytes"] == 1808
+    assert [t["name"] for t in d["peak_tensors"]] == list(fm.HAND_PEAK_SET)
+
+
+def test_work_elements_and_broadcast_flags(hand):
+    g = read_graph(hand)
+    # MEAN counts its 256 input elements (output 4); the rest their 256 output elements
+    assert [x.elements for x in g.layers] == [256] * 5
+    # MUL a[1,8,8,4] * m[1,1,1,4] and SUB y - c[4] broadcast; ADD b + x (same shapes) does not
+    assert [x.broadcast for x in g.layers] == [False, False, True, False, True]
+
+
+def test_report_shows_the_activation_timeline(hand, tmp_path):
+    from edge_asc.firmware_bench.render import to_markdown, to_text, write_png
+    from edge_asc.firmware_bench.report import build_report
+
+    r = build_report(hand, run_tflm=False, run_vela=False, measure=False, target_keys=["nrf52840"])
+    d = json.loads(r.to_json())
+    assert d["graph"]["activations"]["live_bytes"] == list(fm.HAND_LIVE)
+    assert d["graph"]["peak_activation_bytes"] == 1808
+    md = to_markdown(r)
+    assert "### Activation memory per op" in md
+    assert "| # | op | out | live act. B | peak |" in md
+    assert "| 3 | ADD | 1x8x8x4 | 1,808 | <- peak |" in md
+    assert "| 2 | MUL | 1x8x8x4 | 1,040 |  |" in md
+    assert md.count("<- peak") == 1
+    assert ("peak set by: op 3 ADD, 1,808 B = `y` 1x8x8x4 INT32 1,024 B + `b` 1x8x8x4 INT16 512 B + "
+            "`x` 1x8x8x4 INT8 256 B + `m` 1x1x1x4 FLOAT32 16 B") in md
+    assert "peak 1,808 bytes live at op 3 (ADD)" in md and "peak set by: op 3 ADD" in to_text(r)
+    png = tmp_path / "hand.png"
+    write_png(r, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_batch_norm_is_folded_into_the_conv(models):
     g = read_graph(models["bn"])
     assert g.op_counts.get("CONV_2D") == 1 and "MUL" not in g.op_counts and "ADD" not in g.op_counts
