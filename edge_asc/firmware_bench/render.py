@@ -166,10 +166,22 @@ def to_text(r: Report, *, layers: bool = True, width: int | None = None) -> str:
 
 
 def _provenance_note(r: Report) -> str:
-    srcs = {t.key: t.source for t in r.targets if t.provenance == "estimate"}
-    lines = [("latency from: measured = timed here with LiteRT; vela = Ethos-U compiler estimate; "
-              "estimate = cycles-per-MAC model (coefficients in targets.toml):")]
-    lines += [f"  {k}: {v}" for k, v in srcs.items()]
+    lines = [("latency from: measured = timed here with LiteRT; vela = Ethos-U compiler estimate (+ CPU ops "
+              "estimated); estimate = conv/FC MACs x cycles/MAC + every other op's elements x its per-op cost "
+              "x CPI (coefficients in targets.toml):")]
+    tables = {}
+    for t in r.targets:
+        if t.estimate is None or t.provenance == "measured":
+            continue
+        what = "counts" if t.provenance == "estimate" else "CPU ops"
+        lines.append(f"  {t.key} {what}: {t.estimate.describe()}")
+        if t.provenance == "estimate":
+            lines.append(f"    coefficients: {t.source}")
+        if t.estimate.defaulted:
+            lines.append(f"    at the table's default cost: {', '.join(t.estimate.defaulted)}")
+        if t.estimate.op_costs_source:
+            tables[t.estimate.op_costs] = t.estimate.op_costs_source
+    lines += [f"  op costs {k}: {v}" for k, v in tables.items() if v]
     return "\n".join(lines)
 
 
