@@ -114,3 +114,64 @@ def topk_model() -> bytes:
     x = tf.keras.layers.Dense(8)(inp)
     out = tf.keras.layers.Concatenate()([x, TopK()(x)])
     return _convert(tf.keras.Model(inp, out), (1, 16))
+
+
+# ---- a hand-built graph (no TensorFlow) ------------------------------------------------------------------------------
+#: the hand-built graph: op -> (inputs, output); tensors (name, shape, dtype, bytes). 'x' is read again by op 3 (a skip
+#: connection); 'm' is a graph output produced by op 1; 'axes' and 'c' are constants.
+HAND_TENSORS = {
+    "x": ((1, 8, 8, 4), "INT8", 256), "a": ((1, 8, 8, 4), "INT8", 256), "m": ((1, 1, 1, 4), "FLOAT32", 16),
+    "b": ((1, 8, 8, 4), "INT16", 512), "y": ((1, 8, 8, 4), "INT32", 1024), "z": ((1, 8, 8, 4), "INT16", 512),
+    "axes": ((2,), "INT32", 8), "c": ((4,), "INT8", 4),
+}
+HAND_OPS = (("ABS", ("x",), "a"), ("MEAN", ("a", "axes"), "m"), ("MUL", ("a", "m"), "b"), ("ADD", ("b", "x"), "y"),
+            ("SUB", ("y", "c"), "z"))
+HAND_INPUTS, HAND_OUTPUTS = ("x",), ("z", "m")
+#: live while each op runs:  x+a | x+a+m | x+a+m+b | x+b+m+y | m+y+z
+HAND_LIVE = (256 + 256, 256 + 256 + 16, 256 + 256 + 16 + 512, 256 + 512 + 16 + 1024, 16 + 1024 + 512)
+HAND_PEAK_INDEX = 3
+HAND_PEAK_SET = ("y", "b", "x", "m")  # largest first
+
+
+def hand_model() -> bytes:
+    """:data:`HAND_OPS` as a .tflite FlatBuffer, written with the TFLite schema's object API (no TensorFlow)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    names = list(HAND_TENSORS)
+    consts = {"axes": np.array([1, 2], "<i4").tobytes(), "c": np.array([1, -2, 3, -4], "i1").tobytes()}
+    model = s.ModelT()
+    model.version = 3
+    model.buffers = [s.BufferT()]  # buffer 0: empty by convention
+    sg = s.SubGraphT()
+    sg.tensors = []
+    for n in names:
+        shape, dtype, _ = HAND_TENSORS[n]
+        t = s.TensorT()
+        t.name, t.shape, t.type = n.encode(), list(shape), getattr(s.TensorType, dtype)
+        t.buffer = 0
+        if n in consts:
+            b = s.BufferT()
+            b.data = list(consts[n])
+            model.buffers.append(b)
+            t.buffer = len(model.buffers) - 1
+        sg.tensors.append(t)
+    codes = sorted({op for op, _, _ in HAND_OPS})
+    model.operatorCodes = []
+    for op in codes:
+        c = s.OperatorCodeT()
+        c.builtinCode = c.deprecatedBuiltinCode = getattr(s.BuiltinOperator, op)
+        c.version = 1
+        model.operatorCodes.append(c)
+    sg.operators = []
+    for op, ins, out in HAND_OPS:
+        o = s.OperatorT()
+        o.opcodeIndex = codes.index(op)
+        o.inputs, o.outputs = [names.index(i) for i in ins], [names.index(out)]
+        sg.operators.append(o)
+    sg.inputs = [names.index(i) for i in HAND_INPUTS]
+    sg.outputs = [names.index(i) for i in HAND_OUTPUTS]
+    model.subgraphs = [sg]
+    b = flatbuffers.Builder(1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())

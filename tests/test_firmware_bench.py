@@ -17,8 +17,8 @@ from edge_asc.firmware_bench.budgets import (
     BudgetCheck,
     dcase_checks,
 )
-from edge_asc.firmware_bench.graph import read_graph
-from edge_asc.firmware_bench.targets import Target, load_targets
+from edge_asc.firmware_bench.graph import Layer, read_graph
+from edge_asc.firmware_bench.targets import OpCosts, Target, estimate_latency, load_targets
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +66,66 @@ def test_activation_profile_is_live_tensor_bytes(models):
     assert conv.activation_bytes == 16 * 12 + 15 * 10 * 4
     assert g.layers[1].activation_bytes == 2 * 15 * 10 * 4
     assert g.peak_activation_bytes == 2 * 15 * 10 * 4
+
+
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory):
+    """The hand-built graph of firmware_models (no TensorFlow needed)."""
+    pytest.importorskip("ai_edge_litert")
+    p = tmp_path_factory.mktemp("hand") / "hand.tflite"
+    p.write_bytes(fm.hand_model())
+    return p
+
+
+def test_activation_timeline_of_a_hand_built_graph(hand):
+    g = read_graph(hand)
+    a = g.activations
+    assert [x.op for x in g.layers] == [op for op, _, _ in fm.HAND_OPS]
+    assert a.live_bytes == fm.HAND_LIVE
+    assert a.peak_index == fm.HAND_PEAK_INDEX and a.peak_bytes == max(fm.HAND_LIVE)
+    # one computation: the per-layer figure and the report's peak are read off the timeline
+    assert tuple(x.activation_bytes for x in g.layers) == a.live_bytes
+    assert g.peak_activation_bytes == a.peak_bytes == 1808
+    peak = a.peak_tensors
+    assert tuple(t.name for t in peak) == fm.HAND_PEAK_SET
+    assert [(t.shape, t.dtype, t.bytes) for t in peak] == [fm.HAND_TENSORS[n] for n in fm.HAND_PEAK_SET]
+    assert sum(t.bytes for t in peak) == a.peak_bytes
+    ranges = {t.name: (t.first, t.last) for t in a.tensors}
+    # graph input from the first op to its last reader; graph output 'm' to the last op; constants never
+    assert ranges == {"x": (0, 3), "a": (0, 2), "m": (1, 4), "b": (2, 3), "y": (3, 4), "z": (4, 4)}
+    d = g.to_dict()["activations"]
+    assert d["live_bytes"] == list(fm.HAND_LIVE) and d["peak_index"] == 3 and d["peak_bytes"] == 1808
+    assert [t["name"] for t in d["peak_tensors"]] == list(fm.HAND_PEAK_SET)
+
+
+def test_work_elements_and_broadcast_flags(hand):
+    g = read_graph(hand)
+    # MEAN counts its 256 input elements (output 4); the rest their 256 output elements
+    assert [x.elements for x in g.layers] == [256] * 5
+    # MUL a[1,8,8,4] * m[1,1,1,4] and SUB y - c[4] broadcast; ADD b + x (same shapes) does not
+    assert [x.broadcast for x in g.layers] == [False, False, True, False, True]
+
+
+def test_report_shows_the_activation_timeline(hand, tmp_path):
+    from edge_asc.firmware_bench.render import to_markdown, to_text, write_png
+    from edge_asc.firmware_bench.report import build_report
+
+    r = build_report(hand, run_tflm=False, run_vela=False, measure=False, target_keys=["nrf52840"])
+    d = json.loads(r.to_json())
+    assert d["graph"]["activations"]["live_bytes"] == list(fm.HAND_LIVE)
+    assert d["graph"]["peak_activation_bytes"] == 1808
+    md = to_markdown(r)
+    assert "### Activation memory per op" in md
+    assert "| # | op | out | live act. B | peak |" in md
+    assert "| 3 | ADD | 1x8x8x4 | 1,808 | <- peak |" in md
+    assert "| 2 | MUL | 1x8x8x4 | 1,040 |  |" in md
+    assert md.count("<- peak") == 1
+    assert ("peak set by: op 3 ADD, 1,808 B = `y` 1x8x8x4 INT32 1,024 B + `b` 1x8x8x4 INT16 512 B + "
+            "`x` 1x8x8x4 INT8 256 B + `m` 1x1x1x4 FLOAT32 16 B") in md
+    assert "peak 1,808 bytes live at op 3 (ADD)" in md and "peak set by: op 3 ADD" in to_text(r)
+    png = tmp_path / "hand.png"
+    write_png(r, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_batch_norm_is_folded_into_the_conv(models):
@@ -177,10 +237,106 @@ def test_user_targets_file_extends_and_validates(tmp_path):
         load_targets(p)
 
 
-def test_estimate_formula():
+def _layer(op: str, *, elements: int = 0, macs: int = 0, broadcast: bool = False, index: int = 0) -> Layer:
+    return Layer(index=index, op=op, name=f"{op}_{index}", input_shapes=(), output_shapes=(), params=0,
+                 param_bytes=0, nonzero_params=0, macs=macs, other_ops=0, elements=elements, broadcast=broadcast,
+                 activation_bytes=0)
+
+
+def test_estimate_formula_uniform():
     t = Target(key="k", name="k", clock_hz=1e6, ram_bytes=1, cycles_per_mac=2.0, cycles_per_other_op=1.0,
                cycles_per_layer=100.0, overhead_s=0.5, source="s")
-    assert t.estimate_seconds(macs=1000, other_ops=500, layers=5) == pytest.approx((2000 + 500 + 500) / 1e6 + 0.5)
+    layers = [_layer("CONV_2D", macs=1000), _layer("ADD", elements=200), _layer("MEAN", elements=100),
+              _layer("PAD", elements=150), _layer("RESHAPE", elements=50)]
+    e = t.estimate(layers)
+    assert e.op_costs == "uniform" and e.macs == 1000 and e.elements == 500 and e.other_op_count == 4
+    assert e.seconds == pytest.approx((2000 + 500 + 5 * 100) / 1e6 + 0.5)
+
+
+def test_estimate_formula_with_an_op_cost_table():
+    table = OpCosts(key="t", source="made up", per_element={"MEAN": 10.0, "ADD:broadcast": 7.0, "ADD": 3.0},
+                    default=2.0)
+    layers = [_layer("FULLY_CONNECTED", macs=100), _layer("MEAN", elements=100),
+              _layer("ADD", elements=10, broadcast=True), _layer("ADD", elements=10), _layer("PAD", elements=5),
+              _layer("SUB", elements=1, broadcast=True)]  # no SUB:broadcast or SUB: the default
+    e = estimate_latency(layers, clock_hz=1e3, cycles_per_mac=4.0, op_costs=table, cpi=2.0)
+    instructions = 100 * 10 + 10 * 7 + 10 * 3 + 5 * 2 + 1 * 2
+    assert e.cycles == pytest.approx(100 * 4 + instructions * 2.0)
+    assert e.seconds == pytest.approx(e.cycles / 1e3)
+    assert dict(e.op_cycles) == {"MEAN": 2000, "ADD:broadcast": 140, "ADD": 60, "PAD": 20, "SUB": 4}
+    assert e.defaulted == ("PAD", "SUB")
+    text = e.describe()
+    assert "conv/FC MACs" in text and "table t" in text and "CPI 2" in text
+
+
+def test_element_wise_only_graph_costs_time_and_scales_with_elements(hand):
+    """The MCU estimate no longer ignores element-wise and reduction ops: a graph without MACs costs time."""
+    from dataclasses import replace
+
+    nrf = load_targets()["nrf52840"]
+    g = read_graph(hand)
+    assert g.macs == 0
+    one = nrf.estimate(g.layers)
+    two = nrf.estimate([replace(x, elements=2 * x.elements) for x in g.layers])
+    assert one.seconds > 0 and one.other_cycles > 0
+    assert two.other_cycles == pytest.approx(2 * one.other_cycles)
+    assert two.seconds == pytest.approx(2 * one.seconds)  # nrf52840: no per-op or per-inference constant
+
+
+#: the 127-op quick `edge` model measured with TFLM + CMSIS-NN on a Cortex-M4 (QEMU icount): its conv/FC MACs and the
+#: work elements per op type (read from the file with read_graph), and the measured instructions.
+QUICK_MEASURED_TOTAL = 186.3e6
+QUICK_MEASURED = {"CONV_2D": 48.7e6, "MEAN": 48e6, "ADD:broadcast": 22e6, "SUB": 20e6, "MUL": 16e6,
+                  "REDUCE_MAX": 7.6e6, "ABS": 6.2e6}
+QUICK_OPS = [("CONV_2D", 0, 19_167_232), ("FULLY_CONNECTED", 0, 11_840), ("MEAN", 375_808, 0),
+             ("ADD:broadcast", 207_904, 0), ("ADD", 96, 0), ("SUB", 207_984, 0), ("MUL", 353_488, 0),
+             ("REDUCE_MAX", 62_528, 0), ("ABS", 124_928, 0), ("MAX_POOL_2D", 82_944, 0),
+             ("RESIZE_NEAREST_NEIGHBOR", 141_312, 0), ("PAD", 145_408, 0), ("MINIMUM", 82_944, 0),
+             ("RELU", 82_944, 0), ("TRANSPOSE", 124_928, 0), ("EQUAL", 62_528, 0), ("CAST", 125_056, 0),
+             ("QUANTIZE", 125_056, 0), ("LESS", 62_528, 0), ("REDUCE_MIN", 64, 0), ("CONCATENATION", 136, 0),
+             ("RESHAPE", 1_152, 0), ("MAXIMUM", 32, 0), ("DIV", 32, 0)]
+
+
+def test_op_costs_reproduce_the_measured_instruction_count():
+    """Instructions (CPI 1) of the packaged table on the quick model's op list: the measured 186.3 M within 15%,
+    and each measured op type within 1% (the table is that measurement divided by the element counts)."""
+    table = load_targets()["nrf52840"].op_costs
+    assert table is not None and table.key == "tflm-cmsis-nn-armv7em" and "QEMU icount" in table.source
+    layers = [_layer(op.split(":")[0], elements=n, macs=macs, broadcast=op.endswith(":broadcast"), index=i)
+              for i, (op, n, macs) in enumerate(QUICK_OPS)]
+    e = estimate_latency(layers, clock_hz=1.0, cycles_per_mac=table.instructions_per_mac, op_costs=table, cpi=1.0)
+    assert e.cycles == pytest.approx(QUICK_MEASURED_TOTAL, rel=0.15)
+    assert e.cycles == pytest.approx(QUICK_MEASURED_TOTAL, rel=0.01)  # by construction of the default
+    conv = 19_167_232 * table.instructions_per_mac
+    assert conv == pytest.approx(QUICK_MEASURED["CONV_2D"], rel=0.01)
+    for op, measured in QUICK_MEASURED.items():
+        if op != "CONV_2D":
+            assert e.op_cycles[op] == pytest.approx(measured, rel=0.01), op
+
+
+def test_mcu_cycles_per_mac_follow_the_measured_instructions():
+    ts = load_targets()
+    for key in ("nrf52840", "stm32h7"):
+        t = ts[key]
+        assert t.op_costs is not None and t.cycles_per_layer == 0
+        assert t.cycles_per_mac == pytest.approx(t.op_costs.instructions_per_mac * t.cpi, rel=0.01)
+    assert ts["rpi4"].op_costs is None and ts["coral"].op_costs is None  # uniform: no Cortex-M table
+
+
+def test_user_op_cost_tables_and_their_errors(tmp_path):
+    p = tmp_path / "t.toml"
+    base = 'name = "x"\nkind = "mcu"\nclock_hz = 1e6\nram_bytes = 1000\ncycles_per_mac = 1.0\nsource = "s"\n'
+    p.write_text('[op_costs.mine]\nsource = "my board"\ndefault = 3.0\nper_element = { MEAN = 9.0 }\n'
+                 f'[[target]]\nkey = "a"\n{base}op_costs = "mine"\n[[target]]\nkey = "b"\n{base}')
+    ts = load_targets(p)
+    assert ts["a"].op_costs.per_element == {"MEAN": 9.0} and ts["a"].op_costs.default == 3.0
+    assert ts["b"].op_costs.key == "tflm-cmsis-nn-armv7em"  # an mcu without op_costs gets the measured table
+    p.write_text(f'[[target]]\nkey = "a"\n{base}op_costs = "nope"\n')
+    with pytest.raises(ConfigError, match="no op costs 'nope'"):
+        load_targets(p)
+    p.write_text('[op_costs.bad]\nsource = "s"\ndefault = 1.0\nper_element = { CONV_2D = 2.0 }\n')
+    with pytest.raises(ConfigError, match="MAC ops"):
+        load_targets(p)
 
 
 # ---- the whole report --------------------------------------------------------------------------------------------

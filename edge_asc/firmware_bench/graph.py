@@ -33,18 +33,26 @@ Other operations (reported separately as ``other_ops``, never added to MACs)
     op (activations, element-wise arithmetic, (de)quantise, softmax...): ``prod(output)``. Vela's "Neural network
     macs" adds reductions such as ``MEAN`` to its MAC figure; ours does not.
 
-Activation memory
-    For each op in execution order, the bytes of every non-constant tensor that is live while it runs (produced at or
-    before the op and consumed at or after it; graph inputs live from the start, graph outputs to the end, variable
-    tensors always). The peak is a lower bound for any tensor arena that keeps tensors whole; the TFLite Micro arena
-    measured by :mod:`edge_asc.firmware_bench.tflm` adds alignment, fragmentation and the interpreter's own data.
+Work elements (the basis of the per-op latency costs of :mod:`.targets`)
+    ``Layer.elements``: for reductions and pooling the elements of the data input (slot 0), for every other op the
+    elements of its outputs (data movement included: a ``PAD`` or ``TRANSPOSE`` copies every output element).
+    ``Layer.broadcast``: an element-wise op with two or more inputs whose shapes (constants included) differ; TFLite
+    Micro runs those through its generic broadcasting kernel instead of the CMSIS-NN one.
+
+Activation memory (:class:`ActivationTimeline`, computed once; ``Layer.activation_bytes`` and
+``ModelGraph.peak_activation_bytes`` are read off it)
+    For each op in execution order, the bytes of every non-constant tensor that is live while it runs: the inputs it
+    reads, the outputs it writes and every tensor produced earlier and consumed later. Graph inputs are live from the
+    first op, graph outputs to the last, variable tensors always; constants (weights, biases, shapes) never. The peak
+    is a lower bound for any tensor arena that keeps tensors whole; the TFLite Micro arena measured by
+    :mod:`edge_asc.firmware_bench.tflm` adds alignment, fragmentation and the interpreter's own data.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +83,8 @@ MOVE_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CONCATE
                       "SPLIT_V", "SLICE", "STRIDED_SLICE", "GATHER", "GATHER_ND", "PAD", "PADV2", "MIRROR_PAD",
                       "RESIZE_NEAREST_NEIGHBOR", "TILE", "BROADCAST_TO", "SHAPE", "DEPTH_TO_SPACE",
                       "SPACE_TO_DEPTH", "BATCH_TO_SPACE_ND", "SPACE_TO_BATCH_ND", "REVERSE_V2", "ZEROS_LIKE"})
+#: ops whose cost is their MACs (conv / dense / matmul).
+MAC_OPS = frozenset(PARAM_SLOTS)
 
 
 def _schema():
@@ -134,8 +144,110 @@ class Layer:
     """conv/dense multiply-accumulates (batch 1)."""
     other_ops: int
     """element-wise / pooling / reduction operations (not MACs)."""
+    elements: int
+    """work elements: data-input elements for reductions and pooling, output elements otherwise."""
+    broadcast: bool
+    """an element-wise op whose inputs differ in shape (a broadcasting kernel)."""
     activation_bytes: int
-    """bytes of non-constant tensors live while this op runs."""
+    """bytes of non-constant tensors live while this op runs (``ActivationTimeline.live_bytes[index]``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveTensor:
+    """One non-constant tensor and the ops during which it occupies memory (``first`` to ``last``, inclusive)."""
+
+    index: int
+    """tensor index in subgraph 0."""
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    bytes: int
+    first: int
+    """index of the first op at which it is live (0 for graph inputs and variables)."""
+    last: int
+    """index of the last op at which it is live (the last op for graph outputs and variables)."""
+
+    def live_at(self, op_index: int) -> bool:
+        return self.first <= op_index <= self.last
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationTimeline:
+    """Activation memory per op, in execution order (see "Activation memory" in the module docstring). Bytes."""
+
+    live_bytes: tuple[int, ...]
+    """per op: bytes of the tensors live while it runs."""
+    tensors: tuple[LiveTensor, ...]
+    """every non-constant tensor with its live range, by tensor index."""
+
+    @property
+    def peak_index(self) -> int | None:
+        """The first op at which ``live_bytes`` is largest; None for a graph without ops."""
+        if not self.live_bytes:
+            return None
+        return max(range(len(self.live_bytes)), key=lambda k: (self.live_bytes[k], -k))
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(self.live_bytes, default=0)
+
+    def live_at(self, op_index: int) -> tuple[LiveTensor, ...]:
+        """Tensors live while op ``op_index`` runs, largest first (ties by tensor index)."""
+        return tuple(sorted((t for t in self.tensors if t.live_at(op_index)), key=lambda t: (-t.bytes, t.index)))
+
+    @property
+    def peak_tensors(self) -> tuple[LiveTensor, ...]:
+        """The tensors live at the peak op, largest first; their bytes add up to ``peak_bytes``."""
+        k = self.peak_index
+        return () if k is None else self.live_at(k)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"live_bytes": list(self.live_bytes), "peak_index": self.peak_index, "peak_bytes": self.peak_bytes,
+                "peak_tensors": [asdict(t) for t in self.peak_tensors], "tensors": [asdict(t) for t in self.tensors]}
+
+
+def activation_timeline(n_ops: int, op_io: Sequence[tuple[Sequence[int], Sequence[int]]],
+                        tensor_info: Mapping[int, tuple[str, tuple[int, ...], str]], *, constants: Collection[int],
+                        graph_inputs: Sequence[int], graph_outputs: Sequence[int],
+                        variables: Sequence[int] = ()) -> ActivationTimeline:
+    """Live ranges and per-op live bytes of the non-constant tensors of one graph.
+
+    Args:
+        n_ops: number of ops.
+        op_io: per op, (input tensor indices, output tensor indices); negative indices (optional inputs) are skipped.
+        tensor_info: tensor index -> (name, shape, dtype name).
+        constants: tensor indices that hold data (never counted).
+        graph_inputs / graph_outputs / variables: tensor indices.
+    """
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for i in graph_inputs:
+        if i >= 0 and i not in constants:
+            first[i], last[i] = 0, 0
+    for k, (ins, outs) in enumerate(op_io):
+        for i in (*ins, *outs):
+            if i < 0 or i in constants:
+                continue
+            first.setdefault(i, k)
+            last[i] = max(last.get(i, k), k)
+    end = max(n_ops - 1, 0)
+    for i in graph_outputs:
+        if i >= 0 and i not in constants:
+            first.setdefault(i, end)
+            last[i] = end
+    for i in variables:
+        if i not in constants:
+            first[i], last[i] = 0, end
+    tensors = []
+    for i in sorted(first):
+        name, shape, dtype = tensor_info[i]
+        tensors.append(LiveTensor(index=i, name=name, shape=tuple(shape), dtype=dtype,
+                                  bytes=_elem_bytes(_prod(shape), dtype), first=first[i], last=last[i]))
+    live = [0] * n_ops
+    for t in tensors:
+        for k in range(t.first, min(t.last, n_ops - 1) + 1):
+            live[k] += t.bytes
+    return ActivationTimeline(live_bytes=tuple(live), tensors=tuple(tensors))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,6 +263,7 @@ class ModelGraph:
     input_dtypes: tuple[str, ...]
     output_shapes: tuple[tuple[int, ...], ...]
     output_dtypes: tuple[str, ...]
+    activations: ActivationTimeline
     op_counts: Mapping[str, int] = field(default_factory=dict)
     subgraphs: int = 1
 
@@ -193,11 +306,13 @@ class ModelGraph:
 
     @property
     def peak_activation_bytes(self) -> int:
-        return max((layer.activation_bytes for layer in self.layers), default=0)
+        """The activation timeline's maximum."""
+        return self.activations.peak_bytes
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["op_counts"] = dict(self.op_counts)
+        d["activations"] = self.activations.to_dict()
         for k in ("params", "nonzero_params", "param_bytes", "nonzero_param_bytes", "param_bytes_by_dtype", "macs",
                   "other_ops", "peak_activation_bytes"):
             d[k] = getattr(self, k)
@@ -293,35 +408,21 @@ def read_graph(model: str | os.PathLike | bytes) -> ModelGraph:
     names = [opname(op) for op in ops]
     n_ops = len(ops)
 
-    # ---- live intervals of non-constant tensors ----
-    start: dict[int, int] = {}
-    end: dict[int, int] = {}
-    for i in g.inputs if g.inputs is not None else []:
-        start[int(i)] = -1
-    for k, op in enumerate(ops):
-        for i in op.inputs if op.inputs is not None else []:
-            i = int(i)
-            if i < 0 or is_const.get(i):
-                continue
-            start.setdefault(i, k)
-            end[i] = max(end.get(i, k), k)
-        for i in op.outputs if op.outputs is not None else []:
-            i = int(i)
-            if i < 0:
-                continue
-            start.setdefault(i, k)
-            end[i] = max(end.get(i, k), k)
-    for i in g.outputs if g.outputs is not None else []:
-        end[int(i)] = n_ops
-    for i, t in enumerate(tensors):
-        if t.isVariable and not is_const.get(i):
-            start[i], end[i] = -1, n_ops
-    live_bytes = [0] * n_ops
-    for i, s in start.items():
-        t = tensors[i]
-        nb = _elem_bytes(_prod(tshape(t)), tdtype(t))
-        for k in range(max(s, 0), min(end.get(i, s), n_ops - 1) + 1):
-            live_bytes[k] += nb
+    def tname(i: int) -> str:
+        n = tensors[i].name
+        return n.decode() if isinstance(n, bytes) else str(n or f"t{i}")
+
+    def io(op) -> tuple[list[int], list[int]]:
+        return ([int(i) for i in (op.inputs if op.inputs is not None else []) if int(i) >= 0],
+                [int(i) for i in (op.outputs if op.outputs is not None else []) if int(i) >= 0])
+
+    op_io = [io(op) for op in ops]
+    gin = [int(i) for i in (g.inputs if g.inputs is not None else [])]
+    gout = [int(i) for i in (g.outputs if g.outputs is not None else [])]
+    timeline = activation_timeline(
+        n_ops, op_io, {i: (tname(i), tshape(t), tdtype(t)) for i, t in enumerate(tensors)},
+        constants=frozenset(i for i, c in is_const.items() if c), graph_inputs=gin, graph_outputs=gout,
+        variables=[i for i, t in enumerate(tensors) if t.isVariable])
 
     # ---- parameters ----
     seen_buffers: set[int] = set()
@@ -351,9 +452,8 @@ def read_graph(model: str | os.PathLike | bytes) -> ModelGraph:
             else:
                 structural += len(raw)
                 continue
-            pt = ParamTensor(name=(t.name.decode() if isinstance(t.name, bytes) else str(t.name or f"t{i}")),
-                             dtype=dt, shape=tshape(t), role=role, count=count, nonzero=_nonzero(raw, dt, count),
-                             bytes=len(raw), layer=k)
+            pt = ParamTensor(name=tname(i), dtype=dt, shape=tshape(t), role=role, count=count,
+                             nonzero=_nonzero(raw, dt, count), bytes=len(raw), layer=k)
             params.append(pt)
             per_layer.setdefault(k, []).append(pt)
 
@@ -361,32 +461,38 @@ def read_graph(model: str | os.PathLike | bytes) -> ModelGraph:
     layers: list[Layer] = []
     for k, op in enumerate(ops):
         name = names[k]
-        ins = [int(i) for i in (op.inputs if op.inputs is not None else []) if int(i) >= 0]
-        outs = [int(i) for i in (op.outputs if op.outputs is not None else []) if int(i) >= 0]
+        ins, outs = op_io[k]
         in_shapes = tuple(tshape(tensors[i]) for i in ins if not is_const.get(i))
         out_shapes = tuple(tshape(tensors[i]) for i in outs)
         out_elems = sum(_prod(s) for s in out_shapes)
         macs, other = _macs(name, op, tensors, ins, outs, tshape, out_elems)
+        elements, broadcast = _work(name, [tshape(tensors[i]) for i in ins], out_shapes, out_elems)
         lp = per_layer.get(k, [])
-        first_out = tensors[outs[0]].name if outs else b""
         layers.append(Layer(
-            index=k, op=name,
-            name=first_out.decode() if isinstance(first_out, bytes) else str(first_out),
+            index=k, op=name, name=tname(outs[0]) if outs else "",
             input_shapes=in_shapes, output_shapes=out_shapes,
             params=sum(p.count for p in lp), param_bytes=sum(p.bytes for p in lp),
-            nonzero_params=sum(p.nonzero for p in lp), macs=macs, other_ops=other, activation_bytes=live_bytes[k],
+            nonzero_params=sum(p.nonzero for p in lp), macs=macs, other_ops=other, elements=elements,
+            broadcast=broadcast, activation_bytes=timeline.live_bytes[k],
         ))
     counts: dict[str, int] = {}
     for n in names:
         counts[n] = counts.get(n, 0) + 1
-    gin = [int(i) for i in (g.inputs if g.inputs is not None else [])]
-    gout = [int(i) for i in (g.outputs if g.outputs is not None else [])]
     return ModelGraph(
         file_bytes=len(buf), layers=tuple(layers), param_tensors=tuple(params), structural_constant_bytes=structural,
         input_shapes=tuple(tshape(tensors[i]) for i in gin), input_dtypes=tuple(tdtype(tensors[i]) for i in gin),
         output_shapes=tuple(tshape(tensors[i]) for i in gout), output_dtypes=tuple(tdtype(tensors[i]) for i in gout),
-        op_counts=counts, subgraphs=len(m.subgraphs),
+        activations=timeline, op_counts=counts, subgraphs=len(m.subgraphs),
     )
+
+
+def _work(name: str, in_shapes: list[tuple[int, ...]], out_shapes: tuple[tuple[int, ...], ...],
+          out_elems: int) -> tuple[int, bool]:
+    """(work elements, broadcast) of one op; see the module docstring. ``in_shapes`` include constants."""
+    if name in REDUCE_OPS or name in POOL_OPS:
+        return (_prod(in_shapes[0]) if in_shapes else 0), False
+    elementwise = len(in_shapes) >= 2 and len(out_shapes) == 1 and name not in MAC_OPS and name not in MOVE_OPS
+    return out_elems, elementwise and len(set(in_shapes)) > 1
 
 
 def _macs(name, op, tensors, ins, outs, tshape, out_elems) -> tuple[int, int]:

@@ -48,7 +48,7 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
         ("MACs", (f"{r.macs_per_inference:,} per inference; {r.macs_per_second_1s:,.0f} per 1 s of audio; "
                   f"{r.macs_per_second_streaming:,.0f}/s streaming at the hop")),
         ("other ops", f"{g.other_ops:,} element-wise/pooling/reduction ops per inference (not MACs)"),
-        ("activations", f"peak {g.peak_activation_bytes:,} bytes live (lower bound of the arena)"),
+        ("activations", _peak_line(r)),
     ]
     if r.tflm is not None:
         if r.tflm.runs:
@@ -66,6 +66,33 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
     for w in r.warnings:
         rows.append(("warning", w))
     return rows
+
+
+def _peak_line(r: Report) -> str:
+    a = r.graph.activations
+    k = a.peak_index
+    at = "" if k is None else f" at op {k} ({r.graph.layers[k].op})"
+    return f"peak {a.peak_bytes:,} bytes live{at} (lower bound of the arena)"
+
+
+def peak_set_by(r: Report) -> str:
+    """'peak set by: ...': the op at the activation peak and the tensors live there, largest first."""
+    a = r.graph.activations
+    k = a.peak_index
+    if k is None:
+        return "peak set by: - (no ops)"
+    parts = [f"`{t.name}` {'x'.join(map(str, t.shape)) or 'scalar'} {t.dtype} {t.bytes:,} B" for t in a.peak_tensors]
+    return (f"peak set by: op {k} {r.graph.layers[k].op}, {a.peak_bytes:,} B = " + " + ".join(parts))
+
+
+_TIMELINE_HEAD = ("#", "op", "out", "live act. B", "peak")
+
+
+def _timeline_rows(r: Report) -> list[tuple[str, ...]]:
+    a = r.graph.activations
+    k = a.peak_index
+    return [(str(x.index), x.op, _shape(x.output_shapes), f"{a.live_bytes[x.index]:,}",
+             "<- peak" if x.index == k else "") for x in r.graph.layers]
 
 
 def _budget_rows(r: Report) -> list[tuple[str, str, str, str]]:
@@ -126,6 +153,7 @@ def to_text(r: Report, *, layers: bool = True, width: int | None = None) -> str:
         for row in _layer_rows(r):
             lt.add_row(*row)
         con.print(lt)
+        con.print(peak_set_by(r))
     if r.targets:
         tt = Table(title=f"targets (hop {r.hop_seconds:.3f} s)")
         for h in _TARGET_HEAD:
@@ -138,10 +166,22 @@ def to_text(r: Report, *, layers: bool = True, width: int | None = None) -> str:
 
 
 def _provenance_note(r: Report) -> str:
-    srcs = {t.key: t.source for t in r.targets if t.provenance == "estimate"}
-    lines = [("latency from: measured = timed here with LiteRT; vela = Ethos-U compiler estimate; "
-              "estimate = cycles-per-MAC model (coefficients in targets.toml):")]
-    lines += [f"  {k}: {v}" for k, v in srcs.items()]
+    lines = [("latency from: measured = timed here with LiteRT; vela = Ethos-U compiler estimate (+ CPU ops "
+              "estimated); estimate = conv/FC MACs x cycles/MAC + every other op's elements x its per-op cost "
+              "x CPI (coefficients in targets.toml):")]
+    tables = {}
+    for t in r.targets:
+        if t.estimate is None or t.provenance == "measured":
+            continue
+        what = "counts" if t.provenance == "estimate" else "CPU ops"
+        lines.append(f"  {t.key} {what}: {t.estimate.describe()}")
+        if t.provenance == "estimate":
+            lines.append(f"    coefficients: {t.source}")
+        if t.estimate.defaulted:
+            lines.append(f"    at the table's default cost: {', '.join(t.estimate.defaulted)}")
+        if t.estimate.op_costs_source:
+            tables[t.estimate.op_costs] = t.estimate.op_costs_source
+    lines += [f"  op costs {k}: {v}" for k, v in tables.items() if v]
     return "\n".join(lines)
 
 
@@ -152,6 +192,7 @@ def _plain(r: Report, *, layers: bool = True) -> str:
     if layers:
         out.append("")
         out.append(_fixed(_LAYER_HEAD, _layer_rows(r)))
+        out.append(peak_set_by(r))
     if r.targets:
         out.append("")
         out.append(_fixed(_TARGET_HEAD, _target_rows(r)))
@@ -174,7 +215,11 @@ def _md_table(head, rows) -> str:
 def to_markdown(r: Report, *, layers: bool = True) -> str:
     """The report as GitHub Markdown."""
     parts = [f"## edge-asc report: `{Path(r.model).name}`", "", _md_table(("", ""), summary_rows(r)), "",
-             "### DCASE budgets", "", _md_table(("rule", "value", "limit", "verdict"), _budget_rows(r))]
+             "### DCASE budgets", "", _md_table(("rule", "value", "limit", "verdict"), _budget_rows(r)), "",
+             "### Activation memory per op", "",
+             ("Bytes of the non-constant tensors live while each op runs (estimate from the tensor sizes: whole "
+              "tensors, no alignment or arena fragmentation; a lower bound of the tensor arena)."), "",
+             peak_set_by(r), "", _md_table(_TIMELINE_HEAD, _timeline_rows(r))]
     if layers:
         parts += ["", "### Layers", "", _md_table(_LAYER_HEAD, _layer_rows(r))]
     if r.targets:
@@ -184,7 +229,8 @@ def to_markdown(r: Report, *, layers: bool = True) -> str:
 
 
 def write_png(r: Report, path: str | os.PathLike) -> None:
-    """Per-layer parameter bytes and MACs as bars, with cumulative totals against the DCASE 2022 budget lines.
+    """Per-layer parameter bytes and MACs as bars, with cumulative totals against the DCASE 2022 budget lines, and
+    the activation bytes live at every op with the peak marked (and the measured TFLM arena head when known).
 
     Raises:
         MissingExtraError: matplotlib is not installed.
@@ -205,7 +251,7 @@ def write_png(r: Report, path: str | os.PathLike) -> None:
     pbytes = np.array([x.param_bytes for x in ls], dtype=float)
     scale = r.macs_per_second_1s / r.macs_per_inference if r.macs_per_inference else 1.0
     macs = np.array([x.macs * scale for x in ls], dtype=float)
-    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.45 * len(ls) + 3), 7), constrained_layout=True)
+    fig, axes = plt.subplots(3, 1, figsize=(max(8.0, 0.45 * len(ls) + 3), 10.5), constrained_layout=True)
     for ax, vals, limit, what in ((axes[0], pbytes, DCASE2022_MAX_PARAM_BYTES, "parameter bytes (as stored)"),
                                   (axes[1], macs, DCASE2022_MAX_MACS_PER_SECOND, "MACs per 1 s of audio")):
         x = np.arange(len(vals))
@@ -217,10 +263,39 @@ def write_png(r: Report, path: str | os.PathLike) -> None:
         ax.set_yscale("symlog", linthresh=max(1.0, float(vals.max(initial=1.0)) / 1e3))
         ax.legend(fontsize=7, loc="upper left")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_title(f"{Path(r.model).name}: {r.graph.param_bytes:,} B params, {r.macs_per_second_1s:,.0f} MACs/s")
+    axes[0].set_title(f"{Path(r.model).name}: {r.graph.param_bytes:,} B params, {r.macs_per_second_1s:,.0f} MACs/s "
+                      f"(counted from the .tflite)")
+    _activation_panel(axes[2], r, np)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def _activation_panel(ax, r: Report, np) -> None:
+    """Live activation bytes per op (bars, the peak in red and annotated); the TFLM arena head as a line."""
+    from matplotlib.ticker import FuncFormatter
+
+    a = r.graph.activations
+    live = np.array(a.live_bytes, dtype=float)
+    x = np.arange(len(live))
+    k = a.peak_index
+    colors = ["tab:red" if i == k else "tab:green" for i in x]
+    ax.bar(x, live, width=1.0, color=colors, label="live activation bytes (estimate: tensor sizes)")
+    if r.tflm is not None and r.tflm.runs and r.tflm.head_bytes:
+        ax.axhline(r.tflm.head_bytes, color="tab:purple", linestyle=":",
+                   label=f"TFLM arena head {r.tflm.head_bytes:,} B (measured, reference kernels)")
+    if k is not None:
+        ax.annotate(f"peak {a.peak_bytes:,} B\nop {k} {r.graph.layers[k].op}", xy=(k, live[k]),
+                    xytext=(0.5, 0.93), textcoords="axes fraction", ha="center", va="top", fontsize=8,
+                    arrowprops={"arrowstyle": "->", "color": "tab:red"})
+        ax.set_ylim(0, live[k] * 1.35)
+    ax.set_xlim(-0.5, max(len(live) - 0.5, 0.5))
+    ax.set_xlabel("op index (execution order)")
+    ax.set_ylabel("activation bytes live")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.set_title("activation memory per op (estimate: whole tensors, no alignment)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
 
 
 def write_text_file(text: str, path: str | os.PathLike) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import BudgetExceededError, ConfigError, EdgeAscError, ModelContractError
 from .budgets import REQUIRE_GROUPS, BudgetCheck, dcase_checks
 from .graph import ModelGraph, read_graph
-from .targets import HostLatency, Target, load_targets, measure_host
+from .targets import HostLatency, LatencyEstimate, Target, estimate_latency, load_targets, measure_host
 from .tflm import TflmResult
 from .vela import VelaResult
 
@@ -61,6 +61,9 @@ class TargetResult:
     """ops an accelerator leaves on the CPU."""
     notes: tuple[str, ...] = ()
     source: str = ""
+    estimate: LatencyEstimate | None = None
+    """the cycle model (:meth:`Target.estimate`): for provenance 'estimate' the latency itself; for 'measured' its
+    prediction, for comparison; for 'vela' the share of the ops left on the CPU (None when there are none)."""
 
     @property
     def fits(self) -> bool:
@@ -69,6 +72,7 @@ class TargetResult:
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["cpu_ops"], d["notes"], d["fits"] = list(self.cpu_ops), list(self.notes), self.fits
+        d["estimate"] = self.estimate.to_dict() if self.estimate is not None else None
         return d
 
 
@@ -285,9 +289,8 @@ def evaluate_target(t: Target, *, graph: ModelGraph, hop_s: float, tflm: TflmRes
                     vela: VelaResult | None = None, host: HostLatency | None = None) -> TargetResult:
     """Fit and latency verdict of one target (see :class:`TargetResult`)."""
     notes: list[str] = []
-    layers = len(graph.layers)
-    est = t.estimate_seconds(macs=graph.macs, other_ops=graph.other_ops, layers=layers)
-    latency, latency_multi, threads, provenance = est, None, 1, "estimate"
+    est = t.estimate(graph.layers)
+    latency, latency_multi, threads, provenance = est.seconds, None, 1, "estimate"
     runs = True
     cpu_ops: tuple[str, ...] = ()
     arena_known = tflm is not None and tflm.runs and tflm.arena_bytes
@@ -317,13 +320,11 @@ def evaluate_target(t: Target, *, graph: ModelGraph, hop_s: float, tflm: TflmRes
             provenance = "vela"
             cpu_ops = tuple(op.op for op in vela.cpu_ops)
             cpu_names = {op.tensor for op in vela.cpu_ops}
-            cpu_layers = [layer for layer in graph.layers if layer.name in cpu_names]
-            cpu_s = t.estimate_seconds(macs=sum(x.macs for x in cpu_layers),
-                                       other_ops=sum(x.other_ops for x in cpu_layers), layers=len(cpu_layers))
-            latency = vela.inference_seconds + (cpu_s if cpu_ops else 0.0)
-            if cpu_ops:
+            est = t.estimate(layer for layer in graph.layers if layer.name in cpu_names) if cpu_ops else None
+            latency = vela.inference_seconds + (est.seconds if est is not None else 0.0)
+            if est is not None:
                 notes.append(f"{len(cpu_ops)} op(s) on the CPU ({', '.join(sorted(set(cpu_ops)))}), "
-                             f"+{cpu_s * 1e3:.2f} ms estimated for the Cortex-M")
+                             f"+{est.seconds * 1e3:.2f} ms estimated for the Cortex-M")
             ram, ram_src = vela.sram_bytes, "Vela SRAM"
             if cpu_ops and arena_known:
                 ram, ram_src = max(vela.sram_bytes, tflm.arena_bytes), "max(Vela SRAM, TFLM arena)"
@@ -332,9 +333,11 @@ def evaluate_target(t: Target, *, graph: ModelGraph, hop_s: float, tflm: TflmRes
                 flash = graph.file_bytes
         else:
             npu = t.npu_macs_per_cycle or 64.0
-            latency = graph.macs / npu / t.clock_hz + t.estimate_seconds(macs=0, other_ops=graph.other_ops,
-                                                                       layers=layers)
-            notes.append(f"Vela not run: NPU estimated at {npu:g} MACs/cycle")
+            est = estimate_latency(graph.layers, clock_hz=t.clock_hz, cycles_per_mac=1.0 / npu,
+                                   cycles_per_other_op=t.cycles_per_other_op, cycles_per_layer=t.cycles_per_layer)
+            latency = est.seconds
+            notes.append(f"Vela not run: NPU estimated at {npu:g} MACs/cycle, {t.cycles_per_other_op:g} "
+                         f"cycles per element of the other ops")
         if tflm is not None and not tflm.runs and not cpu_ops:
             notes.append("TFLM cannot run the original model; the Vela-compiled one runs its NPU part")
     elif t.kind == "edgetpu":
@@ -351,6 +354,7 @@ def evaluate_target(t: Target, *, graph: ModelGraph, hop_s: float, tflm: TflmRes
         fits_ram=ram_needed <= t.ram_bytes, flash_needed_bytes=flash_needed, flash_available_bytes=t.flash_bytes,
         fits_flash=fits_flash, runs=runs, cpu_ops=cpu_ops, notes=tuple(notes),
         source=t.source if provenance == "estimate" else ("Vela " + vela.vela_version if vela else "LiteRT"),
+        estimate=est,
     )
 
 
