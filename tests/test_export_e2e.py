@@ -68,9 +68,17 @@ def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
     assert v["stream_offline_max_prob_diff"] < 1e-5  # classify_audio == offline windows through the same Classifier
     assert v["events_topk_set_agreement"] is not None  # the edge preset has the event head; its tensor was found
     assert rep["size_bytes"] == model.stat().st_size and rep["ops"]["custom_ops"] == []
-    # int8 AVERAGE_POOL_2D shares one scale between input and output: as the banded GAP it made the converter clip
-    # the decoder's activation to the pooled features' range (10x on the demo model); the GAP is MEANs now
-    assert "AVERAGE_POOL_2D" not in rep["ops"]["ops"] and rep["ops"]["ops"]["MEAN"] >= 1
+    from edge_asc.export.convert import tflite_ops
+
+    # int8-native: every activation tensor is int8, and none of the ops that kept bool/float tensors or that
+    # TFLite Micro, Vela or the Edge TPU compiler cannot map is left
+    assert rep["ops"]["non_int8_activations"] == [] and list(rep["ops"]["activation_dtypes"]) == ["int8"]
+    assert not {"CAST", "QUANTIZE", "DEQUANTIZE", "DIV", "ABS", "EQUAL", "LESS", "MINIMUM", "MAXIMUM"} & set(rep["ops"]["ops"])
+    # int8 AVERAGE_POOL_2D shares one scale between input and output: over the decoder's activation it made the
+    # converter clip that activation to the pooled features' range (10x on a demo model); the banded GAP averages
+    # rows of the time MEAN's output ([1, H, 1, C]) instead
+    assert rep["ops"]["ops"]["MEAN"] >= 1
+    assert all(op.input_shapes[0][2] == 1 for op in tflite_ops(model.read_bytes()) if op.name == "AVERAGE_POOL_2D")
     assert rep["calibration"]["windows"] == 60 and rep["mode"] == "int8"
     assert 0.0 <= v["output_grid_agreement"] <= 1.0 and 0.0 <= v["confident_fraction"] <= 1.0
     assert 0.0 <= v["events_count_grid_set_agreement"] <= 1.0  # the count tensor was found in the int8 graph
@@ -78,8 +86,6 @@ def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
     # [0, 6], and those whose calibration reached the bound end exactly at 6 (an unfused bound would leave each
     # convolution's output quantised over its whole, outlier-set range, negative part included)
     from ai_edge_litert.interpreter import Interpreter
-
-    from edge_asc.export.convert import tflite_ops
 
     buf = model.read_bytes()
     it = Interpreter(model_content=buf)

@@ -315,3 +315,130 @@ def test_presets_use_the_int8_friendly_norm_and_old_configs_keep_std():
     assert old.norm_stat == "std" and not old.int8_native
     with pytest.raises(ConfigError, match="norm_stat"):
         MiniSegNetConfig(norm_stat="var")
+
+
+# ---- int8-native formulations -----------------------------------------------------------------------------------
+def test_piecewise_reciprocal_is_one_over_the_clamped_scale_within_one_percent():
+    from edge_asc.model.layers import RECIP_KNOTS, PiecewiseReciprocal
+
+    r = PiecewiseReciprocal()
+    s = torch.logspace(-3, 2, 4001).view(-1, 1)
+    want = 1.0 / torch.clamp(s, RECIP_KNOTS[0], RECIP_KNOTS[-1])
+    assert float(((r(s) - want) / want).abs().max()) < 0.009
+    knots = torch.tensor(RECIP_KNOTS).view(-1, 1)
+    torch.testing.assert_close(r(knots), 1.0 / knots, rtol=1e-5, atol=0)  # exact at the knots
+    assert torch.allclose(r(torch.tensor([[0.0], [0.05]])), torch.tensor([[10.0], [10.0]]))  # the std floor
+    torch.testing.assert_close(PiecewiseReciprocal(input_scale=2.0)(s), r(2.0 * s))
+    with pytest.raises(ValueError, match="increasing"):
+        PiecewiseReciprocal(knots=(1.0, 0.5))
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.1, 0.5])
+def test_int8_native_mixup_norm_matches_the_mad_norm(lam):
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 12, 9) * torch.tensor([0.3, 1.0, 2.5, 0.05, 6.0]).view(1, -1, 1, 1) + 1.5
+    ref, nat = MixupNorm(5, lam, stat="mad"), MixupNorm(5, lam, stat="mad", int8_native=True)
+    with torch.no_grad():
+        ref.inorm.weight.uniform_(0.5, 2.0)
+        ref.inorm.bias.uniform_(-1.0, 1.0)
+    nat.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        a, b = ref(x), nat(x)
+    # the only difference is the piecewise-linear reciprocal (<= 0.9% of the normalised part); channel 3's scale
+    # is below the floor in both
+    assert float((a - b).abs().max()) <= 0.01 * float(a.abs().max())
+    with pytest.raises(ValueError, match="mad"):
+        MixupNorm(4, 0.1, stat="std", int8_native=True)
+
+
+def test_int8_native_soft_unpooling_equals_the_reference():
+    torch.manual_seed(1)
+    pre = torch.rand(2, 3, 9, 10) * 6  # 9 x 10 with 2 x 3 pooling: a row and a column are dropped and padded back
+    pooled = torch.nn.functional.max_pool2d(pre, (2, 3), (2, 3))
+    values = torch.randn_like(pooled)
+    torch.testing.assert_close(mask_unpool(values, pre, pooled, (2, 3), 4.0, int8_native=True),
+                               mask_unpool(values, pre, pooled, (2, 3), 4.0), atol=1e-5, rtol=1e-5)
+
+
+def _cells_with_argmax(winners: torch.Tensor, channels: int, margin: float = 0.5) -> torch.Tensor:
+    """[N, H, W] channel indices -> x [N, C, H, W] whose per-cell maximum is at that channel, ``margin`` above the rest."""
+    torch.manual_seed(2)
+    x = torch.rand(winners.shape[0], channels, *winners.shape[1:]) * 3.0
+    x.scatter_(1, winners.unsqueeze(1), 3.0 + margin)
+    return x
+
+
+def test_int8_native_event_block_equals_the_reference_on_separated_inputs():
+    # counts 40, 25, 16, 10, 5, 4 of 100 cells for channels 5, 2, 7, 0, 3, 1: ranked 5, 2, 7, 0
+    counts = {5: 40, 2: 25, 7: 16, 0: 10, 3: 5, 1: 4}
+    w = torch.tensor([c for c, n in counts.items() for _ in range(n)]).view(1, 10, 10)
+    x = _cells_with_argmax(w, 8)
+    ref, nat = EventExtraction(8, 4)(x), EventExtraction(8, 4, int8_native=True)(x)
+    torch.testing.assert_close(nat, torch.tensor([[5, 2, 7, 0]]) / 8.0)
+    torch.testing.assert_close(nat, ref)
+
+
+def test_int8_native_event_block_breaks_ties_towards_the_lowest_index():
+    nat = EventExtraction(4, 4, int8_native=True)
+    # every channel equal in every cell: the first maximum is channel 0, then counts tie at 0 -> 1, 2, 3
+    torch.testing.assert_close(nat(torch.zeros(2, 4, 3, 3)), torch.tensor([[0.0, 0.25, 0.5, 0.75]] * 2))
+    # two channels tie for the maximum of each cell: the lower one takes the cell
+    x = torch.zeros(1, 4, 2, 2)
+    x[:, 1], x[:, 3] = 5.0, 5.0
+    assert nat(x)[0, 0].item() == 0.25
+    # equal counts (2 cells each for channels 3 and 1): the lower index ranks first
+    w = torch.tensor([[[3, 1], [1, 3]]])
+    torch.testing.assert_close(nat(_cells_with_argmax(w, 4))[0, :2], torch.tensor([0.25, 0.75]))
+    assert nat.count_units == 6.0 and EventExtraction(4, 4).count_units == 1.0
+
+
+def _to_int8(module, calib: np.ndarray, tmp_path):
+    """Export ``module`` (float32[1, C, H, W] -> float32[1, K]) through the product's chain to full int8; returns a
+    function float32[C, H, W] -> float64[K] running it in LiteRT (input quantised, output dequantised)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_asc.export.convert import run_onnx2tf, to_onnx
+
+    to_onnx(module, calib[:1], tmp_path / "m.onnx")
+    np.save(tmp_path / "calib.npy", calib.transpose(0, 2, 3, 1))
+    it = Interpreter(model_content=run_onnx2tf(tmp_path / "m.onnx", tmp_path, "int8",
+                                               calib_npy=tmp_path / "calib.npy").read_bytes())
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        (si, zi), (so, zo) = i["quantization"], o["quantization"]
+        it.set_tensor(i["index"], np.clip(np.rint(x.transpose(1, 2, 0)[None] / si) + zi, -128, 127).astype(np.int8))
+        it.invoke()
+        return (it.get_tensor(o["index"]).astype(np.float64).reshape(-1) - zo) * so
+
+    return run
+
+
+@pytest.mark.slow
+def test_int8_event_block_ranks_like_its_float_definition(tmp_path):
+    pytest.importorskip("onnx2tf")
+    rng = np.random.default_rng(0)
+    c, k = 8, 4
+    block = EventExtraction(c, k, int8_native=True).eval()
+    samples = []
+    for _ in range(40):  # separated cell maxima (ReLU6-range activations), distinct counts
+        w = torch.from_numpy(rng.choice(c, size=(1, 12, 10), p=rng.dirichlet(np.ones(c) * 0.5)))
+        samples.append((_cells_with_argmax(w, c, margin=0.5) * 1.5).numpy()[0])
+    calib = np.stack(samples).astype(np.float32)
+    run = _to_int8(block, calib, tmp_path)
+    with torch.no_grad():
+        want = np.rint(block(torch.from_numpy(calib)).numpy() * c).astype(int)
+    got = np.stack([np.rint(run(x) * c).astype(int) for x in calib])
+    counts = [np.bincount(np.argmax(x.reshape(c, -1), 0), minlength=c) for x in calib]
+    # counts whose top-k + 1 are at least 3 cells (2.5% of the cells, ~3 int8 steps of the count grid) apart
+    separated = [i for i, n in enumerate(counts) if np.all(-np.diff(np.sort(n)[::-1][:k + 1]) >= 3)]
+    assert len(separated) >= 10
+    assert np.array_equal(got[separated], want[separated])  # the int8 block ranks exactly like its float definition
+    assert not {"EQUAL", "LESS", "CAST", "QUANTIZE"} & _ops(tmp_path)
+
+
+def _ops(tmp_path) -> set[str]:
+    from edge_asc.export.convert import tflite_ops
+
+    return {op.name for op in tflite_ops((tmp_path / "model_int8.tflite").read_bytes())}

@@ -66,7 +66,7 @@ def test_every_settable_field_round_trips(act_bound):
     cfg = MiniSegNetConfig(in_channels=3, n_mels=48, n_frames=40, n_classes=5, width=1 / 3, base_channels=(32, 64),
                            kernel=(3, 3), pool=(2, 2), unpool="nearest", unpool_softness=2.5, norm="bn",
                            mixup_lambda=0.25, norm_stat="std", head="gap", gap_bands=4, topk=2,
-                           dense_units=(16, 8), dropout=0.1, act_bound=act_bound)
+                           dense_units=(16, 8), dropout=0.1, act_bound=act_bound, int8_native=False)
     s = format_preset("edge", cfg)
     fields = dict(item.split("=") for item in s.partition(":")[2].split(","))
     assert list(fields) == SETTABLE  # every field differs from 'edge', each printed once, in field order
@@ -77,7 +77,7 @@ def test_every_settable_field_round_trips(act_bound):
 
 BAD = [
     ("", "empty model preset"),
-    ("huge", "unknown model preset 'huge': choose one of ['edge', 'edge-gap', 'paper', 'paper-half']"),
+    ("huge", "unknown model preset 'huge': choose one of ['edge', 'edge-gap', 'micro', 'paper', 'paper-half']"),
     ("huge:width=0.5", "unknown model preset 'huge'"),
     ("edge:", "nothing after ':'"),
     ("edge:width", "'width' is not field=value"),
@@ -94,6 +94,7 @@ BAD = [
     ("edge:pool=2x3x4", "pool='2x3x4' is not integers joined by 'x'"),
     ("edge:pool=2,3", "pool='2' is not integers joined by 'x'"),  # the first bad item is named
     ("edge:act_bound=None", "act_bound='None' is not a number, e.g. 0.5 (or none)"),
+    ("edge:int8_native=yes", "int8_native='yes' is not true or false"),
     ("edge:unpool=so ft", "unpool='so ft' is not a word"),
     ("edge:unpool=max", "unpool must be 'mask', 'soft' or 'nearest', got 'max'"),
     ("edge:width=9", "width must be in (0, 8]"),

@@ -188,12 +188,17 @@ def tflite_ops(model: bytes) -> list[TfliteOp]:
 
 
 def op_summary(ops: list[TfliteOp]) -> dict[str, Any]:
-    """Counts per op name, custom ops (Flex / TF select ops are custom), and ops computing on float tensors."""
+    """Counts per op name, custom ops (Flex / TF select ops are custom), ops computing on float tensors, and the
+    dtypes of every activation (op output) tensor: ``non_int8_activations`` lists ``OP:dtype`` for each op that
+    writes a tensor other than int8 (empty for a full-int8 graph of the int8-native presets)."""
     float_ops = Counter(o.name for o in ops
                         if o.name not in ("QUANTIZE", "DEQUANTIZE", "CAST")
                         and any(d in ("float32", "float16") for d in o.input_dtypes + o.output_dtypes))
+    activations = Counter(d for o in ops for d in o.output_dtypes)
     return {
         "ops": dict(sorted(Counter(o.name for o in ops).items())),
+        "activation_dtypes": dict(sorted(activations.items())),
+        "non_int8_activations": sorted({f"{o.name}:{d}" for o in ops for d in o.output_dtypes if d != "int8"}),
         "custom_ops": sorted({o.name for o in ops if o.custom}),
         "float_compute_ops": dict(sorted(float_ops.items())),
         "casts_to_float": sum(1 for o in ops if o.name == "CAST" and "float32" in o.output_dtypes),

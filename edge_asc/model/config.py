@@ -322,6 +322,8 @@ def _parse_value(name: str, hint: Any, text: str) -> Any:
     kind, optional = _split_optional(hint)
     if optional and text == "none":
         return None
+    if kind is bool and text in ("true", "false"):
+        return text == "true"
     if kind is int and _INT.fullmatch(text):
         return int(text)
     if kind is float and _FLOAT.fullmatch(text):
@@ -333,7 +335,9 @@ def _parse_value(name: str, hint: Any, text: str) -> Any:
             return tuple(int(p) for p in parts)
     if kind is str and _WORD.fullmatch(text):
         return text
-    if kind is int:
+    if kind is bool:
+        want = "true or false"
+    elif kind is int:
         want = "an integer, e.g. 64"
     elif kind is float:
         want = "a number, e.g. 0.5"
@@ -348,6 +352,8 @@ def _format_value(v: Any) -> str:
     """The preset-string form of a field value; :func:`_parse_value` reads it back to the same value."""
     if v is None:
         return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, float):
         s = repr(v)  # shortest text that reads back to the same float
         return s.removesuffix(".0")

@@ -327,6 +327,8 @@ class EventExtraction(nn.Module):
         self.register_buffer("first_mat", first.clone(), persistent=False)
         self.register_buffer("cell_w", torch.full((channels, 1, 1, 1), 6.0 * CELL_SLOPE), persistent=False)
         self.register_buffer("cell_b", torch.full((channels,), 6.0), persistent=False)
+        # counts are in units of 6: a slope of 6 * RANK_SLOPE per 6 units is RANK_SLOPE per unit
+        self.register_buffer("rank_w", self.RANK_SLOPE * torch.eye(channels), persistent=False)
 
     @property
     def count_units(self) -> float:
@@ -360,10 +362,12 @@ class EventExtraction(nn.Module):
         e6 = F.relu6(F.conv2d(x - x.amax(dim=1, keepdim=True), self.cell_w, self.cell_b, groups=c))
         # f6 = 6 [first maximum] = relu6(e6_c - 2 sum_{j<c} e6_j): one 1x1 conv (weight I - 2 tri), fused RELU6
         avail = F.relu6(F.conv2d(e6, self.first_conv)).mean(dim=(2, 3))   # [N, C] count fractions x 6
-        slope6 = self.RANK_SLOPE                                             # 6 * RANK_SLOPE per 6 units
         out = []
         for _ in range(self.k):
-            hit6 = F.relu6((avail - avail.amax(dim=1, keepdim=True)) * slope6 + 6.0)
+            # relu6(6 + slope (avail - max)) as a FULLY_CONNECTED (weight slope * I, bias 6) with fused RELU6: the
+            # difference is exactly 0 at the maximum in int8, and the slope is applied inside the clamped op (a
+            # separate MUL spans hundreds of units, and its int8 step swallowed the ramp)
+            hit6 = F.relu6(F.linear(avail - avail.amax(dim=1, keepdim=True), self.rank_w, self.cell_b))
             pick = F.relu6(F.linear(hit6, self.first_mat)) * (1.0 / 6.0)  # the lowest-index hit, in [0, 1]
             out.append(((1.0 + self.index_frac) - pick).amin(dim=1, keepdim=True))
             avail = avail - pick * (avail + 6.0)                          # picked -> -6 (a count fraction of -1)
