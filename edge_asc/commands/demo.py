@@ -44,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_json
     from ..cli import main as cli
     from ..errors import ConfigError, EdgeAscError, UsageError
-
     from ..model import resolve_preset
 
     resolve_preset(args.preset)  # a bad preset is a one-line error before anything is written
