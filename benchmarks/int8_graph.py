@@ -1,5 +1,6 @@
 """What the int8-native graph costs on device, per preset, without training: each preset with seeded random weights
-is exported to full int8 through the product's chain (calibrated on seeded Gaussian windows), then the file's ops,
+is exported to full int8 through the product's chain (calibrated on seeded Gaussian windows, ops reordered for
+memory as ``edge-asc export`` does), then the file's ops,
 activation dtypes, TFLite Micro arena (measured), ``edge-asc fit``'s arena estimate, Vela's CPU fallback ops and the
 Edge TPU op check are reported. Arena and op mapping depend on the graph, not on the weights.
 
@@ -10,31 +11,22 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from pathlib import Path
 
 from _util import goals_text, parser, write_json
 
 
 def measure(name: str) -> dict:
-    import numpy as np
-    import torch
-
-    from edge_asc.export.convert import op_summary, run_onnx2tf, tflite_ops, to_onnx
+    from edge_asc.export import export_untrained_int8
+    from edge_asc.export.convert import op_summary, tflite_ops
     from edge_asc.export.edgetpu import check_edgetpu
     from edge_asc.firmware_bench.fit import arena_estimate
     from edge_asc.firmware_bench.tflm import measure_arena
     from edge_asc.firmware_bench.vela import run_vela
-    from edge_asc.model import build_model, resolve_preset
+    from edge_asc.model import resolve_preset
 
     cfg = resolve_preset(name).config
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    x = np.random.default_rng(0).standard_normal((64,) + cfg.input_shape[1:]).astype(np.float32)
     with tempfile.TemporaryDirectory() as d:
-        work = Path(d)
-        to_onnx(model, x[:1], work / "m.onnx")
-        np.save(work / "calib.npy", x.transpose(0, 2, 3, 1))
-        path = run_onnx2tf(work / "m.onnx", work, "int8", calib_npy=work / "calib.npy")
+        path, schedule = export_untrained_int8(cfg, d)
         buf = path.read_bytes()
         ops = tflite_ops(buf)
         arena = measure_arena(path)
@@ -45,6 +37,7 @@ def measure(name: str) -> dict:
         "non_int8_activations": op_summary(ops)["non_int8_activations"],
         "tflm_arena_bytes": arena.arena_bytes if arena.runs else None,
         "tflm_head_bytes": arena.head_bytes if arena.runs else None,
+        "peak_bytes": schedule.peak_bytes, "converter_order_peak_bytes": schedule.original_peak_bytes,
         "fit_arena_estimate_bytes": arena_estimate(cfg),
         "vela_cpu_ops": [c.op for c in vela.cpu_ops] if vela is not None else None,
         "edgetpu_unmapped": tpu.unsupported,
@@ -59,6 +52,7 @@ def main() -> int:
     for r in rows:
         est = r["fit_arena_estimate_bytes"] / r["tflm_arena_bytes"] if r["tflm_arena_bytes"] else float("nan")
         print(f"{r['preset']}: {r['ops']} ops, non-int8 activations {r['non_int8_activations'] or 'none'}, "
+              f"activation peak {r['converter_order_peak_bytes']:,} -> {r['peak_bytes']:,} B reordered, "
               f"TFLM arena {r['tflm_arena_bytes']:,} B (fit estimate x{est:.3f}), "
               f"Vela CPU ops {r['vela_cpu_ops']}, Edge TPU unmapped {r['edgetpu_unmapped'] or 'none'}")
     goals = {"only int8 activations": all(not r["non_int8_activations"] for r in rows),

@@ -1,5 +1,6 @@
-"""Checkpoint -> TFLite: PyTorch -> ONNX (dynamo, opset 18) -> onnx2tf -> float / dynamic-range / full-int8 TFLite,
-with the ModelCard embedded and a verification report written beside the model.
+"""Checkpoint -> TFLite: PyTorch -> ONNX (dynamo, opset 18) -> onnx2tf -> float / dynamic-range / full-int8 TFLite
+-> operators reordered for a lower activation peak (:mod:`edge_asc.export.schedule`), with the ModelCard embedded
+and a verification report written beside the model.
 
 Heavy libraries (torch, onnx, onnx2tf, tensorflow) are imported inside functions; onnx2tf and the TFLite converter
 run in child processes (see :mod:`edge_asc.export.convert`).
@@ -95,6 +96,8 @@ class ExportReport:
     card: dict[str, Any]
     verification: dict[str, Any]
     edgetpu: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
+    """the operator reordering (:mod:`edge_asc.export.schedule`): activation peak before / after, ops moved."""
     schema_version: int = EXPORT_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,6 +233,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     from ..tflite_meta import embed_model_card
     from ..train.checkpoint import load_checkpoint, read_meta, resolve_run_dir
     from .convert import op_summary, run_onnx2tf, tflite_ops, to_onnx
+    from .schedule import reorder_for_memory
     from .verify import verify_export
 
     log = log or (lambda s: None)
@@ -289,6 +293,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         timings["onnx2tf"] = time.perf_counter() - t
         raw = produced.read_bytes()
     log(f"onnx2tf: {len(raw)} bytes in {timings['onnx2tf']:.1f} s")
+    raw, schedule = reorder_for_memory(raw)
+    log(f"schedule: activation peak {schedule.original_peak_bytes:,} -> {schedule.peak_bytes:,} bytes "
+        f"({schedule.moved} ops moved)")
 
     ops = tflite_ops(raw)
     summary = op_summary(ops)
@@ -344,7 +351,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     report = ExportReport(model_path=str(out), mode=config.mode, size_bytes=len(data), sha256=sha,
                           checkpoint=str(run_dir), calibration=calib_info, timings_s=timings, ops=summary,
                           card=card.to_dict(), verification=ver.to_dict(),
-                          edgetpu=edgetpu.to_dict() if edgetpu is not None else None)
+                          edgetpu=edgetpu.to_dict() if edgetpu is not None else None, schedule=schedule.to_dict())
     rpath = report_path_for(out)
     atomic_write_json(rpath, report.to_dict())
     log(ver.summary())
@@ -357,3 +364,40 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
 
 __all__ = ["MODES", "ExportConfig", "ExportReport", "ExportResult", "build_card", "export_checkpoint",
            "report_path_for"]
+
+
+def export_untrained_int8(config: Any, work: str | os.PathLike, *, seed: int = 0,
+                         windows: int = 64) -> tuple[Path, Any]:
+    """Full-int8 ``.tflite`` of a model config with seeded random weights, calibrated on seeded Gaussian windows
+    and reordered for memory as :func:`export_checkpoint` writes it (no card, no verification).
+
+    What a file's arena, op list and op mapping are depends on the graph, not on the weights: this measures a
+    config (``edge-asc fit`` candidates, ``benchmarks/int8_graph.py``) without training it.
+
+    Args:
+        config: a :class:`edge_asc.model.MiniSegNetConfig`.
+        work: a folder for the intermediate files; the model is ``work / "model.tflite"``.
+
+    Returns:
+        (the model's path, its :class:`edge_asc.export.schedule.Schedule`: activation peak in the converter's op
+        order and in the written one).
+    """
+    import numpy as np
+    import torch
+
+    from ..model import build_model
+    from .convert import run_onnx2tf, to_onnx
+    from .schedule import reorder_for_memory
+
+    _require_export_extras()
+    work = Path(work)
+    torch.manual_seed(seed)
+    model = build_model(config).eval()
+    x = np.random.default_rng(seed).standard_normal((windows,) + tuple(config.input_shape[1:])).astype(np.float32)
+    to_onnx(model, x[:1], work / "m.onnx")
+    np.save(work / "calib.npy", x.transpose(0, 2, 3, 1))
+    converted = run_onnx2tf(work / "m.onnx", work, "int8", calib_npy=work / "calib.npy")
+    data, schedule = reorder_for_memory(converted.read_bytes())
+    out = work / "model.tflite"
+    out.write_bytes(data)
+    return out, schedule

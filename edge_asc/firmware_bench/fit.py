@@ -19,6 +19,7 @@ Constraints:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -78,27 +79,26 @@ class _Schedule:
 
     def __init__(self, input_bytes: int) -> None:
         self.size = [input_bytes]
-        self.first = [0]
-        self.last = [0]
-        self.n = 0
+        self.op_io: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+
+    @property
+    def n(self) -> int:
+        return len(self.op_io)
 
     def op(self, inputs: tuple[int, ...], *out_bytes: int) -> int:
-        k = self.n
-        self.n += 1
-        for t in inputs:
-            self.last[t] = k
-        for b in out_bytes:
-            self.size.append(b)
-            self.first.append(k)
-            self.last.append(k)
+        outs = tuple(range(len(self.size), len(self.size) + len(out_bytes)))
+        self.size.extend(out_bytes)
+        self.op_io.append((tuple(inputs), outs))
         return len(self.size) - 1  # the (last) output
 
-    def peak(self) -> int:
-        live = [0] * self.n
-        for b, f, last in zip(self.size, self.first, self.last, strict=True):
-            for k in range(f, last + 1):
-                live[k] += b
-        return max(live, default=0)
+    def peak(self, *, reordered: bool = True) -> int:
+        """Peak bytes live at one op: in the order the export writes (``reordered``: the converter's order, then
+        :func:`edge_asc.export.schedule.order_ops`) or in the converter's order."""
+        from ..export.schedule import order_ops
+
+        sizes = dict(enumerate(self.size))
+        sched = order_ops(self.op_io, sizes, graph_inputs=(0,), graph_outputs=(len(self.size) - 1,))
+        return sched.peak_bytes if reordered else sched.original_peak_bytes
 
 
 #: segments of the int8-native instance norm's piecewise reciprocal (``len(edge_asc.model.layers.RECIP_KNOTS) - 1``;
@@ -195,18 +195,20 @@ def _reference_head(cfg) -> int:
                3 * c1 * a0)
 
 
-def arena_head_estimate(cfg) -> int:
-    """Planned (head) bytes of the TFLite Micro arena: the peak int8 bytes live at one op of :func:`_schedule`.
+def arena_head_estimate(cfg, *, reordered: bool = True) -> int:
+    """Planned (head) bytes of the TFLite Micro arena: the peak int8 bytes live at one op of :func:`_schedule`,
+    in the order ``edge-asc export`` writes (the converter's order improved by
+    :func:`edge_asc.export.schedule.order_ops`; ``reordered=False``: the converter's order).
 
-    For every preset-like config the peak is the second unpooling's final products: four full-resolution tensors of
-    ``c1 * n_mels * n_frames`` bytes (``pre1`` kept for the mask, the upsampled values, the upsampled window maxima
-    and ``pre1 * 6k``), i.e. ``4 * c1 * a0``; the mid-resolution unpooling (``pre1 + ~3.7 * c2 * a1``) or the event
-    block (``3 * c1 * a0``) can only win for unusual shapes, and the schedule takes every such stage into account,
-    PAD copies included (when ``n_mels`` / ``n_frames`` are not multiples of the pool, the unpooling upsamples to
-    the pooled size times the factor, then PADs to the pre-pool size: one more tensor live for one op).
+    In the converter's order the peak of every preset-like config is the second unpooling's final products: four
+    full-resolution tensors of ``c1 * n_mels * n_frames`` bytes (``pre1`` kept for the mask, the upsampled values,
+    the upsampled window maxima and ``pre1 * 6k``), i.e. ``4 * c1 * a0``; reordered, the values are upsampled after
+    the skip tensor's last use and three are live there. The schedule takes every stage into account, PAD copies
+    included (when ``n_mels`` / ``n_frames`` are not multiples of the pool, the unpooling upsamples to the pooled
+    size times the factor, then PADs to the pre-pool size: one more tensor live for one op).
     ``int8_native=False``: :func:`_reference_head`.
     """
-    return _schedule(cfg)[0].peak() if cfg.int8_native else _reference_head(cfg)
+    return _schedule(cfg)[0].peak(reordered=reordered) if cfg.int8_native else _reference_head(cfg)
 
 
 def arena_tail_estimate(cfg) -> int:
@@ -281,13 +283,18 @@ def search(*, max_params: float, max_macs: float, max_ram: float | None = None, 
         macs_1s = macs * f1s / cfg.n_frames
         if macs_1s > max_macs:
             continue
-        arena = arena_estimate(cfg)
-        if max_ram is not None and arena > max_ram:
-            continue
-        found.append(FitCandidate(config=cfg, params=params, macs=macs, macs_1s=macs_1s, arena_estimate_bytes=arena,
+        found.append(FitCandidate(config=cfg, params=params, macs=macs, macs_1s=macs_1s, arena_estimate_bytes=0,
                                   base=base))
     found.sort(key=lambda c: (-c.params, -c.macs_1s, -c.config.n_mels, -c.config.n_frames))
-    return found[:top]
+    # the arena (an op schedule search per config) only for the largest candidates, until ``top`` fit
+    kept: list[FitCandidate] = []
+    for c in found:
+        arena = arena_estimate(c.config)
+        if max_ram is None or arena <= max_ram:
+            kept.append(dataclasses.replace(c, arena_estimate_bytes=arena))
+            if len(kept) == top:
+                break
+    return kept
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -330,6 +330,11 @@ def _elem_bytes(count: int, dtype: str) -> int:
     return math.ceil(count * DTYPES.get(dtype, (1, None))[0])
 
 
+def tensor_bytes(shape: Sequence[int], dtype: str) -> int:
+    """Bytes of a tensor of ``shape`` and ``dtype`` (a TFLite type name in lower case, e.g. 'int8', 'float32')."""
+    return _elem_bytes(_prod(shape), dtype)
+
+
 def _nonzero(raw: bytes, dtype: str, count: int) -> int:
     import numpy as np
 
