@@ -25,8 +25,15 @@ def test_quick_demo_runs_every_stage_and_summarises(tmp_path, capsys, monkeypatc
     assert 0.0 <= s["int8"]["top1_agreement"] <= 1.0 and 0.0 <= s["int8"]["output_grid_agreement"] <= 1.0
     assert s["classified_clip"]["predicted"] in TAU_LABELS
     assert set(s["timings_s"]) >= {"synthesise", "train", "export", "report", "classify", "total"}
+    assert s["int8"]["non_int8_activations"] == [] and s["int8"]["activation_peak_bytes"] > 0
     printed = capsys.readouterr().out
     assert "$ edge-asc train --data" in printed and "edge-asc demo summary" in printed
+    assert "every activation tensor is int8" in printed
+
+
+def test_demo_refuses_an_unknown_preset_before_writing_anything(tmp_path, capsys):
+    assert main(["demo", "--quick", "--preset", "nano", "--out", str(tmp_path / "d")]) != 0
+    assert "unknown model preset 'nano'" in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
 def test_demo_refuses_to_overwrite_a_folder_it_did_not_make(tmp_path, capsys):

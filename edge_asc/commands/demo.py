@@ -201,6 +201,8 @@ def _summary(out, run_dir, model, clip, classified, timings, params) -> dict:
             "confident_fraction": ex["verification"].get("confident_fraction"),
             "max_logit_error": ex["verification"]["max_logit_error"],
             "file_bytes": model.stat().st_size,
+            "non_int8_activations": ex["ops"].get("non_int8_activations"),
+            "activation_peak_bytes": (ex.get("schedule") or {}).get("peak_bytes"),
         },
         "budgets": [{k: b[k] for k in ("key", "rule", "value", "limit", "unit", "passed", "margin")}
                     for b in rep["budgets"]],
@@ -234,6 +236,10 @@ def _print_summary(s: dict, out) -> None:
          + ("" if q["gate_passed"] else " (this int8 model is NOT release quality: see README, int8 fidelity)")),
         f"  int8 file     {q['file_bytes']:,} bytes ({q['file_bytes'] / 1024:.1f} KiB)",
     ]
+    if q.get("non_int8_activations") is not None:
+        bad = q["non_int8_activations"]
+        lines.append("  int8 graph    " + ("every activation tensor is int8 (no float or bool tensor)" if not bad
+                                          else f"NOT int8 inside: {', '.join(bad)}"))
     if q.get("output_grid_agreement") is not None and q.get("confident_top1_agreement") is not None:
         lines.insert(-1, f"  int8 ceiling  the int8 output grid alone allows {pct(q['output_grid_agreement'])} agreement; "
                          f"{pct(q['confident_top1_agreement'])} on the {pct(q['confident_fraction'])} of windows "
@@ -249,7 +255,8 @@ def _print_summary(s: dict, out) -> None:
         if tg["name"].startswith("this host"):
             continue
         lat = "n/a" if tg["latency_s"] is None else f"{1e3 * tg['latency_s']:.1f} ms ({tg['provenance']})"
-        lines.append(f"  target        {tg['name']}: {'fits' if tg['fits'] else 'does NOT fit'}, latency {lat}")
+        duty = "" if tg.get("duty_cycle") is None else f", duty cycle {100 * tg['duty_cycle']:.0f}% at the hop"
+        lines.append(f"  target        {tg['name']}: {'fits' if tg['fits'] else 'does NOT fit'}, latency {lat}{duty}")
     c = s["classified_clip"]
     lines.append(f"  classify      {c['file']}: true {c['true_label']}, predicted {c['predicted']} "
                  f"(p={c['confidence']:.2f})")
