@@ -52,3 +52,16 @@ def test_random_graphs_stay_topological_and_never_get_worse(seed):
     s = order_ops(op_io, sizes, graph_inputs=(0,), graph_outputs=(len(sizes) - 1,))
     assert sorted(s.order) == list(range(30)) and _valid(s.order, op_io)
     assert s.peak_bytes <= s.original_peak_bytes
+
+
+def test_greedy_planner_places_largest_first_at_the_lowest_free_offset():
+    from edge_asc.export.schedule import greedy_arena_bytes
+
+    # a (96 B, ops 0-1) and b (96 B, ops 2-3) never overlap: both at offset 0; c (48 B, ops 1-2) overlaps both
+    assert greedy_arena_bytes([96, 96, 48], [0, 2, 1], [1, 3, 2]) == 144
+    # sizes are rounded up to 16-byte blocks, as TFLite Micro does
+    assert greedy_arena_bytes([1, 1], [0, 0], [0, 0]) == 32
+    # a gap the largest-first order cannot fill: the planner needs more than the peak of live bytes (160)
+    sizes, first, last = [64, 64, 32, 96], [0, 2, 1, 3], [1, 3, 2, 3]
+    live_peak = max(sum(s for s, f, la in zip(sizes, first, last) if f <= k <= la) for k in range(4))
+    assert greedy_arena_bytes(sizes, first, last) >= live_peak

@@ -148,3 +148,30 @@ def reorder_for_memory(model: bytes) -> tuple[bytes, Schedule]:
     b = flatbuffers.Builder(len(model) + 4096)
     b.Finish(m.Pack(b), file_identifier=b"TFL3")
     return bytes(b.Output()), sched
+
+
+#: TFLite Micro rounds every planned buffer up to this many bytes (``MicroArenaBufferAlignment``).
+TFLM_BUFFER_ALIGNMENT = 16
+
+
+def greedy_arena_bytes(sizes: Sequence[int], first: Sequence[int], last: Sequence[int], *,
+                       alignment: int = TFLM_BUFFER_ALIGNMENT) -> int:
+    """Bytes TFLite Micro's ``GreedyMemoryPlanner`` needs for buffers live from op ``first[i]`` to ``last[i]``.
+
+    The planner places buffers largest first, each at the lowest offset where it overlaps no placed buffer that is
+    live at the same time; the arena head is the highest end. It can exceed the peak of live bytes (gaps left by
+    larger buffers), never undercut it.
+    """
+    aligned = [-(-int(s) // alignment) * alignment for s in sizes]
+    placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
+    top = 0
+    for i in sorted(range(len(aligned)), key=lambda j: -aligned[j]):
+        size, f, la = aligned[i], first[i], last[i]
+        offset = 0
+        for o, s, pf, pl in sorted(p for p in placed if p[2] <= la and f <= p[3]):
+            if offset + size <= o:
+                break
+            offset = max(offset, o + s)
+        placed.append((offset, size, f, la))
+        top = max(top, offset + size)
+    return top

@@ -91,14 +91,24 @@ class _Schedule:
         self.op_io.append((tuple(inputs), outs))
         return len(self.size) - 1  # the (last) output
 
-    def peak(self, *, reordered: bool = True) -> int:
-        """Peak bytes live at one op: in the order the export writes (``reordered``: the converter's order, then
-        :func:`edge_asc.export.schedule.order_ops`) or in the converter's order."""
-        from ..export.schedule import order_ops
+    def arena(self, *, reordered: bool = True) -> int:
+        """Bytes TFLite Micro's greedy planner places for these tensors, run in the order the export writes
+        (``reordered``: the converter's order improved by :func:`edge_asc.export.schedule.order_ops`) or in the
+        converter's order."""
+        from ..export.schedule import greedy_arena_bytes, order_ops
 
-        sizes = dict(enumerate(self.size))
-        sched = order_ops(self.op_io, sizes, graph_inputs=(0,), graph_outputs=(len(self.size) - 1,))
-        return sched.peak_bytes if reordered else sched.original_peak_bytes
+        out = len(self.size) - 1
+        order = (order_ops(self.op_io, dict(enumerate(self.size)), graph_inputs=(0,), graph_outputs=(out,)).order
+                 if reordered else range(self.n))
+        first, last = {0: 0}, {0: 0}
+        for pos, k in enumerate(order):
+            ins, outs = self.op_io[k]
+            for t in (*ins, *outs):
+                first.setdefault(t, pos)
+                last[t] = max(last.get(t, pos), pos)
+        last[out] = self.n - 1
+        ts = sorted(first)
+        return greedy_arena_bytes([self.size[t] for t in ts], [first[t] for t in ts], [last[t] for t in ts])
 
 
 #: segments of the int8-native instance norm's piecewise reciprocal (``len(edge_asc.model.layers.RECIP_KNOTS) - 1``;
@@ -127,8 +137,8 @@ def _schedule(cfg) -> tuple[_Schedule, int]:
     Mirrors the order onnx2tf + the TFLite converter produce (read off exported ``edge`` and ``micro`` files with
     ``read_graph(path).activations``), tensor by tensor, with two simplifications that change no peak: the event
     block's ranking rounds (``10 * topk + 1`` ops on ``c1``-byte tensors) are one op, and the op count adds them back.
-    The transposes are the converter's: ``pre1`` is kept in NCHW for the unpooling's ``pre * 6k`` and transposed back
-    there, and the decoder output is transposed to NCHW for the event block and the band pooling.
+    The transposes are the converter's: the decoder output is transposed to NCHW for the event block and the band
+    pooling. (:func:`arena_head_estimate` then reorders it as ``edge-asc export`` does.)
     """
     c1, c2 = cfg.channels
     (h0, w0), (h1, w1), (h2, w2) = cfg.feature_sizes
@@ -142,23 +152,19 @@ def _schedule(cfg) -> tuple[_Schedule, int]:
         t = s.op((t,), c * r)
         return s.op((t,), c * a) if r != a else t
 
-    y = _norm_ops(s, cfg, s.op((0,), c1 * a0), c1, a0)
-    pre1 = s.op((y,), c1 * a0) if masked else y  # TRANSPOSE to NCHW
-    p1 = s.op((s.op((pre1,), c1 * a0) if masked else pre1,), c1 * a1)  # TRANSPOSE back, MAX_POOL_2D
+    pre1 = _norm_ops(s, cfg, s.op((0,), c1 * a0), c1, a0)
+    p1 = s.op((pre1,), c1 * a1)  # MAX_POOL_2D
     pre2 = s.op((s.op((p1,), c2 * a1),), c2 * a1)
-    pre2k = s.op((pre2,), c2 * a1) if masked else pre2  # pre * 6k
     p2 = s.op((pre2,), c2 * a2)
-    if masked:  # mask6 = relu6(6k pre - up(6k max - 6)); out = up(values / 6) * mask6
-        mask = s.op((pre2k, up(s.op((s.op((p2,), c2 * a2),), c2 * a2), c2, r2, a1)), c2 * a1)
+    if masked:  # mask6 = relu6(6k (pre - up(max - 1/k))) (SUB, MUL); out = up(values / 6) * mask6
+        mask = s.op((s.op((pre2, up(s.op((p2,), c2 * a2), c2, r2, a1)), c2 * a1),), c2 * a1)
         u = s.op((up(s.op((p2,), c2 * a2), c2, r2, a1), mask), c2 * a1)
     else:
         u = up(p2, c2, r2, a1)
     d = s.op((s.op((u,), c2 * a1),), c1 * a1)
     if masked:
-        uv = up(s.op((d,), c1 * a1), c1, r1, a0)
-        upmax = up(s.op((s.op((p1,), c1 * a1),), c1 * a1), c1, r1, a0)
-        prek = s.op((s.op((pre1,), c1 * a0),), c1 * a0)  # MUL in NCHW, TRANSPOSE
-        u = s.op((uv, s.op((prek, upmax), c1 * a0)), c1 * a0)
+        mask = s.op((s.op((pre1, up(s.op((p1,), c1 * a1), c1, r1, a0)), c1 * a0),), c1 * a0)
+        u = s.op((up(s.op((d,), c1 * a1), c1, r1, a0), mask), c1 * a0)
     else:
         u = up(d, c1, r1, a0)
     y = s.op((_norm_ops(s, cfg, s.op((u,), c1 * a0), c1, a0),), c1 * a0)  # conv, norm, TRANSPOSE to NCHW
@@ -208,7 +214,7 @@ def arena_head_estimate(cfg, *, reordered: bool = True) -> int:
     size times the factor, then PADs to the pre-pool size: one more tensor live for one op).
     ``int8_native=False``: :func:`_reference_head`.
     """
-    return _schedule(cfg)[0].peak(reordered=reordered) if cfg.int8_native else _reference_head(cfg)
+    return _schedule(cfg)[0].arena(reordered=reordered) if cfg.int8_native else _reference_head(cfg)
 
 
 def arena_tail_estimate(cfg) -> int:
@@ -224,20 +230,18 @@ def arena_estimate(cfg) -> int:
     """Estimated TFLite Micro arena (bytes, batch 1) of the full-int8 export of ``cfg``: :func:`arena_head_estimate`
     + :func:`arena_tail_estimate`. Pure Python (counted for thousands of candidates by :func:`search`).
 
-    Measured on random-init exports (``build_model`` -> ``to_onnx`` -> ``run_onnx2tf(..., "int8")`` with 64 seeded
-    Gaussian calibration windows -> :func:`edge_asc.firmware_bench.tflm.measure_arena`, tflite-micro's reference
-    kernels); in every one the TFLM head equalled the exported graph's activation peak::
+    Measured on random-init exports as ``edge-asc export`` writes them (``python benchmarks/int8_graph.py``:
+    ``export_untrained_int8`` -> :func:`edge_asc.firmware_bench.tflm.measure_arena`, tflite-micro's reference
+    kernels)::
 
-        config (preset string)                             c1/c2  measured B: total (head + tail)  estimate B  est/meas
-        edge                                               16/32  272,752 (249,856 + 22,896)          272,752     1.000
-        micro                                               8/16  146,272 (124,928 + 21,344)          146,273     1.000
-        edge:n_mels=32,n_frames=46,width=0.5625,pool=4x4   36/72  237,264 (211,968 + 25,296)          238,252     1.004
-        edge:n_mels=40,width=0.375,pool=2x2                24/48  257,760 (234,240 + 23,520)          258,296     1.002
-        edge:n_mels=32,n_frames=60,width=0.125              8/16   83,040  (61,440 + 21,600)           82,785     0.997
+        preset  c1/c2  measured B: total (head + tail)  estimate B  est/meas
+        edge    16/32  230,448 (207,872 + 22,576)         220,038     0.955
+        micro    8/16  129,840 (109,056 + 20,784)         122,231     0.941
 
-    The head is exact in all five (the tail constants are fitted to ``edge`` and ``micro``; the other three check
-    them). The first candidate was the top row of ``edge-asc fit --ram 200KB``
-    under the previous estimate (162,144 B, a third too low): it does not fit 200 KB.
+    The modelled schedule reaches the same activation peak as the real file (197,632 / 101,376 B); TFLite Micro's
+    greedy planner leaves gaps in the real file's tensor layout that it does not leave in the model's. In the
+    converter's order (before :mod:`edge_asc.export.schedule`) the same model matched five exports (edge, micro
+    and three fit candidates with 2x2 / 2x3 / 4x4 pools, 32-64 mels, widths 0.125-0.5625) within 0.5%.
 
     ``int8_native=False`` configs get an estimate too (:func:`_reference_head` + the tail), not checked against an
     export: their full-int8 graph is not what the firmware runs.

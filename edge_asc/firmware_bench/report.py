@@ -250,7 +250,7 @@ def build_report(model: str | os.PathLike, *, hop_seconds: float | None = None, 
         from .tflm import measure_arena
 
         tflm = measure_arena(data, op_names=list(graph.op_counts), n_inputs=len(graph.input_shapes),
-                             upper_bound=max(8 << 20, 4 * sum(layer.activation_bytes for layer in graph.layers)))
+                             upper_bound=max(8 << 20, 2 * graph.peak_activation_bytes))
         if not tflm.runs:
             warnings.append(f"TFLite Micro cannot run this model: {tflm.error}")
     vela: dict[str, VelaResult] = {}

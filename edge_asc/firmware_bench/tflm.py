@@ -144,6 +144,11 @@ def _run_child(path: str, arena: int, n_inputs: int, timeout: float) -> tuple[di
     return out, proc.stderr
 
 
+#: Largest arena handed to the interpreter: the tflite-micro Python interpreter crashes (SIGSEGV while loading the
+#: model) with arenas above 2 GiB (measured: 2,147,487,744 B loads, 2,415,919,104 B crashes).
+MAX_ARENA_BYTES = 2**31
+
+
 def measure_arena(model: str | os.PathLike | bytes, *, op_names: list[str] | tuple[str, ...] = (), n_inputs: int = 1,
                   upper_bound: int | None = None, confirm: bool = True, timeout: float = 120.0) -> TflmResult:
     """Run ``model`` once in TFLite Micro and return the arena it used.
@@ -153,7 +158,8 @@ def measure_arena(model: str | os.PathLike | bytes, *, op_names: list[str] | tup
         op_names: the model's op names (from :func:`edge_asc.firmware_bench.graph.read_graph`) for the static
             support check; custom ops are given as 'CUSTOM:<code>'.
         n_inputs: number of input tensors to fill with zeros.
-        upper_bound: arena bytes for the first run (default: 8 MiB); doubled up to 4 times when TFLM asks for more.
+        upper_bound: arena bytes for the first run (default: 8 MiB); doubled up to 4 times when TFLM asks for more,
+            never beyond ``MAX_ARENA_BYTES``.
         confirm: re-run with exactly the measured arena.
 
     Raises:
@@ -169,7 +175,7 @@ def measure_arena(model: str | os.PathLike | bytes, *, op_names: list[str] | tup
             Path(path).write_bytes(bytes(model))
         else:
             path = str(model)
-        arena = int(upper_bound or 8 * 1024 * 1024)
+        arena = min(int(upper_bound or 8 * 1024 * 1024), MAX_ARENA_BYTES)
         for _ in range(5):
             out, err = _run_child(path, arena, n_inputs, timeout)
             if out.get("stage") == "import":
@@ -177,7 +183,7 @@ def measure_arena(model: str | os.PathLike | bytes, *, op_names: list[str] | tup
             req = [int(x) for x in _REQUESTED.findall(err)]
             if out["ok"] or "allocate" != out.get("stage") or not req or max(req) < arena:
                 break
-            arena = 2 * max(max(req), arena)  # the arena was too small: grow and retry
+            arena = min(2 * max(max(req), arena), MAX_ARENA_BYTES)  # the arena was too small: grow and retry
         missing = _MISSING.findall(err) + [f"CUSTOM:{c}" for c in _MISSING_CUSTOM.findall(err)]
         unsupported = tuple(sorted(set(static_missing) | set(missing)))
         if not out["ok"]:

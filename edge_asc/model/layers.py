@@ -240,7 +240,7 @@ def mask_unpool(values: torch.Tensor, pre_pool: torch.Tensor, pooled: torch.Tens
         pooled: float[N, C, h, w], ``max_pool2d(pre_pool, factor, factor)`` (floor mode).
         factor: pooling kernel == stride (kh, kw).
         softness: None for the hard mask; a slope for the soft mask (below).
-        int8_native: the soft mask written as ``relu6(6k pre - up(6k max - 6)) * up(values / 6)`` (identical in
+        int8_native: the soft mask written as ``relu6(6k (pre - up(max - 1/k))) * up(values / 6)`` (identical in
             float; no MINIMUM, no comparison; the hard mask becomes a soft mask of slope ``CELL_SLOPE``).
 
     Returns:
@@ -258,9 +258,10 @@ def mask_unpool(values: torch.Tensor, pre_pool: torch.Tensor, pooled: torch.Tens
     size = (pre_pool.shape[2], pre_pool.shape[3])
     if int8_native:
         k = CELL_SLOPE if softness is None else softness
-        # 6 * clamp(1 + k (pre - max), 0, 1) = relu6(6k pre - up(6k max - 6)): the shift and slope are applied at the
-        # pooled resolution, RELU6 is fused into the full-resolution SUB, and the 1/6 goes into the pooled values.
-        mask6 = F.relu6(pre_pool * (6.0 * k) - upsample_to(pooled * (6.0 * k) - 6.0, factor, size))
+        # 6 * clamp(1 + k (pre - max), 0, 1) = relu6(6k (pre - up(max - 1/k))): the shift is applied at the pooled
+        # resolution, RELU6 is fused into the full-resolution MUL, and the 1/6 goes into the pooled values. (Scaling
+        # ``pre`` first made onnx2tf keep an NCHW copy of the skip tensor: three TRANSPOSE ops more.)
+        mask6 = F.relu6((pre_pool - upsample_to(pooled - 1.0 / k, factor, size)) * (6.0 * k))
         return upsample_to(values * (1.0 / 6.0), factor, size) * mask6
     up_max = upsample_to(pooled, factor, size)
     if softness is None:
