@@ -114,7 +114,10 @@ def test_report_shows_the_activation_timeline(hand, tmp_path):
     d = json.loads(r.to_json())
     assert d["graph"]["activations"]["live_bytes"] == list(fm.HAND_LIVE)
     assert d["graph"]["peak_activation_bytes"] == 1808
+    # x, a int8; m float32; b, z int16; y int32 (axes and c are constants)
+    assert d["graph"]["activations"]["dtypes"] == {"FLOAT32": 1, "INT16": 2, "INT32": 1, "INT8": 2}
     md = to_markdown(r)
+    assert "| activation dtypes | float32 x1, int16 x2, int32 x1, int8 x2 (NOT full int8 inside) |" in md
     assert "### Activation memory per op" in md
     assert "| # | op | out | live act. B | peak |" in md
     assert "| 3 | ADD | 1x8x8x4 | 1,808 | <- peak |" in md

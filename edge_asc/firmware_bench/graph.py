@@ -196,6 +196,14 @@ class ActivationTimeline:
         return tuple(sorted((t for t in self.tensors if t.live_at(op_index)), key=lambda t: (-t.bytes, t.index)))
 
     @property
+    def dtypes(self) -> dict[str, int]:
+        """Activation tensors per dtype, e.g. ``{'int8': 180}`` for a full-int8 graph."""
+        out: dict[str, int] = {}
+        for t in self.tensors:
+            out[t.dtype] = out.get(t.dtype, 0) + 1
+        return dict(sorted(out.items()))
+
+    @property
     def peak_tensors(self) -> tuple[LiveTensor, ...]:
         """The tensors live at the peak op, largest first; their bytes add up to ``peak_bytes``."""
         k = self.peak_index
@@ -203,6 +211,7 @@ class ActivationTimeline:
 
     def to_dict(self) -> dict[str, Any]:
         return {"live_bytes": list(self.live_bytes), "peak_index": self.peak_index, "peak_bytes": self.peak_bytes,
+                "dtypes": self.dtypes,
                 "peak_tensors": [asdict(t) for t in self.peak_tensors], "tensors": [asdict(t) for t in self.tensors]}
 
 

@@ -49,6 +49,7 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
                   f"{r.macs_per_second_streaming:,.0f}/s streaming at the hop")),
         ("other ops", f"{g.other_ops:,} element-wise/pooling/reduction ops per inference (not MACs)"),
         ("activations", _peak_line(r)),
+        ("activation dtypes", _dtype_line(r)),
     ]
     if r.tflm is not None:
         if r.tflm.runs:
@@ -66,6 +67,16 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
     for w in r.warnings:
         rows.append(("warning", w))
     return rows
+
+
+def _dtype_line(r: Report) -> str:
+    d = {k.lower(): v for k, v in r.graph.activations.dtypes.items()}
+    counts = ", ".join(f"{k} x{v}" for k, v in sorted(d.items()))
+    if set(d) <= {"int8"}:
+        return f"{counts} (no float or bool tensor)"
+    if set(d) & {"float32", "float16", "bool"}:
+        return f"{counts} (NOT full int8 inside)"
+    return counts
 
 
 def _peak_line(r: Report) -> str:
