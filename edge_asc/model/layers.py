@@ -299,9 +299,11 @@ class EventExtraction(nn.Module):
     EQUAL/LESS/CAST and no bool or float tensor: per cell ``e = [x == max_c x]`` is
     ``e6 = relu6(6 + 6 CELL_SLOPE (x - max))`` (REDUCE_MAX, SUB, a 1x1 convolution with fused RELU6), the first
     maximum is ``relu6(e6_c - 2 sum_{j<c} e6_j)`` (one 1x1 CONV_2D with fused RELU6: for 0/6 inputs it is
-    ``e_c AND NOT any lower e_j``, with no full-resolution product), and its MEAN gives the counts (x 6). The ranking
-    does the same on the [N, C] counts, with ramps one step of a [-1, 1] int8 grid wide (``RANK_SLOPE``). Values one step or more apart rank exactly as in the
-    reference, exact ties go to the lowest index, and channels closer than one step share the pick.
+    ``e_c AND NOT any lower e_j``, with no full-resolution product), and its MEAN gives the counts (x 6). The
+    ranking does the same on the [N, C] counts, with ramps one step of a [-1, 1] int8 grid wide (``RANK_SLOPE``).
+    Values one step or more apart rank exactly as in the reference, exact ties go to the lowest index, and channels
+    closer than one step share the pick. (The 1x1 convolution of ``e6`` is exported as a CONV_2D with a diagonal
+    weight: ``C`` MACs per cell and channel, which the report counts.)
     """
 
     #: Ramp slope of the count ranking, per count fraction: 127.5 = one int8 step of a tensor spanning [-1, 1] (the
@@ -328,7 +330,8 @@ class EventExtraction(nn.Module):
         self.register_buffer("first_mat", first.clone(), persistent=False)
         self.register_buffer("cell_w", torch.full((channels, 1, 1, 1), 6.0 * CELL_SLOPE), persistent=False)
         self.register_buffer("cell_b", torch.full((channels,), 6.0), persistent=False)
-        # counts are in units of 6: a slope of 6 * RANK_SLOPE per 6 units is RANK_SLOPE per unit
+        # hit6 = relu6(6 + RANK_SLOPE (avail - max)): with counts in units of 6, one step of the [-1, 1] grid is
+        # 6 / RANK_SLOPE units, which takes hit6 from 6 to 0
         self.register_buffer("rank_w", self.RANK_SLOPE * torch.eye(channels), persistent=False)
 
     @property
