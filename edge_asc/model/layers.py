@@ -302,8 +302,8 @@ class EventExtraction(nn.Module):
     ``e_c AND NOT any lower e_j``, with no full-resolution product), and its MEAN gives the counts (x 6). The
     ranking does the same on the [N, C] counts, with ramps one step of a [-1, 1] int8 grid wide (``RANK_SLOPE``).
     Values one step or more apart rank exactly as in the reference, exact ties go to the lowest index, and channels
-    closer than one step share the pick. (The 1x1 convolution of ``e6`` is exported as a CONV_2D with a diagonal
-    weight: ``C`` MACs per cell and channel, which the report counts.)
+    closer than one step share the pick. (The converter writes the per-channel 1x1 convolution of ``e6`` as a
+    grouped CONV_2D, one input channel per group, which TFLite Micro and Vela run.)
     """
 
     #: Ramp slope of the count ranking, per count fraction: 127.5 = one int8 step of a tensor spanning [-1, 1] (the
