@@ -297,13 +297,12 @@ class EventExtraction(nn.Module):
 
     With ``int8_native`` every comparison is a ramp one int8 step wide (``CELL_SLOPE``), so the graph has no
     EQUAL/LESS/CAST and no bool or float tensor: per cell ``e = [x == max_c x]`` is
-    ``e6 = relu6(6 + 6 CELL_SLOPE (x - max))`` (REDUCE_MAX, SUB, a 1x1 convolution with fused RELU6), the first
+    ``e6 = relu6(6 + 6 CELL_SLOPE (x - max))`` (REDUCE_MAX, SUB, a diagonal 1x1 CONV_2D with fused RELU6), the first
     maximum is ``relu6(e6_c - 2 sum_{j<c} e6_j)`` (one 1x1 CONV_2D with fused RELU6: for 0/6 inputs it is
     ``e_c AND NOT any lower e_j``, with no full-resolution product), and its MEAN gives the counts (x 6). The
     ranking does the same on the [N, C] counts, with ramps one step of a [-1, 1] int8 grid wide (``RANK_SLOPE``).
     Values one step or more apart rank exactly as in the reference, exact ties go to the lowest index, and channels
-    closer than one step share the pick. (The converter writes the per-channel 1x1 convolution of ``e6`` as a
-    grouped CONV_2D, one input channel per group, which TFLite Micro and Vela run.)
+    closer than one step share the pick.
     """
 
     #: Ramp slope of the count ranking, per count fraction: 127.5 = one int8 step of a tensor spanning [-1, 1] (the
@@ -328,7 +327,10 @@ class EventExtraction(nn.Module):
         first = torch.eye(channels) - 2.0 * tri
         self.register_buffer("first_conv", first.view(channels, channels, 1, 1).clone(), persistent=False)
         self.register_buffer("first_mat", first.clone(), persistent=False)
-        self.register_buffer("cell_w", torch.full((channels, 1, 1, 1), 6.0 * CELL_SLOPE), persistent=False)
+        # a full 1x1 convolution with a diagonal weight, not a grouped one: the converter writes a grouped conv as a
+        # CONV_2D with groups, which older TFLite Micro builds and the Edge TPU compiler do not run
+        self.register_buffer("cell_w", (6.0 * CELL_SLOPE * torch.eye(channels)).view(channels, channels, 1, 1),
+                             persistent=False)
         self.register_buffer("cell_b", torch.full((channels,), 6.0), persistent=False)
         # hit6 = relu6(6 + RANK_SLOPE (avail - max)): with counts in units of 6, one step of the [-1, 1] grid is
         # 6 / RANK_SLOPE units, which takes hit6 from 6 to 0
@@ -361,9 +363,8 @@ class EventExtraction(nn.Module):
         return torch.cat(out, dim=1)                                     # [N, k]
 
     def _forward_int8_native(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.channels
-        # e6 = 6 [x == max_c x]: a 1x1 depthwise conv (weight 6 CELL_SLOPE, bias 6) with fused RELU6
-        e6 = F.relu6(F.conv2d(x - x.amax(dim=1, keepdim=True), self.cell_w, self.cell_b, groups=c))
+        # e6 = 6 [x == max_c x]: a 1x1 conv (weight 6 CELL_SLOPE I, bias 6) with fused RELU6
+        e6 = F.relu6(F.conv2d(x - x.amax(dim=1, keepdim=True), self.cell_w, self.cell_b))
         # f6 = 6 [first maximum] = relu6(e6_c - 2 sum_{j<c} e6_j): one 1x1 conv (weight I - 2 tri), fused RELU6
         avail = F.relu6(F.conv2d(e6, self.first_conv)).mean(dim=(2, 3))   # [N, C] count fractions x 6
         out = []
