@@ -78,8 +78,9 @@ def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
     # converter clip that activation to the pooled features' range (10x on a demo model); the banded GAP averages
     # rows of the time MEAN's output ([1, H, 1, C]) instead
     assert rep["ops"]["ops"]["MEAN"] >= 1
-    # ops reordered for memory: the second unpooling no longer holds four full-resolution tensors at once
-    assert rep["schedule"]["peak_bytes"] <= rep["schedule"]["original_peak_bytes"] - 64 * 61 * 16
+    # ops reordered for memory: at the second unpooling three full-resolution int8 tensors (16 x 64 x 61) and the
+    # low-resolution values being upsampled (16 x 32 x 20) are live, not four full-resolution ones
+    assert rep["schedule"]["peak_bytes"] == 3 * 16 * 64 * 61 + 16 * 32 * 20 < rep["schedule"]["original_peak_bytes"]
     assert all(op.input_shapes[0][2] == 1 for op in tflite_ops(model.read_bytes()) if op.name == "AVERAGE_POOL_2D")
     assert rep["calibration"]["windows"] == 60 and rep["mode"] == "int8"
     assert 0.0 <= v["output_grid_agreement"] <= 1.0 and 0.0 <= v["confident_fraction"] <= 1.0
