@@ -38,25 +38,35 @@ class Schedule:
         return {"peak_bytes": self.peak_bytes, "original_peak_bytes": self.original_peak_bytes, "moved": self.moved}
 
 
-def _cost(order: Sequence[int], op_io: Sequence[tuple[Sequence[int], Sequence[int]]], sizes: Mapping[int, int],
-          pinned_first: Collection[int], pinned_last: Collection[int]) -> tuple[int, int]:
-    """(peak, sum) of live activation bytes over the ops when run in ``order``."""
+def live_ranges(order: Sequence[int], op_io: Sequence[tuple[Sequence[int], Sequence[int]]],
+                sizes: Collection[int], *, graph_inputs: Collection[int] = (),
+                graph_outputs: Collection[int] = ()) -> dict[int, tuple[int, int]]:
+    """Tensor -> (first, last) position in ``order`` at which it is live; only tensors in ``sizes`` (activations),
+    graph inputs from position 0, graph outputs to the last position."""
     n = len(order)
-    first: dict[int, int] = {i: 0 for i in pinned_first}
-    last: dict[int, int] = {i: 0 for i in pinned_first}
+    first: dict[int, int] = {i: 0 for i in graph_inputs if i in sizes}
+    last: dict[int, int] = dict(first)
     for pos, k in enumerate(order):
         ins, outs = op_io[k]
         for i in (*ins, *outs):
             if i in sizes:
                 first.setdefault(i, pos)
                 last[i] = max(last.get(i, pos), pos)
-    for i in pinned_last:
-        first.setdefault(i, n - 1)
-        last[i] = n - 1
+    for i in graph_outputs:
+        if i in sizes:
+            first.setdefault(i, n - 1)
+            last[i] = n - 1
+    return {i: (f, last[i]) for i, f in first.items()}
+
+
+def _cost(order: Sequence[int], op_io: Sequence[tuple[Sequence[int], Sequence[int]]], sizes: Mapping[int, int],
+          pinned_first: Collection[int], pinned_last: Collection[int]) -> tuple[int, int]:
+    """(peak, sum) of live activation bytes over the ops when run in ``order``."""
+    n = len(order)
     diff = [0] * (n + 1)
-    for i, f in first.items():
+    for i, (f, la) in live_ranges(order, op_io, sizes, graph_inputs=pinned_first, graph_outputs=pinned_last).items():
         diff[f] += sizes[i]
-        diff[last[i] + 1] -= sizes[i]
+        diff[la + 1] -= sizes[i]
     peak = total = live = 0
     for k in range(n):
         live += diff[k]

@@ -95,20 +95,13 @@ class _Schedule:
         """Bytes TFLite Micro's greedy planner places for these tensors, run in the order the export writes
         (``reordered``: the converter's order improved by :func:`edge_asc.export.schedule.order_ops`) or in the
         converter's order."""
-        from ..export.schedule import greedy_arena_bytes, order_ops
+        from ..export.schedule import greedy_arena_bytes, live_ranges, order_ops
 
-        out = len(self.size) - 1
-        order = (order_ops(self.op_io, dict(enumerate(self.size)), graph_inputs=(0,), graph_outputs=(out,)).order
-                 if reordered else range(self.n))
-        first, last = {0: 0}, {0: 0}
-        for pos, k in enumerate(order):
-            ins, outs = self.op_io[k]
-            for t in (*ins, *outs):
-                first.setdefault(t, pos)
-                last[t] = max(last.get(t, pos), pos)
-        last[out] = self.n - 1
-        ts = sorted(first)
-        return greedy_arena_bytes([self.size[t] for t in ts], [first[t] for t in ts], [last[t] for t in ts])
+        sizes, ends = dict(enumerate(self.size)), {"graph_inputs": (0,), "graph_outputs": (len(self.size) - 1,)}
+        order = order_ops(self.op_io, sizes, **ends).order if reordered else range(self.n)
+        ranges = sorted(live_ranges(order, self.op_io, sizes, **ends).items())
+        return greedy_arena_bytes([self.size[t] for t, _ in ranges], [f for _, (f, _) in ranges],
+                                  [la for _, (_, la) in ranges])
 
 
 #: segments of the int8-native instance norm's piecewise reciprocal (``len(edge_asc.model.layers.RECIP_KNOTS) - 1``;
@@ -202,14 +195,14 @@ def _reference_head(cfg) -> int:
 
 
 def arena_head_estimate(cfg, *, reordered: bool = True) -> int:
-    """Planned (head) bytes of the TFLite Micro arena: the peak int8 bytes live at one op of :func:`_schedule`,
-    in the order ``edge-asc export`` writes (the converter's order improved by
-    :func:`edge_asc.export.schedule.order_ops`; ``reordered=False``: the converter's order).
+    """Planned (head) bytes of the TFLite Micro arena: TFLite Micro's greedy planner
+    (:func:`edge_asc.export.schedule.greedy_arena_bytes`) over the tensors of :func:`_schedule`, in the order
+    ``edge-asc export`` writes (the converter's order improved by :func:`edge_asc.export.schedule.order_ops`;
+    ``reordered=False``: the modelled converter's order).
 
-    In the converter's order the peak of every preset-like config is the second unpooling's final products: four
-    full-resolution tensors of ``c1 * n_mels * n_frames`` bytes (``pre1`` kept for the mask, the upsampled values,
-    the upsampled window maxima and ``pre1 * 6k``), i.e. ``4 * c1 * a0``; reordered, the values are upsampled after
-    the skip tensor's last use and three are live there. The schedule takes every stage into account, PAD copies
+    For every preset-like config the peak is at the second unpooling: three full-resolution tensors of
+    ``c1 * n_mels * n_frames`` bytes (the skip tensor, the mask, the upsampled values) and the low-resolution values
+    being upsampled. The schedule takes every stage into account, PAD copies
     included (when ``n_mels`` / ``n_frames`` are not multiples of the pool, the unpooling upsamples to the pooled
     size times the factor, then PADs to the pre-pool size: one more tensor live for one op).
     ``int8_native=False``: :func:`_reference_head`.
