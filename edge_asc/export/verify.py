@@ -235,7 +235,7 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
     import torch
 
     from ..audio import load_audio
-    from ..calibration import _clip_path
+    from ..calibration import clip_path
     from ..frontend import normalize, offline
     from ..runtime import Classifier, classify_audio, hop_frames_for, softmax
 
@@ -279,7 +279,7 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
     all_wins, q_logits, q_events = [], [], []
     prob_diff = 0.0
     for ci, c in enumerate(clips):
-        audio, _ = load_audio(_clip_path(dataset, c), spec.sample_rate)
+        audio, _ = load_audio(clip_path(dataset, c), spec.sample_rate)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # short clips are padded identically below
             res = classify_audio(clf, audio, hop_seconds=hop_seconds)
