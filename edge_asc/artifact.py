@@ -107,8 +107,14 @@ class Op:
     """tensor indices in input-slot order; -1 marks an omitted optional input (e.g. a convolution without bias)."""
     outputs: tuple[int, ...]
     options: Mapping[str, Any]
-    """builtin options by ``schema.fbs`` field name (e.g. ``filter_width``, ``adj_x``, ``fused_activation_function``
-    as the enum's integer); vectors as tuples; empty when the op has none."""
+    """``builtin_options`` by ``schema.fbs`` field name (e.g. ``filter_width``, ``adj_x``, ``fused_activation_function``
+    as the enum's integer); vectors as tuples; empty when the op has none (``builtin_options_2``, used by StableHLO
+    ops only, is not read)."""
+
+    @property
+    def present_inputs(self) -> tuple[int, ...]:
+        """``inputs`` without the omitted optional ones (-1)."""
+        return tuple(i for i in self.inputs if i >= 0)
 
 
 @dataclass(frozen=True, eq=False)

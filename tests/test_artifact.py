@@ -97,6 +97,14 @@ def test_ops_of_the_toy_model(toy):
     assert art.subgraph_count == 1
 
 
+def test_an_omitted_optional_input_is_minus_one():
+    pytest.importorskip("tensorflow")
+    art = read_artifact(fm.dense_model(4, 3))  # FULLY_CONNECTED without bias
+    (fc,) = art.ops
+    assert fc.name == "FULLY_CONNECTED" and len(fc.inputs) == 3 and fc.inputs[2] == -1
+    assert fc.present_inputs == fc.inputs[:2] and art.tensors[fc.inputs[1]].shape == (3, 4)
+
+
 def test_hand_built_graph_needs_no_tensorflow(hand):
     art = read_artifact(hand)
     names = list(fm.HAND_TENSORS)
@@ -110,7 +118,7 @@ def test_hand_built_graph_needs_no_tensorflow(hand):
     assert art.ops[0].options == {}  # ABS has no options
     assert art.metadata == {}
     with pytest.raises(ModelContractError, match="has no edge-asc model card"):
-        art.card
+        _ = art.card
 
 
 def test_tensor_bytes_spells_each_type_once():

@@ -165,8 +165,7 @@ def tflite_ops(model: bytes) -> list[TfliteOp]:
     tensors = art.tensors
     out = []
     for op in art.ops:
-        ins = tuple(i for i in op.inputs if i >= 0)
-        outs = tuple(i for i in op.outputs if i >= 0)
+        ins, outs = op.present_inputs, op.outputs
         out.append(TfliteOp(name=op.name, custom=op.custom, inputs=ins, outputs=outs,
                             input_dtypes=tuple(tensors[i].dtype for i in ins),
                             output_dtypes=tuple(tensors[i].dtype for i in outs),

@@ -139,7 +139,7 @@ def reorder_for_memory(model: bytes) -> tuple[bytes, Schedule]:
 
     art = read_artifact(model)
     sizes = {t.index: t.nbytes for t in art.tensors if not t.constant}
-    op_io = [([i for i in op.inputs if i >= 0], [i for i in op.outputs if i >= 0]) for op in art.ops]
+    op_io = [(op.present_inputs, op.outputs) for op in art.ops]
     sched = order_ops(op_io, sizes, graph_inputs=art.inputs, graph_outputs=art.outputs)
     if sched.moved == 0:
         return model, sched

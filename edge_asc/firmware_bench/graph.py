@@ -341,7 +341,7 @@ def read_graph(model: str | os.PathLike | bytes) -> ModelGraph:
     tensors = art.tensors
     names = [layer_op(op) for op in art.ops]
     timeline = activation_timeline(
-        len(art.ops), [_io(op) for op in art.ops], {t.index: (t.name, t.shape, t.dtype) for t in tensors},
+        len(art.ops), [(op.present_inputs, op.outputs) for op in art.ops], {t.index: (t.name, t.shape, t.dtype) for t in tensors},
         constants=frozenset(t.index for t in tensors if t.constant), graph_inputs=art.inputs,
         graph_outputs=art.outputs, variables=[t.index for t in tensors if t.variable])
     params, structural = _param_tensors(art, names)
@@ -361,11 +361,6 @@ def read_graph(model: str | os.PathLike | bytes) -> ModelGraph:
 def layer_op(op: Op) -> str:
     """The report's name of an operator: its builtin name, or ``'CUSTOM:<code>'`` for a custom operator."""
     return f"CUSTOM:{op.name}" if op.custom else op.name
-
-
-def _io(op: Op) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(input, output) tensor indices of an op without the omitted optional inputs (-1)."""
-    return tuple(i for i in op.inputs if i >= 0), tuple(i for i in op.outputs if i >= 0)
 
 
 def _param_tensors(art: Artifact, names: Sequence[str]) -> tuple[tuple[ParamTensor, ...], int]:
@@ -406,7 +401,7 @@ def _layers(art: Artifact, names: Sequence[str], params: Sequence[ParamTensor],
     layers = []
     for k, op in enumerate(art.ops):
         name = names[k]
-        ins, outs = _io(op)
+        ins, outs = op.present_inputs, op.outputs
         in_shapes = [tensors[i].shape for i in ins]
         out_shapes = tuple(tensors[i].shape for i in outs)
         out_elems = sum(_prod(s) for s in out_shapes)
