@@ -93,6 +93,17 @@ def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
     buf = model.read_bytes()
     it = Interpreter(model_content=buf)
     qp = {t["index"]: t["quantization"] for t in it.get_tensor_details()}
+    # the reader sees the exported file as LiteRT does: every tensor's name, shape, dtype and quantisation
+    from edge_asc.artifact import read_artifact
+
+    art = read_artifact(buf)
+    assert len(art.tensors) == len(qp) and len(art.ops) == len(tflite_ops(buf))
+    for d in it.get_tensor_details():
+        t = art.tensors[d["index"]]
+        assert (t.name, t.shape, t.dtype) == (d["name"], tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name)
+        scales = np.array(t.quantization.scales if t.quantization else (), np.float32)
+        np.testing.assert_array_equal(scales, d["quantization_parameters"]["scales"])
+        assert (t.quantization.per_tensor if t.quantization else None) in (None, pytest.approx(d["quantization"]))
     ranges = [((-128 - qp[o][1]) * qp[o][0], (127 - qp[o][1]) * qp[o][0])
               for o in (op.outputs[0] for op in tflite_ops(buf) if op.name == "CONV_2D")]
     bounded = [hi for lo, hi in ranges if lo == 0.0 and hi <= 6.0 + 1e-5]
