@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.errors import ConfigError, DatasetError, ExportError, MissingExtraError, ModelContractError
 from edge_asc.export import ExportConfig, export_checkpoint, report_path_for
@@ -93,7 +94,7 @@ def test_checkpoint_without_weights_and_cli_exit_codes(tmp_path, tiny_dataset, c
 
 
 def test_calibration_of_another_front_end_is_refused(tmp_path, tiny_dataset):
-    pytest.importorskip("torch")
+    require("torch")
     from edge_asc.calibration import build_calibration
     from edge_asc.data import load_dataset
     from edge_asc.model import build_model, model_preset
@@ -206,7 +207,7 @@ def test_output_grid_top1_rounds_saturates_and_breaks_ties_low():
 def test_event_ranking_reproduces_the_event_block():
     """The verifier's numpy ranking of first-argmax counts equals the torch event block (ties and all), so its
     count-grid ceiling ranks exactly as the model does."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     from edge_asc.model.layers import EventExtraction
 
     g = torch.Generator().manual_seed(0)

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
-    pytest.importorskip("onnx2tf")
+    require("onnx2tf")
     from edge_asc.cli import main
 
     run, cal, model = tmp_path / "run", tmp_path / "calib", tmp_path / "out" / "edge.tflite"

@@ -17,6 +17,7 @@ from pathlib import Path
 import fake_sounddevice
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.audio import write_audio
 from edge_asc.cli import main
@@ -27,7 +28,7 @@ from edge_asc.runtime.engine import run_listen
 from edge_asc.runtime.sinks import JsonlSink, SqliteSink
 from edge_asc.runtime.sources import MicSource, import_sounddevice, resolve_device
 
-pytest.importorskip("tensorflow")
+require("tensorflow")
 from runtime_models import high, low, write_model
 
 NATIVE = 44_100
@@ -295,7 +296,7 @@ def test_terminal_view_shows_scene_bars_latency_and_overflows(rich, capsys):
     from edge_asc.runtime.tracker import SceneChange
 
     if rich:
-        pytest.importorskip("rich")
+        require("rich")
     buf = io.StringIO()
     tv = TerminalView(("low", "high", "silence"), stream=buf, rich=rich, source="microphone X",
                       status=lambda: {"overflows": 3})

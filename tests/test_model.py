@@ -7,8 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 
 from edge_asc.errors import ConfigError
 from edge_asc.model import (
@@ -248,7 +249,7 @@ FORBIDDEN_OPS = {"MaxUnpool", "ArgMax", "ArgMin", "TopK", "OneHot", "CumSum", "M
 
 @pytest.mark.parametrize("name", sorted(MODEL_PRESETS))
 def test_dynamo_onnx_export(name, tmp_path):
-    onnx = pytest.importorskip("onnx")
+    onnx = require("onnx")
     cfg = model_preset(name)
     model = build_model(cfg).eval()
     x = torch.randn(*cfg.input_shape)
@@ -425,7 +426,7 @@ def _to_int8(module, calib: np.ndarray, tmp_path):
 
 @pytest.mark.slow
 def test_int8_event_block_ranks_like_its_float_definition(tmp_path):
-    pytest.importorskip("onnx2tf")
+    require("onnx2tf")
     rng = np.random.default_rng(0)
     c, k = 8, 4
     block = EventExtraction(c, k, int8_native=True).eval()

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.audio import AudioWarning
 from edge_asc.errors import AudioInputError, ConfigError, DeviceError, MissingExtraError, ModelContractError
@@ -23,7 +24,7 @@ from edge_asc.runtime import (
 from edge_asc.runtime import interpreter as interp_mod
 from edge_asc.spec import QuantParams
 
-pytest.importorskip("tensorflow")
+require("tensorflow")
 from runtime_models import LABELS, cached_model, high, low, scene_audio, write_model
 
 

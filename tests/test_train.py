@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
-torch = pytest.importorskip("torch")
-sf = pytest.importorskip("soundfile")
+torch = require("torch")
+sf = require("soundfile")
 
 from edge_asc.errors import AudioInputError, ConfigError, DatasetError, ModelContractError
 from edge_asc.frontend import normalize, offline
