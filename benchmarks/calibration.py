@@ -69,7 +69,8 @@ def main() -> int:
                 conv_s = time.perf_counter() - t
                 v = verify_export(target, model, ds, meta.labels, mode="int8", max_clips=args.verify_clips,
                                   min_agreement=0.0)
-                row = {"strategy": strategy, "size": size, "convert_s": conv_s, "top1_agreement": v.window_top1_agreement,
+                row = {"strategy": strategy, "size": size, "convert_s": conv_s,
+                       "top1_agreement": v.window_top1_agreement,
                        "float_macro_acc": v.float_macro_accuracy, "int8_macro_acc": v.exported_macro_accuracy,
                        "macro_acc_drop_points": v.macro_accuracy_drop, "max_logit_error": v.max_logit_error,
                        "mean_logit_error": v.mean_logit_error, "events_topk_set_agreement": v.events_topk_set_agreement,

@@ -29,8 +29,8 @@ export of this model can reach.
 Size, wall-time and accuracy-drop goals are met; the agreement goal is not: int8 rounding flips windows whose float
 top-2 margin is tiny, and moves per-cell argmaxes in front of the event block (see the README's int8 fidelity).
 
-The dataset is synthesised (``edge_asc.data.synth``) and the model trained (``edge_asc.train``) into ``--work`` (default runs/bench-export)
-unless they already exist there; only the export is timed.
+The dataset is synthesised (``edge_asc.data.synth``) and the model trained (``edge_asc.train``) into ``--work``
+(default runs/bench-export) unless they already exist there; only the export is timed.
 """
 
 from __future__ import annotations

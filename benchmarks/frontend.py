@@ -79,7 +79,7 @@ def bench(name: str) -> dict:
         warnings.simplefilter("ignore")
         for end in range(model_win, n + 1, hop):
             librosa_logmel(audio[end - model_win : end], s)
-    recompute_model = (time.process_time() - t0) / len(range(model_win, n + 1, hop)) * (n // hop) 
+    recompute_model = (time.process_time() - t0) / len(range(model_win, n + 1, hop)) * (n // hop)
     r = {
         "rtf_streaming": best / SECONDS,
         "rtf_recompute": recompute / SECONDS,

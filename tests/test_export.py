@@ -132,14 +132,14 @@ def test_converters_exit_0_without_output_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(convert.subprocess, "run", fake_run)
     npy = tmp_path / "c.npy"
     np.save(npy, np.zeros((2, 64, 61, 1), np.float32))
-    with pytest.raises(ExportError, match="exited 0 but did not produce model_int8.tflite"):
+    with pytest.raises(ExportError, match=r"exited 0 but did not produce model_int8\.tflite"):
         convert.run_onnx2tf(onnx, tmp_path, "int8", calib_npy=npy, mean=(-40.0,), std=(15.0,))
     o2t, q = calls
     assert "-oiqt" not in o2t  # onnx2tf never quantises (no MS-COCO fallback possible)
     # the int8 step gets the calibration windows and the checkpoint's normalisation explicitly
     assert q[2:] == ["edge_asc.export._tflite_convert", str(tmp_path / "onnx2tf"), str(tmp_path / "model_int8.tflite"),
                      "int8", str(npy), "[-40.0]", "[15.0]"]
-    with pytest.raises(ExportError, match="exited 0 but did not produce model_float32.tflite"):
+    with pytest.raises(ExportError, match=r"exited 0 but did not produce model_float32\.tflite"):
         convert.run_onnx2tf(onnx, tmp_path, "float")
 
     def failing(cmd, **kw):

@@ -98,7 +98,7 @@ def test_mic_stream_with_overflows_and_device_loss_recovers(monkeypatch, model_p
     rows = db.execute("SELECT stream_time_s, label, confidence, top3, latency_ms, model_sha256, scene_change "
                       "FROM detections ORDER BY id").fetchall()
     assert len(rows) == summary.windows >= 8
-    assert [r[1] for r in rows][0] == "low" and rows[-1][1] == "high"
+    assert rows[0][1] == "low" and rows[-1][1] == "high"
     assert sum(r[6] for r in rows) == 2
     assert all(r[5] == clf.model_sha256 and r[4] > 0 and 0 < r[2] <= 1 for r in rows)
     assert json.loads(rows[0][3])[0][0] == "low"
@@ -255,7 +255,7 @@ def _listen_subprocess(model_path, wav, tmp_path):
 def test_signal_stops_cleanly_and_flushes(model_path, scene_wav, tmp_path, sig):
     p, j, d = _listen_subprocess(model_path, scene_wav, tmp_path)
     p.send_signal(sig)
-    out, err = p.communicate(timeout=20)
+    _, err = p.communicate(timeout=20)
     assert p.returncode == 0, err
     assert "stopped (signal)" in err and "Traceback" not in err
     recs = jsonl(j)

@@ -47,10 +47,11 @@ def offline_windows(audio, card, hop_frames):
 # ---- Classifier and its contract ---------------------------------------------------------------------------------
 def test_classifier_reads_card_and_quantises_with_model_scales(clf, model_path):
     import hashlib
+    from pathlib import Path
 
     assert clf.labels == LABELS
     assert clf.window_shape == (1, 64, 61)
-    assert clf.model_sha256 == hashlib.sha256(open(model_path, "rb").read()).hexdigest()
+    assert clf.model_sha256 == hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
     # Do by hand what the classifier does, with the interpreter's own scales.
     from ai_edge_litert.interpreter import Interpreter
 
@@ -145,7 +146,7 @@ def test_edgetpu_without_runtime_library_is_a_device_error(monkeypatch, model_pa
 
     real = interp_mod.interpreter_backend
     monkeypatch.setattr(interp_mod, "interpreter_backend", lambda: (real()[0], real()[1], no_lib))
-    with pytest.raises(DeviceError, match="libedgetpu.so.1.*apt-get install libedgetpu1-std"):
+    with pytest.raises(DeviceError, match=r"libedgetpu\.so\.1.*apt-get install libedgetpu1-std"):
         load_interpreter(model_path, edgetpu=True)
 
 
@@ -293,7 +294,9 @@ def test_an_interpreter_failure_becomes_a_one_line_model_contract_error():
             pass
 
         def invoke(self):
-            raise RuntimeError("tflite/kernels/div.cc:262 data[i] != zero_point was not true.Node number 9 (DIV) failed")
+            raise RuntimeError(
+                "tflite/kernels/div.cc:262 data[i] != zero_point was not true.Node number 9 (DIV) failed"
+            )
 
     clf._interp, clf._in_index, clf._input = Boom(), 0, np.zeros(1, np.float32)
     clf._prepare = lambda window: None

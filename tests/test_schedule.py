@@ -43,7 +43,7 @@ def test_random_graphs_stay_topological_and_never_get_worse(seed):
 
     rng = random.Random(seed)
     op_io, sizes = [], {0: rng.randint(1, 50)}
-    for k in range(30):
+    for _ in range(30):
         avail = list(sizes)
         ins = tuple(rng.sample(avail, k=min(len(avail), rng.randint(1, 2))))
         out = len(sizes)

@@ -174,7 +174,8 @@ def _schedule(cfg) -> tuple[_Schedule, int]:
     if b > 1:
         if h0 % b:
             g = s.op((g,), c1 * (h0 // b) * b)  # STRIDED_SLICE
-        g = s.op((s.op((s.op((s.op((g,), c1 * h0),), c1 * b),), c1 * b),), c1 * b)  # TRANSPOSE, pool, TRANSPOSE, RESHAPE
+        for n in (c1 * h0, c1 * b, c1 * b, c1 * b):  # TRANSPOSE, pool, TRANSPOSE, RESHAPE
+            g = s.op((g,), n)
     feats.insert(0, g)
     h = s.op(tuple(feats), cfg.head_features) if len(feats) > 1 else g
     for units in (*cfg.dense_units, cfg.n_classes):
