@@ -10,9 +10,10 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-# The modules of the optional extras (README, "Extras"), by (extra, distribution that installs the module).
-# require() may skip a test that needs one of these; every other module (the core numpy, soundfile and soxr, and the
-# test tools of the `dev` extra) must import. onnx2tf is installed by the Makefile with --no-deps, beside `export`.
+# The top-level modules of the optional extras (README, "Extras"), by (extra, distribution that installs the module);
+# an entry covers its submodules. require() may skip a test that needs one of these; every other module (the core
+# numpy, soundfile and soxr, and the test tools of the `dev` extra) must import. onnx2tf is installed by the Makefile
+# with --no-deps, beside `export`.
 OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "ai_edge_litert": ("pi", "ai-edge-litert"),
     "sounddevice": ("pi", "sounddevice"),
@@ -27,8 +28,18 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "onnx2tf": ("export", "onnx2tf"),
     "flatbuffers": ("export", "flatbuffers"),
     "tflite_micro": ("bench", "tflite-micro"),
-    "ethosu.vela": ("bench", "ethos-u-vela"),
+    "ethosu": ("bench", "ethos-u-vela"),
 }
+
+
+def optional_extra(module: str) -> str | None:
+    """The extra that installs ``module`` (or the package it belongs to), or None for a module that is not optional."""
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        entry = OPTIONAL_MODULES.get(".".join(parts[:n]))
+        if entry is not None:
+            return entry[0]
+    return None
 
 
 def in_ci() -> bool:
@@ -52,14 +63,14 @@ def require(module: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         error = exc  # decided below, outside the handler, so the report is one message and not a chain
-    extra = OPTIONAL_MODULES.get(module, ("all", ""))[0]
+    extra = optional_extra(module)
     name = getattr(error, "name", None)
     if not isinstance(error, ModuleNotFoundError) or not name or not (module == name or module.startswith(name + ".")):
         pytest.fail(f"'{module}' is installed but does not import: {error}", pytrace=False)
-    if module in OPTIONAL_MODULES and not in_ci():
+    if extra is not None and not in_ci():
         pytest.skip(f"'{module}' is not installed (pip install 'edge-asc[{extra}]')", allow_module_level=True)
-    why = "CI is set: every extra must be installed" if module in OPTIONAL_MODULES else "it is not optional"
-    pytest.fail(f"'{module}' is not installed and {why} (pip install 'edge-asc[{extra}]')", pytrace=False)
+    why = "CI is set: every extra must be installed" if extra is not None else "it is not optional"
+    pytest.fail(f"'{module}' is not installed and {why} (pip install 'edge-asc[{extra or 'all'}]')", pytrace=False)
 
 
 @pytest.fixture

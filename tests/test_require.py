@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from conftest import OPTIONAL_MODULES, in_ci, require
+from conftest import OPTIONAL_MODULES, in_ci, optional_extra, require
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSING = "edge_asc_test_no_such_module"
@@ -60,15 +60,43 @@ def test_require_fails_for_a_broken_install(monkeypatch, tmp_path, optional_miss
         require(optional_missing)
 
 
+def test_a_submodule_belongs_to_its_package_extra(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    assert optional_extra("ai_edge_litert.interpreter") == "pi"
+    assert optional_extra("ethosu.vela") == "bench" and optional_extra("numpy") is None
+    monkeypatch.setitem(OPTIONAL_MODULES, MISSING, ("bench", "no-such-distribution"))
+    with pytest.raises(pytest.skip.Exception):
+        require(f"{MISSING}.sub.module")
+
+
+def _distributions(extras: dict[str, list[str]], extra: str) -> set[str]:
+    """Distribution names an extra installs, following ``edge-asc[a,b]`` references to other extras."""
+    out = set()
+    for req in extras[extra]:
+        name = re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0].lower()
+        if name == "edge-asc":
+            for other in re.search(r"\[(.*)\]", req).group(1).split(","):
+                out |= _distributions(extras, other.strip())
+        else:
+            out.add(name)
+    return out
+
+
 def test_optional_modules_are_the_readme_extras():
     """Every optional module is installed by the extra it names (or, for onnx2tf, by the Makefile's --no-deps line)."""
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     makefile = (ROOT / "Makefile").read_text()
     readme = (ROOT / "README.md").read_text()
     for module, (extra, dist) in OPTIONAL_MODULES.items():
-        names = {re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0].lower() for req in extras[extra]}
-        assert dist in names or f"{dist}==" in makefile, (module, extra, dist)
-        assert f"`{extra}`" in readme, extra
+        assert dist in _distributions(extras, extra) or f"{dist}==" in makefile, (module, extra, dist)
+        assert f"| `{extra}` |" in readme, extra
+
+
+def test_no_test_module_bypasses_the_check():
+    """pytest.importorskip would skip under CI too: every test module uses conftest.require instead."""
+    offenders = [f"{p.name}:{i}" for p in sorted((ROOT / "tests").glob("*.py")) if p.name != "test_require.py"
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if "pytest.importorskip(" in line]
+    assert offenders == [], f"use conftest.require(module) instead of pytest.importorskip in {offenders}"
 
 
 SUBPROCESS_TEST = f"""
