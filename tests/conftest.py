@@ -26,7 +26,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "onnx": ("export", "onnx"),
     "onnxscript": ("export", "onnxscript"),
     "onnx2tf": ("export", "onnx2tf"),
-    "flatbuffers": ("export", "flatbuffers"),
+    "flatbuffers": ("pi", "flatbuffers"),
     "tflite_micro": ("bench", "tflite-micro"),
     "ethosu": ("bench", "ethos-u-vela"),
 }
