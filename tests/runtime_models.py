@@ -19,13 +19,13 @@ NORM_MEAN, NORM_STD = -50.0, 20.0
 
 
 def tone(freq: float, seconds: float, sr: int = 16_000, amp: float = 0.3, phase: float = 0.0) -> np.ndarray:
-    t = np.arange(int(round(seconds * sr))) / sr
+    t = np.arange(round(float(seconds) * sr)) / sr
     return (amp * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
 
 
 def band_noise(lo: float, hi: float, seconds: float, sr: int = 16_000, amp: float = 0.2, seed: int = 0) -> np.ndarray:
     """Seeded noise band-limited to [lo, hi] Hz (FFT mask), peak-normalised to ``amp``; float32."""
-    n = int(round(seconds * sr))
+    n = round(float(seconds) * sr)
     spec = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
     f = np.fft.rfftfreq(n, 1.0 / sr)
     spec[(f < lo) | (f > hi)] = 0.0
@@ -75,7 +75,7 @@ def build_model(*, window_frames: int = 61, int8: bool = True, card_changes: dic
         rng = np.random.default_rng(0)
 
         def rep():
-            for i in range(24):
+            for _ in range(24):
                 base = rng.uniform(-2.5, 2.5, size=(1, M, 1, 1)).astype(np.float32)
                 yield [np.clip(base + 0.3 * rng.standard_normal((1, M, W, 1)).astype(np.float32), -3, 3)]
 

@@ -10,12 +10,13 @@ import sys
 import firmware_models as fm
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.artifact import CARD_NAME, DTYPES, read_artifact, tensor_bytes
 from edge_asc.errors import ModelContractError
 from edge_asc.spec import PRESETS, ModelCard, QuantParams
 
-pytest.importorskip("ai_edge_litert")
+require("ai_edge_litert")
 
 CARD = ModelCard(frontend=PRESETS["edge"].replace(n_mels=16, norm_mean=(-40.0,), norm_std=(12.0,)),
                  window_frames=12, input_quant=QuantParams(dtype="int8", scale=0.05, zero_point=3),
@@ -25,7 +26,7 @@ CARD = ModelCard(frontend=PRESETS["edge"].replace(n_mels=16, norm_mean=(-40.0,),
 @pytest.fixture(scope="module")
 def toy() -> bytes:
     """The firmware_bench toy model (conv with per-channel weights, depthwise, max pool, mean, dense), with a card."""
-    pytest.importorskip("tensorflow")
+    require("tensorflow")
     from edge_asc.tflite_meta import embed_model_card
 
     return embed_model_card(fm.toy_model(), CARD)
@@ -98,7 +99,7 @@ def test_ops_of_the_toy_model(toy):
 
 
 def test_an_omitted_optional_input_is_minus_one():
-    pytest.importorskip("tensorflow")
+    require("tensorflow")
     art = read_artifact(fm.dense_model(4, 3))  # FULLY_CONNECTED without bias
     (fc,) = art.ops
     assert fc.name == "FULLY_CONNECTED" and len(fc.inputs) == 3 and fc.inputs[2] == -1

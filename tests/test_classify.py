@@ -8,13 +8,14 @@ import json
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.audio import load_audio, write_audio
 from edge_asc.cli import main
 from edge_asc.frontend import offline
 from edge_asc.runtime import Classifier
 
-pytest.importorskip("tensorflow")
+require("tensorflow")
 from runtime_models import LABELS, cached_model, high, low, scene_audio, write_model
 
 

@@ -8,6 +8,7 @@ import math
 
 import firmware_models as fm
 import pytest
+from conftest import require
 
 from edge_asc.errors import ConfigError, ModelContractError
 from edge_asc.firmware_bench.budgets import (
@@ -24,7 +25,7 @@ from edge_asc.firmware_bench.targets import OpCosts, Target, estimate_latency, l
 @pytest.fixture(scope="session")
 def models(tmp_path_factory):
     """Small int8 models built once per session with TensorFlow (~10 s)."""
-    pytest.importorskip("tensorflow")
+    require("tensorflow")
     d = tmp_path_factory.mktemp("fw_models")
     out = {}
     out["toy"] = d / "toy.tflite"
@@ -71,7 +72,7 @@ def test_activation_profile_is_live_tensor_bytes(models):
 @pytest.fixture(scope="module")
 def hand(tmp_path_factory):
     """The hand-built graph of firmware_models (no TensorFlow needed)."""
-    pytest.importorskip("ai_edge_litert")
+    require("ai_edge_litert")
     p = tmp_path_factory.mktemp("hand") / "hand.tflite"
     p.write_bytes(fm.hand_model())
     return p

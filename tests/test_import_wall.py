@@ -8,13 +8,14 @@ import subprocess
 import sys
 
 import pytest
+from conftest import require
 
 from edge_asc.audio import write_audio
 
 HEAVY = ("torch", "tensorflow", "librosa", "onnx", "onnx2tf", "keras", "tf_keras", "jax")
 
-pytest.importorskip("tensorflow")  # only to build the test model in this (parent) process
-pytest.importorskip("ai_edge_litert")
+require("tensorflow")  # only to build the test model in this (parent) process
+require("ai_edge_litert")
 from runtime_models import low, write_model
 
 PROBE = """

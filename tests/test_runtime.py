@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.audio import AudioWarning
 from edge_asc.errors import AudioInputError, ConfigError, DeviceError, MissingExtraError, ModelContractError
@@ -23,7 +24,7 @@ from edge_asc.runtime import (
 from edge_asc.runtime import interpreter as interp_mod
 from edge_asc.spec import QuantParams
 
-pytest.importorskip("tensorflow")
+require("tensorflow")
 from runtime_models import LABELS, cached_model, high, low, scene_audio, write_model
 
 
@@ -46,10 +47,11 @@ def offline_windows(audio, card, hop_frames):
 # ---- Classifier and its contract ---------------------------------------------------------------------------------
 def test_classifier_reads_card_and_quantises_with_model_scales(clf, model_path):
     import hashlib
+    from pathlib import Path
 
     assert clf.labels == LABELS
     assert clf.window_shape == (1, 64, 61)
-    assert clf.model_sha256 == hashlib.sha256(open(model_path, "rb").read()).hexdigest()
+    assert clf.model_sha256 == hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
     # Do by hand what the classifier does, with the interpreter's own scales.
     from ai_edge_litert.interpreter import Interpreter
 
@@ -144,7 +146,7 @@ def test_edgetpu_without_runtime_library_is_a_device_error(monkeypatch, model_pa
 
     real = interp_mod.interpreter_backend
     monkeypatch.setattr(interp_mod, "interpreter_backend", lambda: (real()[0], real()[1], no_lib))
-    with pytest.raises(DeviceError, match="libedgetpu.so.1.*apt-get install libedgetpu1-std"):
+    with pytest.raises(DeviceError, match=r"libedgetpu\.so\.1.*apt-get install libedgetpu1-std"):
         load_interpreter(model_path, edgetpu=True)
 
 
@@ -292,7 +294,9 @@ def test_an_interpreter_failure_becomes_a_one_line_model_contract_error():
             pass
 
         def invoke(self):
-            raise RuntimeError("tflite/kernels/div.cc:262 data[i] != zero_point was not true.Node number 9 (DIV) failed")
+            raise RuntimeError(
+                "tflite/kernels/div.cc:262 data[i] != zero_point was not true.Node number 9 (DIV) failed"
+            )
 
     clf._interp, clf._in_index, clf._input = Boom(), 0, np.zeros(1, np.float32)
     clf._prepare = lambda window: None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import require
 
 from edge_asc.export.schedule import order_ops
 
@@ -43,7 +44,7 @@ def test_random_graphs_stay_topological_and_never_get_worse(seed):
 
     rng = random.Random(seed)
     op_io, sizes = [], {0: rng.randint(1, 50)}
-    for k in range(30):
+    for _ in range(30):
         avail = list(sizes)
         ins = tuple(rng.sample(avail, k=min(len(avail), rng.randint(1, 2))))
         out = len(sizes)
@@ -70,7 +71,7 @@ def test_greedy_planner_places_largest_first_at_the_lowest_free_offset():
 def test_reorder_sizes_tensors_by_their_dtype():
     # the hand-built graph holds int8, int16, int32 and float32 activations: the schedule's peak in the file's order
     # is the report's activation peak (1,808 B), not one byte per element
-    pytest.importorskip("ai_edge_litert")
+    require("ai_edge_litert")
     import firmware_models as fm
 
     from edge_asc.export.schedule import reorder_for_memory

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.errors import ModelContractError
 from edge_asc.spec import PRESETS, ModelCard, QuantParams
@@ -17,7 +18,7 @@ from edge_asc.tflite_meta import CARD_NAME, embed_model_card, read_metadata, rea
 @pytest.fixture(scope="module")
 def plain_int8_tflite() -> bytes:
     """A tiny full-int8 model (conv -> GAP -> dense), converted by TensorFlow, without a card."""
-    tf = pytest.importorskip("tensorflow")
+    tf = require("tensorflow")
     inp = tf.keras.Input((64, 61, 1), batch_size=1)
     x = tf.keras.layers.Conv2D(4, (2, 3), activation="relu")(inp)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
-torch = pytest.importorskip("torch")
-sf = pytest.importorskip("soundfile")
+torch = require("torch")
+sf = require("soundfile")
 
 from edge_asc.errors import AudioInputError, ConfigError, DatasetError, ModelContractError
 from edge_asc.frontend import normalize, offline
@@ -55,7 +56,8 @@ def make_toy(root: Path, labels=("low", "mid", "high"), per_device=4, seconds=1.
         for dev in ("a", "b", "s4"):
             for k in range(per_device):
                 split = "train" if dev != "s4" and k < per_device - 1 else "evaluate"
-                x = 0.3 * np.sin(2 * np.pi * 300 * (li + 1) * t + rng.uniform(0, 6)) + 0.05 * rng.standard_normal(len(t))
+                x = (0.3 * np.sin(2 * np.pi * 300 * (li + 1) * t + rng.uniform(0, 6))
+                     + 0.05 * rng.standard_normal(len(t)))
                 name = f"{lab}-{dev}-{k}.wav"
                 root.mkdir(parents=True, exist_ok=True)
                 sf.write(root / name, x.astype(np.float32), sr)
@@ -287,7 +289,7 @@ def test_corrupt_or_missing_checkpoint(trained, tmp_path):
         load_checkpoint(bad / "checkpoint.json")
     with pytest.raises(ModelContractError, match="does not exist"):
         load_checkpoint(tmp_path / "nowhere.json")
-    with pytest.raises(ModelContractError, match="no checkpoint.json"):
+    with pytest.raises(ModelContractError, match=r"no checkpoint\.json"):
         load_checkpoint(tmp_path)
 
 

@@ -346,7 +346,8 @@ class HostLatency:
 
     def to_dict(self) -> dict[str, Any]:
         return {"host": self.host, "machine": self.machine, "interpreter": self.interpreter,
-                "seconds": {str(k): v for k, v in self.seconds.items()}, "runs": {str(k): v for k, v in self.runs.items()}}
+                "seconds": {str(k): v for k, v in self.seconds.items()},
+                "runs": {str(k): v for k, v in self.runs.items()}}
 
 
 def _example_input(shape, dtype):

@@ -20,31 +20,37 @@ EDGETPU_LIBRARY = "libedgetpu.so.1"
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 
 
+# Why an installed interpreter package may still not load: absent (ImportError), a binary wheel that fails to link
+# (ImportError, OSError), or one built against another numpy (tflite-runtime 2.14 on numpy >= 2: AttributeError).
+_UNLOADABLE = (ImportError, OSError, AttributeError)
+
+
 def interpreter_backend() -> tuple[str, type, Callable[..., Any]]:
     """``(module name, Interpreter class, load_delegate function)`` of the first interpreter that imports.
 
     Raises:
-        MissingExtraError: none of ai_edge_litert, tflite_runtime, tensorflow is importable.
+        MissingExtraError: none of ai_edge_litert, tflite_runtime, tensorflow is importable; names why each failed.
     """
     reasons = []
     try:
         from ai_edge_litert.interpreter import Interpreter, load_delegate
 
         return "ai_edge_litert", Interpreter, load_delegate
-    except Exception as exc:  # ImportError, or a binary wheel that fails to load
+    except _UNLOADABLE as exc:
         reasons.append(f"ai_edge_litert: {type(exc).__name__}")
     try:
         from tflite_runtime.interpreter import Interpreter, load_delegate
 
         return "tflite_runtime", Interpreter, load_delegate
-    except Exception as exc:  # tflite-runtime 2.14 raises on numpy >= 2 (AttributeError / ImportError)
+    except _UNLOADABLE as exc:
         reasons.append(f"tflite_runtime: {type(exc).__name__}")
     try:
         import tensorflow as tf  # last resort: a development machine with full TensorFlow
 
         return "tensorflow", tf.lite.Interpreter, tf.lite.experimental.load_delegate
-    except Exception:
-        raise MissingExtraError("ai_edge_litert", "pi", "running .tflite models") from None
+    except _UNLOADABLE as exc:
+        reasons.append(f"tensorflow: {type(exc).__name__}")
+    raise MissingExtraError("ai_edge_litert", "pi", f"running .tflite models; tried {', '.join(reasons)}")
 
 
 def _model_bytes(model: str | os.PathLike | bytes) -> bytes:
