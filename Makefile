@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-all
 .PHONY: demo test install bench pi-check clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "edge-asc needs Python >= 3.10"'
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "edge-asc needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -c constraints.txt -e '.[all]'
 	# onnx2tf and tf-keras pin ancient versions of everything: install them without their dependencies.

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 from conftest import OPTIONAL_MODULES, in_ci, optional_extra, require
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -61,7 +61,8 @@ def _run(cmd: list[str], what: str, cwd: Path, timeout_s: float, log_path: Path 
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("CUDA_VISIBLE_DEVICES", "-1")
     try:
-        proc = subprocess.run(cmd, cwd=str(cwd), env=env, check=False, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, cwd=str(cwd), env=env, check=False, capture_output=True, text=True,
+                              timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise ExportError(f"{what} did not finish within {timeout_s:.0f} s") from None
     output = (proc.stdout or "") + (proc.stderr or "")

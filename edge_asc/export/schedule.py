@@ -170,7 +170,7 @@ def greedy_arena_bytes(sizes: Sequence[int], first: Sequence[int], last: Sequenc
     for i in sorted(range(len(aligned)), key=lambda j: -aligned[j]):
         size, f, la = aligned[i], first[i], last[i]
         offset = 0
-        for o, s, pf, pl in sorted(p for p in placed if p[2] <= la and f <= p[3]):
+        for o, s, _, _ in sorted(p for p in placed if p[2] <= la and f <= p[3]):
             if offset + size <= o:
                 break
             offset = max(offset, o + s)

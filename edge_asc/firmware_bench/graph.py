@@ -341,7 +341,8 @@ def read_graph(model: str | os.PathLike | bytes) -> ModelGraph:
     tensors = art.tensors
     names = [layer_op(op) for op in art.ops]
     timeline = activation_timeline(
-        len(art.ops), [(op.present_inputs, op.outputs) for op in art.ops], {t.index: (t.name, t.shape, t.dtype) for t in tensors},
+        len(art.ops), [(op.present_inputs, op.outputs) for op in art.ops],
+        {t.index: (t.name, t.shape, t.dtype) for t in tensors},
         constants=frozenset(t.index for t in tensors if t.constant), graph_inputs=art.inputs,
         graph_outputs=art.outputs, variables=[t.index for t in tensors if t.variable])
     params, structural = _param_tensors(art, names)
@@ -351,7 +352,8 @@ def read_graph(model: str | os.PathLike | bytes) -> ModelGraph:
         counts[n] = counts.get(n, 0) + 1
     return ModelGraph(
         file_bytes=art.file_bytes, layers=layers, param_tensors=params, structural_constant_bytes=structural,
-        input_shapes=tuple(tensors[i].shape for i in art.inputs), input_dtypes=tuple(tensors[i].dtype for i in art.inputs),
+        input_shapes=tuple(tensors[i].shape for i in art.inputs),
+        input_dtypes=tuple(tensors[i].dtype for i in art.inputs),
         output_shapes=tuple(tensors[i].shape for i in art.outputs),
         output_dtypes=tuple(tensors[i].dtype for i in art.outputs),
         activations=timeline, op_counts=counts, subgraphs=art.subgraph_count,
