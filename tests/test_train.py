@@ -17,12 +17,13 @@ sf = pytest.importorskip("soundfile")
 
 from edge_asc.errors import AudioInputError, ConfigError, DatasetError, ModelContractError
 from edge_asc.frontend import normalize, offline
+from edge_asc.metrics import clip_posterior
 from edge_asc.spec import PRESETS
 from edge_asc.train.augment import AugmentConfig, crop, mixup, random_shift, spec_augment
 from edge_asc.train.cache import build_cache
 from edge_asc.train.checkpoint import load_checkpoint, read_meta
 from edge_asc.train.evaluate import compute_report, evaluate_checkpoint, plot_confusion
-from edge_asc.train.features import clip_posterior, window_starts, windows
+from edge_asc.train.features import window_starts, windows
 from edge_asc.train.loop import TrainConfig, make_batch, sgdr_lr, train
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
+from ..metrics import macro_accuracy, softmax
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -107,12 +108,6 @@ class VerificationReport:
                 f"{self.exported_macro_accuracy:.4f} (drop {self.macro_accuracy_drop:+.2f} points), logit error max "
                 f"{self.max_logit_error:.4f} mean {self.mean_logit_error:.4f}{ev}: "
                 f"{'PASS' if self.passed else 'FAIL'} (min agreement {self.min_agreement})")
-
-
-def macro_accuracy(pred: np.ndarray, y: np.ndarray, n_classes: int) -> float:
-    """Mean over the classes present in ``y`` of the fraction of their clips predicted correctly."""
-    accs = [float(np.mean(pred[y == k] == k)) for k in range(n_classes) if np.any(y == k)]
-    return float(np.mean(accs)) if accs else 0.0
 
 
 def output_grid_top1(logits: np.ndarray, quant: Any) -> np.ndarray | None:
@@ -237,7 +232,7 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
     from ..audio import load_audio
     from ..calibration import _clip_path
     from ..frontend import normalize, offline
-    from ..runtime import Classifier, classify_audio, hop_frames_for, softmax
+    from ..runtime import Classifier, classify_audio, hop_frames_for
 
     t0 = time.perf_counter()
     index = {name: i for i, name in enumerate(labels)}

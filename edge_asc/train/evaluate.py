@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from .features import softmax, windows
+from ..metrics import macro_accuracy, softmax
+from .features import windows
 
 #: seen / unseen device groups of TAU Urban Acoustic Scenes 2020 Mobile (overridden by edge_asc.data if present).
 DEFAULT_SEEN = ("a", "b", "c", "s1", "s2", "s3")
@@ -93,8 +94,7 @@ class EvalReport:
 def _score(probs: np.ndarray, y: np.ndarray, n_classes: int) -> GroupScore:
     pred = probs.argmax(axis=1)
     correct = pred == y
-    present = [c for c in range(n_classes) if np.any(y == c)]
-    macro = float(np.mean([correct[y == c].mean() for c in present])) if present else math.nan
+    macro = macro_accuracy(pred, y, n_classes)
     p_true = np.clip(probs[np.arange(len(y)), y], 1e-15, 1.0)
     return GroupScore(n_clips=len(y), accuracy=float(correct.mean()) if len(y) else math.nan,
                       macro_accuracy=macro, log_loss=float(-np.log(p_true).mean()) if len(y) else math.nan)

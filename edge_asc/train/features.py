@@ -1,7 +1,8 @@
 """Turning a clip's features into model windows, and clip posteriors from window posteriors. numpy only.
 
 Training, evaluation, export verification and the runtime all cut windows with :func:`windows` and pool window
-posteriors with :func:`clip_posterior`, so the three agree on what "the model's answer for a clip" is.
+posteriors with :func:`edge_asc.metrics.clip_posterior`, so the three agree on what "the model's answer for a clip"
+is.
 """
 
 from __future__ import annotations
@@ -59,17 +60,3 @@ def windows(features: np.ndarray, window_frames: int, hop_frames: int | None = N
         return np.tile(x, (1, 1, reps))[None, :, :, :window_frames].astype(np.float32, copy=False)
     starts = window_starts(t, window_frames, hop_frames)
     return np.stack([x[:, :, s:s + window_frames] for s in starts]).astype(np.float32, copy=False)
-
-
-def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax, float64 internally, float32 out."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
-
-
-def clip_posterior(window_logits: np.ndarray) -> np.ndarray:
-    """Clip posterior = mean of the window posteriors: float[n_windows, K] logits -> float32[K] probabilities."""
-    p = softmax(np.asarray(window_logits).reshape(-1, np.asarray(window_logits).shape[-1]))
-    return p.mean(axis=0).astype(np.float32)
