@@ -231,7 +231,7 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
 
     from ..audio import load_audio
     from ..calibration import _clip_path
-    from ..frontend import normalize, offline
+    from ..frontend import normalize, offline, windows
     from ..runtime import Classifier, classify_audio, hop_frames_for
 
     t0 = time.perf_counter()
@@ -269,20 +269,15 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
             counts.append(_first_argmax_counts(i[0].detach().numpy()))
 
         handle = torch_model.events.register_forward_hook(hook)
-    need = spec.samples_for_frames(w)
     y, q_clip, owners = [], [], []
     all_wins, q_logits, q_events = [], [], []
     prob_diff = 0.0
     for ci, c in enumerate(clips):
         audio, _ = load_audio(_clip_path(dataset, c), spec.sample_rate)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # short clips are padded identically below
+            warnings.simplefilter("ignore")  # a short clip is tiled to one window, by windows() below too
             res = classify_audio(clf, audio, hop_seconds=hop_seconds)
-        if audio.size < need:
-            audio = np.concatenate([audio, np.zeros(need - audio.size, np.float32)])
-        feats = offline(audio, spec)
-        starts = list(range(0, feats.shape[2] - w + 1, hop))
-        wins = np.stack([feats[:, :, s:s + w] for s in starts])
+        wins = windows(offline(audio, spec), w, hop)
         ql = np.stack([clf.logits(x) for x in wins])
         if ql.shape[0] == res.window_probs.shape[0]:
             prob_diff = max(prob_diff, float(np.max(np.abs(softmax(ql) - res.window_probs))))

@@ -1,8 +1,9 @@
 """DCASE-style evaluation: macro-average class accuracy, log loss, per-device table with seen/unseen groups,
 confusion matrix. Metrics are plain numpy on clip posteriors; :func:`predict_clips` produces those with torch.
 
-Clip posterior = mean of the softmax posteriors of the clip's windows (:func:`edge_asc.train.features.windows`,
-hop = window by default): the same rule the export verifier and the runtime use.
+Clip posterior = mean of the softmax posteriors of the clip's windows, cut by the one window rule
+(:mod:`edge_asc.frontend.windows`: half-window hop by default, no end-aligned window, a short clip tiled): the same
+windows the export verifier and the runtime use.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
+from ..frontend import default_hop_frames, normalize, windows
 from ..metrics import macro_accuracy, softmax
-from .features import windows
 
 #: seen / unseen device groups of TAU Urban Acoustic Scenes 2020 Mobile (overridden by edge_asc.data if present).
 DEFAULT_SEEN = ("a", "b", "c", "s1", "s2", "s3")
@@ -136,10 +137,9 @@ def _device_key(d: str) -> tuple[int, str]:
 def predict_clips(model, clips: Sequence[np.ndarray], spec, window_frames: int, *, hop_frames: int | None = None,
                   batch_size: int = 256) -> np.ndarray:
     """Clip posteriors float32[N, K]: each clip's features float[C, n_mels, T] (un-normalised dB) are normalised
-    with ``spec``, cut into windows, run through ``model`` (eval mode, no grad), and the window softmaxes averaged."""
+    with ``spec``, cut into windows (:func:`edge_asc.frontend.windows`, ``hop_frames`` apart, default half a
+    window), run through ``model`` (eval mode, no grad), and the window softmaxes averaged."""
     import torch
-
-    from ..frontend import normalize
 
     owners: list[int] = []
     wins: list[np.ndarray] = []
@@ -227,4 +227,4 @@ def evaluate_checkpoint(checkpoint: str, dataset, *, split: str = "evaluate", ho
 
     return dataclasses.replace(rep, extra={"epoch": meta.epoch, "run_id": meta.run_id, "preset": meta.preset,
                                            "window_frames": meta.window_frames,
-                                           "hop_frames": hop_frames or meta.window_frames})
+                                           "hop_frames": hop_frames or default_hop_frames(meta.window_frames)})
