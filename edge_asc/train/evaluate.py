@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import DatasetError
 from ..frontend import default_hop_frames, normalize, windows
 from ..metrics import macro_accuracy, softmax
+from .splits import check_labels, resolve_split
 
 #: seen / unseen device groups of TAU Urban Acoustic Scenes 2020 Mobile (overridden by edge_asc.data if present).
 DEFAULT_SEEN = ("a", "b", "c", "s1", "s2", "s3")
@@ -206,14 +207,9 @@ def evaluate_checkpoint(checkpoint: str, dataset, *, split: str = "evaluate", ho
 
     from .cache import build_cache
     from .checkpoint import load_checkpoint, resolve_run_dir
-    from .loop import resolve_split
 
     model, meta = load_checkpoint(checkpoint)
-    if set(dataset.labels) != set(meta.labels):
-        missing = sorted(set(meta.labels) - set(dataset.labels))
-        extra = sorted(set(dataset.labels) - set(meta.labels))
-        raise DatasetError(f"the dataset's labels do not match the checkpoint's (dataset lacks {missing}, "
-                           f"has extra {extra}): evaluate on a dataset with the labels the model was trained on")
+    check_labels(dataset.labels, meta.labels)
     data = resolve_split(dataset, split, meta.labels)
     if not data.paths:
         raise DatasetError(f"the dataset's '{split}' split is empty: nothing to evaluate")
