@@ -253,11 +253,6 @@ class StreamingFrontend:
         self.samples_pushed = 0
         self.frames_emitted = 0
 
-    @property
-    def latency_samples(self) -> int:
-        """Samples that must arrive after the start of a frame's window before the frame is emitted."""
-        return self.spec.n_fft + self.spec.delta_pad * self.spec.hop_length
-
     def push(self, block: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
         """Add samples; return the new frames, ``float32[channels, n_mels, n_new]`` (``n_new`` may be 0).
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,8 +137,3 @@ def build_cache(paths: Sequence[str | os.PathLike], clip_ids: Sequence[str], spe
         "offsets": offsets.tolist(), "channels": spec.channels, "n_mels": spec.n_mels}))
     return _open(entry)
 
-
-def iter_batches(n: int, batch_size: int, order: Iterable[int] | None = None) -> list[np.ndarray]:
-    """Split ``order`` (default ``range(n)``) into index batches of ``batch_size`` (last one may be smaller)."""
-    idx = np.arange(n) if order is None else np.asarray(list(order))
-    return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]

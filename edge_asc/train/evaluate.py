@@ -207,15 +207,15 @@ def plot_confusion(report: EvalReport, path: str) -> None:
     from ..errors import require
 
     require("matplotlib", "train", "confusion-matrix plots")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     conf = np.asarray(report.confusion, dtype=np.float64)
     norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
     k = len(report.labels)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * k, 1.0 + 0.6 * k))
+    fig = Figure(figsize=(1.0 + 0.7 * k, 1.0 + 0.6 * k))
+    FigureCanvasAgg(fig)  # a canvas of its own: no pyplot state, no global backend switch
+    ax = fig.subplots()
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
@@ -229,7 +229,6 @@ def plot_confusion(report: EvalReport, path: str) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def _resolve_hop(spec, window_frames: int, hop_seconds: float | None, hop: int | None) -> int:
