@@ -175,12 +175,15 @@ def test_hop_rounding_and_validation(clf):
             hop_frames_for(clf.card, bad)
 
 
-def test_short_clip_is_padded_to_one_window_with_a_warning(clf):
-    with pytest.warns(AudioWarning, match="zero-padded"):
+def test_short_clip_is_tiled_to_one_window_with_a_warning(clf):
+    with pytest.warns(AudioWarning, match="tiled"):
         res = classify_audio(clf, low(0.8))
-    assert res.window_probs.shape == (1, 3) and res.label == "low"
-    padded = np.concatenate([low(0.8), np.zeros(15872 - 12800, np.float32)])
-    np.testing.assert_allclose(res.window_probs[0], clf.probabilities(offline(padded, clf.card.frontend)), atol=1e-6)
+    assert res.window_probs.shape == (1, 3) and res.label == "low" and res.window_starts_s.tolist() == [0.0]
+    feats = offline(low(0.8), clf.card.frontend)  # 49 frames, repeated to 61
+    tiled = np.concatenate([feats, feats[:, :, :12]], axis=2)
+    np.testing.assert_allclose(res.window_probs[0], clf.probabilities(tiled), atol=1e-6)
+    with pytest.raises(AudioInputError, match="too short for one feature frame"):
+        classify_audio(clf, low(0.01))
 
 
 def test_classify_audio_rejects_bad_audio(clf):

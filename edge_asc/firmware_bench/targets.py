@@ -26,13 +26,12 @@ import os
 import platform
 import statistics
 import time
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import tomllib
 
 from ..errors import ConfigError, MissingExtraError
 from .graph import MAC_OPS

@@ -59,7 +59,6 @@ def mel_filterbank(spec: FrontendSpec) -> np.ndarray:
     if spec.mel_norm == "slaney":
         enorm = 2.0 / (mel_f[2 : spec.n_mels + 2] - mel_f[: spec.n_mels])
         weights *= enorm[:, None]
-    assert weights.shape == (spec.n_mels, n_bins)
     return weights
 
 
@@ -252,11 +251,6 @@ class StreamingFrontend:
         self._hist_fill = 0
         self.samples_pushed = 0
         self.frames_emitted = 0
-
-    @property
-    def latency_samples(self) -> int:
-        """Samples that must arrive after the start of a frame's window before the frame is emitted."""
-        return self.spec.n_fft + self.spec.delta_pad * self.spec.hop_length
 
     def push(self, block: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
         """Add samples; return the new frames, ``float32[channels, n_mels, n_new]`` (``n_new`` may be 0).
