@@ -47,7 +47,6 @@ def _mel_to_hz(m: np.ndarray, htk: bool) -> np.ndarray:
 
 def mel_filterbank(spec: FrontendSpec) -> np.ndarray:
     """Triangular mel filters, ``float64[n_mels, n_fft // 2 + 1]`` (same construction as ``librosa.filters.mel``)."""
-    n_bins = spec.n_fft // 2 + 1
     fftfreqs = np.fft.rfftfreq(spec.n_fft, d=1.0 / spec.sample_rate)
     lo, hi = _hz_to_mel(np.array(spec.fmin), spec.mel_htk), _hz_to_mel(np.array(spec.fmax_hz), spec.mel_htk)
     mel_f = _mel_to_hz(np.linspace(lo, hi, spec.n_mels + 2), spec.mel_htk)
