@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.export.gate import CLAUSES
 
@@ -24,8 +25,8 @@ RECIPE = {"epochs": 20, "batch_size": 8, "lr_max": 0.02, "t0": 20, "val_every": 
 
 
 def _train(dataset_dir: Path, out: Path, preset: str) -> Path:
-    pytest.importorskip("onnx2tf")
-    import torch
+    require("onnx2tf")
+    torch = require("torch")
 
     from edge_asc.data import load_dataset
     from edge_asc.train.augment import AugmentConfig

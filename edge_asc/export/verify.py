@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
+from ..metrics import macro_accuracy, softmax
 
 REPORT_SCHEMA_VERSION = 2
 
@@ -112,12 +113,6 @@ class VerificationReport:
                 f"({self.n_clips} clips), macro acc float {self.float_macro_accuracy:.4f} vs exported "
                 f"{self.exported_macro_accuracy:.4f} (drop {self.macro_accuracy_drop:+.2f} points), logit error max "
                 f"{self.max_logit_error:.4f} mean {self.mean_logit_error:.4f}{ev}")
-
-
-def macro_accuracy(pred: np.ndarray, y: np.ndarray, n_classes: int) -> float:
-    """Mean over the classes present in ``y`` of the fraction of their clips predicted correctly."""
-    accs = [float(np.mean(pred[y == k] == k)) for k in range(n_classes) if np.any(y == k)]
-    return float(np.mean(accs)) if accs else 0.0
 
 
 def output_grid_top1(logits: np.ndarray, quant: Any) -> np.ndarray | None:
@@ -269,8 +264,8 @@ def run_exported(clf: Any, dataset: Any, clips: Sequence[Any], labels: Sequence[
     """
     from ..audio import load_audio
     from ..calibration import clip_path
-    from ..frontend import normalize, offline
-    from ..runtime import classify_audio, hop_frames_for, softmax
+    from ..frontend import normalize, offline, windows
+    from ..runtime import classify_audio, hop_frames_for
 
     card = clf.card
     spec, w = card.frontend, card.window_frames
@@ -278,20 +273,15 @@ def run_exported(clf: Any, dataset: Any, clips: Sequence[Any], labels: Sequence[
     index = {name: i for i, name in enumerate(labels)}
     probe = events
     notes: list[str] = []
-    need = spec.samples_for_frames(w)
     y, q_clip, owners = [], [], []
     all_wins, q_logits, q_events = [], [], []
     prob_diff = 0.0
     for ci, c in enumerate(clips):
         audio, _ = load_audio(clip_path(dataset, c), spec.sample_rate)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # short clips are padded identically below
+            warnings.simplefilter("ignore")  # a short clip is tiled to one window, by windows() below too
             res = classify_audio(clf, audio, hop_seconds=hop_seconds)
-        if audio.size < need:
-            audio = np.concatenate([audio, np.zeros(need - audio.size, np.float32)])
-        feats = offline(audio, spec)
-        starts = list(range(0, feats.shape[2] - w + 1, hop))
-        wins = np.stack([feats[:, :, s:s + w] for s in starts])
+        wins = windows(offline(audio, spec), w, hop)
         ql = np.stack([clf.logits(x) for x in wins])
         if ql.shape[0] == res.window_probs.shape[0]:
             prob_diff = max(prob_diff, float(np.max(np.abs(softmax(ql) - res.window_probs))))
@@ -340,8 +330,6 @@ def compare(exported: ExportedRun, fl: FloatRun, *, card: Any, n_labels: int, mo
         topk, count_units: the event block's k and count units (:class:`edge_asc.model.probe.EventBlockSpec`).
         count_grid: (scale, zero point) of the exported count tensor, or None when it was not found.
     """
-    from ..runtime import softmax
-
     fl_all, ql_all = fl.logits, exported.logits
     own = exported.owners
     n_clips = len(exported.y)
