@@ -1,9 +1,10 @@
 """``edge-asc demo``: the whole product on this machine, no download, no microphone.
 
-synthesise a dataset -> train the ``edge`` preset (or ``--preset``, e.g. ``micro``) -> evaluate -> build the calibration set -> export full int8 with
-verification -> report against the DCASE budget and the targets -> classify a held-out clip through the streaming
-path -> summary. Each stage runs the very command a user would type (printed before it runs), so the demo doubles as
-a tour of the CLI. Artifacts go to ``--out`` (default ``runs/demo``); ``summary.json`` there holds every number shown.
+synthesise a dataset -> train the ``edge`` preset (or ``--preset``, e.g. ``micro``) -> evaluate -> build the
+calibration set -> export full int8 with verification and the export gate's default clauses -> report against the
+DCASE budget and the targets -> classify a held-out clip through the streaming path -> summary. Each stage runs the
+very command a user would type (printed before it runs), so the demo doubles as a tour of the CLI. Artifacts go to
+``--out`` (default ``runs/demo``); ``summary.json`` there holds every number shown.
 """
 
 from __future__ import annotations
@@ -248,9 +249,9 @@ def _print_summary(s: dict, out) -> None:
         lines.append("  int8 graph    " + ("every activation tensor is int8 (no float or bool tensor)" if not bad
                                           else f"NOT int8 inside: {', '.join(bad)}"))
     if q.get("output_grid_agreement") is not None and q.get("confident_top1_agreement") is not None:
-        lines.insert(-1, f"  int8 ceiling  the int8 output grid alone allows {pct(q['output_grid_agreement'])} agreement; "
-                         f"{pct(q['confident_top1_agreement'])} on the {pct(q['confident_fraction'])} of windows "
-                         f"the float model is sure of (top-2 margin >= 0.5)")
+        lines.insert(-1, f"  int8 ceiling  the int8 output grid alone allows {pct(q['output_grid_agreement'])} "
+                         f"agreement; {pct(q['confident_top1_agreement'])} on the {pct(q['confident_fraction'])} of "
+                         f"windows the float model is sure of (top-2 margin >= 0.5)")
     for b in s["budgets"]:
         lines.append(f"  budget        {'PASS' if b['passed'] else 'FAIL'} {b['value']:,.0f} of {b['limit']:,.0f} "
                      f"{b['unit']}: {b['rule']}")

@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--edgetpu", dest="mode", action="store_const", const="edgetpu",
                       help="full int8 for the Coral Edge TPU: lists unmapped ops, runs edgetpu_compiler if on PATH")
     p.set_defaults(mode="int8")
-    p.add_argument("--out", required=True, metavar="FILE", help="the .tflite to write (report: FILE stem + .export.json)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the .tflite to write (report: FILE stem + .export.json)")
     p.add_argument("--data", metavar="DIR",
                    help="dataset for verification (held-out split) and, without --calib, calibration "
                         "(default: the dataset recorded in the --calib manifest)")

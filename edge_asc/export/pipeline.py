@@ -19,6 +19,7 @@ run in child processes (see :mod:`edge_asc.export.convert`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -114,10 +115,8 @@ def _versions() -> dict[str, str]:
 
     out = {"edge_asc": __version__}
     for dist in ("torch", "onnx", "onnxscript", "onnx2tf", "tensorflow-cpu", "tensorflow", "ai-edge-litert"):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return out
 
 
@@ -490,7 +489,7 @@ def export_untrained_int8(config: Any, work: str | os.PathLike, *, seed: int = 0
     work = Path(work)
     torch.manual_seed(seed)
     model = build_model(config).eval()
-    x = np.random.default_rng(seed).standard_normal((windows,) + tuple(config.input_shape[1:])).astype(np.float32)
+    x = np.random.default_rng(seed).standard_normal((windows, *config.input_shape[1:])).astype(np.float32)
     to_onnx(model, x[:1], work / "m.onnx")
     np.save(work / "calib.npy", x.transpose(0, 2, 3, 1))
     converted = run_onnx2tf(work / "m.onnx", work, "int8", calib_npy=work / "calib.npy")
