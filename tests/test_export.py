@@ -234,6 +234,13 @@ def test_info_prints_the_card_without_tensorflow(carded, capsys):
     assert main(["info", str(path)]) == 0
     text = capsys.readouterr().out
     assert "low, high, silence" in text and "NHWC [1, 64, 61, 1] int8" in text
+    # the export report beside the model: info shows the gate's verdict
+    report_path_for(path).write_text(json.dumps({
+        "verification": {"window_top1_agreement": 0.9, "float_macro_accuracy": 0.5, "exported_macro_accuracy": 0.4},
+        "gate": {"passed": False}}))
+    assert main(["info", str(path)]) == 0
+    assert "(gate FAIL; m.export.json)" in capsys.readouterr().out
+    report_path_for(path).unlink()
     assert main(["info", str(path.parent / "nope.tflite")]) == 1
     assert "no such model file" in capsys.readouterr().err
     code = ("import sys; from edge_asc.cli import main; rc = main(['info', sys.argv[1], '--json']); "

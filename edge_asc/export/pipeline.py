@@ -71,6 +71,8 @@ class ExportReport:
 
 @dataclass(frozen=True, kw_only=True)
 class ExportResult:
+    """What :func:`export_checkpoint` returns (and :class:`~edge_asc.errors.ExportGateError` carries)."""
+
     model_path: Path
     report_path: Path
     report: ExportReport

@@ -271,7 +271,6 @@ def run_exported(clf: Any, dataset: Any, clips: Sequence[Any], labels: Sequence[
     spec, w = card.frontend, card.window_frames
     hop = hop_frames_for(card, hop_seconds)
     index = {name: i for i, name in enumerate(labels)}
-    probe = events
     notes: list[str] = []
     y, q_clip, owners = [], [], []
     all_wins, q_logits, q_events = [], [], []
@@ -289,8 +288,8 @@ def run_exported(clf: Any, dataset: Any, clips: Sequence[Any], labels: Sequence[
             notes.append(f"clip {c.clip_id}: classify_audio gave {res.window_probs.shape[0]} windows, offline "
                          f"{ql.shape[0]}")
         xn = normalize(wins, spec)
-        if probe is not None:
-            q_events.append(np.stack([probe.indices(clf.input_tensor(x)) for x in wins]))
+        if events is not None:
+            q_events.append(np.stack([events.indices(clf.input_tensor(x)) for x in wins]))
         all_wins.append(xn)
         q_logits.append(ql)
         q_clip.append(res.clip_probs)
