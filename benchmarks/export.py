@@ -79,7 +79,7 @@ def main() -> int:
         print(f"trained {run} in {train_s:.1f} s", flush=True)
     out = work / f"{args.preset}_{args.mode.replace('-', '_')}.tflite"
     t = time.perf_counter()
-    res = export_checkpoint(run, out, config=ExportConfig(mode=args.mode, min_agreement=0.0,
+    res = export_checkpoint(run, out, config=ExportConfig(mode=args.mode, gate=False,
                                                           calib_size=args.calib_size,
                                                           verify_max_clips=args.verify_clips),
                             dataset=ds, log=lambda s: print(s, flush=True))

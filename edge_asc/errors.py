@@ -39,6 +39,15 @@ class ExportError(EdgeAscError):
     """A conversion step (ONNX, onnx2tf, TFLite) failed or its output did not verify."""
 
 
+class ExportGateError(ExportError):
+    """The exported model verified but failed the export gate (:mod:`edge_asc.export.gate`). The model and its
+    report were written and are kept; ``result`` is the :class:`edge_asc.export.ExportResult` (None if unknown)."""
+
+    def __init__(self, message: str, *, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class DeviceError(EdgeAscError):
     """An audio device or accelerator is absent, busy, or disappeared."""
 

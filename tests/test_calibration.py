@@ -31,14 +31,14 @@ def ds(tiny_dataset):
 
 def test_windows_are_front_end_features_of_the_recorded_clips(ds):
     from edge_asc.audio import load_audio
-    from edge_asc.calibration import _clip_path
+    from edge_asc.calibration import clip_path
     from edge_asc.frontend import offline
 
     cs = build_calibration(ds, SPEC, 40, size=12, seed=3)
     assert cs.data.shape == (12, 64, 40, 1) and cs.data.dtype == np.float32
     by_id = {c.clip_id: c for c in ds.split("train")}
     for x, e in zip(cs.data, cs.manifest.entries):
-        audio, _ = load_audio(_clip_path(ds, by_id[e.clip_id]), SPEC.sample_rate)
+        audio, _ = load_audio(clip_path(ds, by_id[e.clip_id]), SPEC.sample_rate)
         f = offline(audio, SPEC)  # un-normalised dB, NCHW
         assert 0 <= e.offset <= f.shape[2] - 40
         np.testing.assert_array_equal(x, f[:, :, e.offset:e.offset + 40].transpose(1, 2, 0))

@@ -19,7 +19,16 @@ def test_quick_demo_runs_every_stage_and_summarises(tmp_path, capsys, monkeypatc
     s = json.loads((out / "summary.json").read_text())
     for key, path in s["artifacts"].items():
         assert Path(path).is_absolute() and Path(path).exists(), key
-    assert s["int8"]["gate_passed"] == (s["int8"]["top1_agreement"] >= s["int8"]["agreement_gate"])
+    # the export ran with 'edge-asc export's default gate, and the summary shows each clause
+    from edge_asc.export import ExportConfig
+
+    gate = s["int8"]["gate"]
+    assert s["int8"]["gate_passed"] == gate["passed"] == all(c["passed"] for c in gate["clauses"])
+    defaults = ExportConfig()
+    thresholds = {c["name"]: c["threshold"] for c in gate["clauses"]}
+    assert thresholds["accuracy_drop"] == defaults.max_accuracy_drop
+    assert thresholds["confident_agreement"] == defaults.min_confident_agreement
+    assert thresholds["event_set_agreement"] == defaults.min_event_set_agreement
     assert s["params"]["epochs"] == 10 and s["float"]["macro_accuracy"] > 0.1  # above chance for 10 classes
     assert s["int8"]["file_bytes"] == (out / "model_int8.tflite").stat().st_size
     assert 0.0 <= s["int8"]["top1_agreement"] <= 1.0 and 0.0 <= s["int8"]["output_grid_agreement"] <= 1.0
@@ -29,6 +38,7 @@ def test_quick_demo_runs_every_stage_and_summarises(tmp_path, capsys, monkeypatc
     printed = capsys.readouterr().out
     assert "$ edge-asc train --data" in printed and "edge-asc demo summary" in printed
     assert "every activation tensor is int8" in printed
+    assert "int8 gate" in printed and all(f"  {c['name']} " in printed for c in gate["clauses"])
 
 
 def test_demo_refuses_an_unknown_preset_before_writing_anything(tmp_path, capsys):

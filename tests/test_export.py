@@ -16,7 +16,7 @@ from conftest import require
 
 from edge_asc.errors import ConfigError, DatasetError, ExportError, MissingExtraError, ModelContractError
 from edge_asc.export import ExportConfig, export_checkpoint, report_path_for
-from edge_asc.export.verify import _first_argmax_counts, _spread, event_ranking, macro_accuracy, output_grid_top1
+from edge_asc.export.verify import _spread, event_ranking, macro_accuracy, output_grid_top1
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -209,12 +209,13 @@ def test_event_ranking_reproduces_the_event_block():
     count-grid ceiling ranks exactly as the model does."""
     torch = require("torch")
     from edge_asc.model.layers import EventExtraction
+    from edge_asc.model.probe import first_argmax_counts
 
     g = torch.Generator().manual_seed(0)
     for x in (torch.randint(0, 3, (5, 6, 4, 7), generator=g).float(), torch.randn(4, 16, 8, 9, generator=g)):
         c = x.shape[1]
         block = np.rint(EventExtraction(c, 4)(x).numpy() * c).astype(np.int64)
-        counts = _first_argmax_counts(x.numpy())
+        counts = first_argmax_counts(x.numpy())
         assert np.allclose(counts.sum(axis=1), 1.0)
         assert np.array_equal(event_ranking(counts, 4), block)
     # ties in the counts go to the lower index; a coarse grid merges near-equal counts
@@ -233,6 +234,13 @@ def test_info_prints_the_card_without_tensorflow(carded, capsys):
     assert main(["info", str(path)]) == 0
     text = capsys.readouterr().out
     assert "low, high, silence" in text and "NHWC [1, 64, 61, 1] int8" in text
+    # the export report beside the model: info shows the gate's verdict
+    report_path_for(path).write_text(json.dumps({
+        "verification": {"window_top1_agreement": 0.9, "float_macro_accuracy": 0.5, "exported_macro_accuracy": 0.4},
+        "gate": {"passed": False}}))
+    assert main(["info", str(path)]) == 0
+    assert "(gate FAIL; m.export.json)" in capsys.readouterr().out
+    report_path_for(path).unlink()
     assert main(["info", str(path.parent / "nope.tflite")]) == 1
     assert "no such model file" in capsys.readouterr().err
     code = ("import sys; from edge_asc.cli import main; rc = main(['info', sys.argv[1], '--json']); "
@@ -242,3 +250,67 @@ def test_info_prints_the_card_without_tensorflow(carded, capsys):
     r = subprocess.run([sys.executable, "-c", code, str(path)], check=False, capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["labels"] == list(card.labels)
+
+
+def _ver(**kw):
+    from edge_asc.export.verify import VerificationReport
+
+    base = {"mode": "int8", "split": "evaluate", "n_clips": 90, "n_windows": 450, "hop_frames": 30,
+            "window_top1_agreement": 0.95, "clip_top1_agreement": 0.98, "float_macro_accuracy": 0.60,
+            "exported_macro_accuracy": 0.60, "max_logit_error": 0.5, "mean_logit_error": 0.05,
+            "events_topk_set_agreement": 0.8, "events_top1_agreement": 0.9, "output_grid_agreement": 0.985,
+            "confident_fraction": 0.5, "confident_top1_agreement": 1.0, "events_count_grid_set_agreement": 0.99,
+            "events_count_grid_top1_agreement": 0.99}
+    return VerificationReport(**{**base, **kw})
+
+
+def test_gate_clauses_thresholds_and_report():
+    from edge_asc.export import GateReport, check_gate
+    from edge_asc.export.gate import CLAUSES
+
+    cfg = ExportConfig()
+    ok = check_gate(_ver(), cfg)
+    assert ok.passed and ok.failed == () and [c.name for c in ok.clauses] == list(CLAUSES)
+    # agreement: min(floor, output-grid ceiling - gap); the ceiling binds below floor + gap
+    need = ok.clause("agreement").threshold
+    assert need == pytest.approx(min(cfg.min_agreement, 0.985 - cfg.max_grid_gap))
+    tight = ExportConfig(max_grid_gap=0.02)
+    assert check_gate(_ver(output_grid_agreement=1.0), tight).clause("agreement").threshold == tight.min_agreement
+    assert check_gate(_ver(output_grid_agreement=None), cfg).clause("agreement").threshold == cfg.min_agreement
+    assert check_gate(_ver(window_top1_agreement=need), cfg).passed
+    bad = check_gate(_ver(window_top1_agreement=need - 0.01, exported_macro_accuracy=0.60 - 0.03,
+                          confident_top1_agreement=0.9, events_topk_set_agreement=0.05), cfg)
+    assert bad.failed == CLAUSES and not bad.passed and bad.enforced
+    line = bad.summary()
+    assert line.startswith("gate FAIL (accuracy_drop, agreement, confident_agreement, event_set_agreement): ")
+    assert f"accuracy_drop +3.00 points > {cfg.max_accuracy_drop:g} points" in line
+    assert f"confident_agreement 0.9000 < {cfg.min_confident_agreement:g}" in line
+    assert f"min(0.97, output-grid ceiling 0.9850 - {cfg.max_grid_gap:g})" in line
+    # an export that does better than the float model on these clips loses nothing
+    assert check_gate(_ver(exported_macro_accuracy=0.7), cfg).passed
+    # unmeasurable clauses pass and say so
+    none = check_gate(_ver(confident_top1_agreement=None, confident_fraction=0.0, events_topk_set_agreement=None,
+                           events_top1_agreement=None), cfg)
+    assert none.passed and "confident_agreement not measured" in none.summary()
+    assert "event_set_agreement not measured" in none.summary()
+    # thresholds are the config's; the report round-trips through JSON
+    loose = check_gate(_ver(exported_macro_accuracy=0.57), ExportConfig(max_accuracy_drop=5.0, gate=False))
+    assert check_gate(_ver(exported_macro_accuracy=0.57), ExportConfig(max_accuracy_drop=2.0)).failed == (
+        "accuracy_drop",)
+    assert loose.passed and not loose.enforced and "[not enforced" in loose.summary()
+    d = json.loads(json.dumps(bad.to_dict()))
+    assert d["passed"] is False and d["failed"] == list(CLAUSES) and len(d["clauses"]) == 4
+    from edge_asc.export import GateClause
+
+    assert GateReport(clauses=tuple(GateClause(**c) for c in d["clauses"])).summary() == line
+
+
+def test_gate_options_are_validated():
+    for field, bad in (("max_accuracy_drop", -1.0), ("max_accuracy_drop", 101.0), ("max_grid_gap", 1.5),
+                       ("min_confident_agreement", -0.1), ("min_event_set_agreement", 2.0)):
+        with pytest.raises(ConfigError, match=field):
+            ExportConfig(**{field: bad})
+    from edge_asc.cli import main
+
+    for flag in ("--max-accuracy-drop", "--max-grid-gap", "--min-confident-agreement", "--min-event-agreement"):
+        assert main(["export", "run", "--out", "m.tflite", flag, "-1"]) == 2

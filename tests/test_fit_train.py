@@ -69,7 +69,7 @@ def test_fit_train_export_report(fitted, tiny_dataset, tmp_path, capsys):
     cfg = resolve_preset(preset).config
     model = tmp_path / "fit.tflite"
     assert main(["export", str(run), "--int8", "--data", str(tiny_dataset), "--calib-size", "40",
-                 "--verify-clips", "20", "--min-agreement", "0", "--out", str(model)]) == 0
+                 "--verify-clips", "20", "--no-gate", "--out", str(model)]) == 0
     card = read_model_card(model)
     assert card.model_preset == preset and dict(card.model_config) == cfg.to_dict()
     assert card.input_shape == (1, cfg.n_mels, cfg.n_frames, 1) and card.frontend.n_mels == cfg.n_mels

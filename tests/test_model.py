@@ -192,6 +192,41 @@ def test_event_extraction_matches_reference(seed):
     torch.testing.assert_close(EventExtraction(16, 4)(x), _events_reference(x, 4), rtol=0, atol=0)
 
 
+def test_verification_probe_reports_the_event_block_and_records_its_indices_and_counts():
+    from edge_asc.model import verification_probe
+    from edge_asc.model.probe import first_argmax_counts
+
+    cfg = model_preset("edge")
+    torch.manual_seed(0)
+    net = build_model(cfg).eval()
+    probe = verification_probe(net)
+    c1 = cfg.channels[0]
+    assert probe.activation_channels == c1
+    assert (probe.events.channels, probe.events.topk) == (c1, cfg.topk)
+    assert probe.events.pooled_features == c1 * cfg.gap_bands and probe.events.count_units == 6.0
+    x = torch.randn(3, *cfg.input_shape[1:])
+    seen = []
+    handle = net.events.register_forward_hook(lambda m, i, o: seen.append((i[0].numpy(), o.numpy())))
+    with probe.recording() as rec, torch.no_grad():
+        net(x[:2])
+        net(x[2:])
+    handle.remove()
+    acts, outs = np.concatenate([a for a, _ in seen]), np.concatenate([o for _, o in seen])
+    assert np.array_equal(rec.indices(), np.rint(outs * c1).astype(np.int64)) and rec.indices().shape == (3, 4)
+    assert np.array_equal(rec.counts(), first_argmax_counts(acts))
+    with torch.no_grad():
+        net(x)  # the hook is gone after the block
+    assert rec.indices().shape == (3, 4)
+    gap = verification_probe(build_model(cfg.replace(head="gap")))
+    assert gap.events is None
+    with gap.recording() as rec:
+        pass
+    assert rec.indices() is None and rec.counts() is None
+    assert verification_probe(build_model(cfg.replace(int8_native=False))).events.count_units == 1.0
+    with pytest.raises(TypeError, match="MiniSegNet"):
+        verification_probe(torch.nn.Linear(2, 2))
+
+
 def test_config_roundtrip_and_validation():
     for p in MODEL_PRESETS.values():
         assert MiniSegNetConfig.from_dict(p.config.to_dict()) == p.config

@@ -62,6 +62,8 @@ def test_classifier_reads_card_and_quantises_with_model_scales(clf, model_path):
     x = normalize(window, clf.card.frontend).transpose(1, 2, 0)[None]
     s, z = i["quantization"]
     q = np.clip(np.rint(x / s) + z, -128, 127).astype(np.int8)
+    fed = clf.input_tensor(window)  # what the classifier invokes its interpreter with, as a new array
+    assert fed.dtype == np.int8 and np.array_equal(fed, q) and fed is not clf.input_tensor(window)
     it.set_tensor(i["index"], q)
     it.invoke()
     os_, oz = o["quantization"]

@@ -157,8 +157,9 @@ class CalibrationSet:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def _clip_path(dataset: Any, clip: Any) -> Path:
-    """The clip's audio file: ``ClipRecord.path`` is already the dataset root joined with the file name."""
+def clip_path(dataset: Any, clip: Any) -> Path:
+    """The audio file of ``clip``, a record of ``dataset`` (:class:`edge_asc.data.ClipRecord`): its ``path``, which is
+    already the dataset root joined with the file name. Calibration and export verification read clips through it."""
     return Path(clip.path)
 
 
@@ -238,7 +239,7 @@ def build_calibration(dataset: Any, spec: FrontendSpec, window_frames: int, *, s
     entries = []
     for j, i in enumerate(chosen):
         if i not in feats:
-            audio, _ = load_audio(_clip_path(dataset, clips[i]), spec.sample_rate)
+            audio, _ = load_audio(clip_path(dataset, clips[i]), spec.sample_rate)
             feats[i] = offline(audio, spec)
         f = feats[i]
         t = f.shape[2]
@@ -348,6 +349,7 @@ __all__ = [
     "CalibrationManifest",
     "CalibrationSet",
     "build_calibration",
+    "clip_path",
     "load_calibration",
     "save_calibration",
 ]

@@ -55,10 +55,12 @@ def run(args: argparse.Namespace) -> int:
     rep = Path(args.model).with_name(f"{Path(args.model).stem}.export.json")
     if rep.is_file():
         try:
-            v = json.loads(rep.read_text(encoding="utf-8"))["verification"]
+            r = json.loads(rep.read_text(encoding="utf-8"))
+            v = r["verification"]
+            passed = r["gate"]["passed"] if "gate" in r else v["passed"]  # schema 1 kept the verdict in verification
             lines.append(f"verification   top-1 agreement {v['window_top1_agreement']:.4f}, macro acc float "
                          f"{v['float_macro_accuracy']:.4f} / exported {v['exported_macro_accuracy']:.4f} "
-                         f"({'PASS' if v['passed'] else 'FAIL'}; {rep.name})")
+                         f"(gate {'PASS' if passed else 'FAIL'}; {rep.name})")
         except (OSError, ValueError, KeyError, TypeError):
             lines.append(f"verification   {rep.name} is unreadable")
     print("\n".join(lines))

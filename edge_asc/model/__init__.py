@@ -23,6 +23,8 @@ from .config import (
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
+    from .probe import VerificationProbe
+
 #: The paper's reported parameter count (Table 5, Mini-SegNet with MixupNorm and event extraction).
 PAPER_PARAMS = 478_218
 
@@ -43,6 +45,19 @@ def build_model(cfg: MiniSegNetConfig) -> nn.Module:
     return MiniSegNet(cfg)
 
 
+def verification_probe(model: nn.Module) -> VerificationProbe:
+    """What export verification needs from ``model`` (a :class:`edge_asc.model.segnet.MiniSegNet`) besides its
+    logits: the event block's geometry (channels, top-k, the pooled features it is concatenated to, count units) and
+    a recorder of the event indices / counts of each forward pass. See :mod:`edge_asc.model.probe`.
+
+    Raises:
+        TypeError: ``model`` is not a MiniSegNet.
+    """
+    from .probe import VerificationProbe
+
+    return VerificationProbe(model)
+
+
 __all__ = [
     "MODEL_PRESETS",
     "PAPER_PARAMS",
@@ -58,4 +73,5 @@ __all__ = [
     "model_preset",
     "resolve_preset",
     "split_preset",
+    "verification_probe",
 ]

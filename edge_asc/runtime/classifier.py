@@ -135,6 +135,23 @@ class Classifier:
         else:
             self._input[...] = x
 
+    def input_tensor(self, window: np.ndarray) -> np.ndarray:
+        """The tensor :meth:`logits` invokes the model with for ``window``: normalised with the card's front end,
+        laid out as ``card.input_layout`` and quantised with ``card.input_quant`` (rounded, saturated).
+
+        Args:
+            window: float32[channels, n_mels, window_frames] of UN-normalised dB features.
+
+        Returns:
+            a new array of ``card.input_shape`` and the input dtype (int8 for a full-integer model), e.g. to feed
+            another interpreter of the same model exactly what this one sees.
+
+        Raises:
+            ModelContractError: a window of the wrong shape.
+        """
+        self._prepare(window)
+        return self._input.copy()
+
     def logits(self, window: np.ndarray) -> np.ndarray:
         """Scores of one window.
 
