@@ -24,6 +24,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=float, default=0.1, metavar="P",
                    help="hysteresis: posterior lead a new scene needs over the current one (default 0.1)")
     p.add_argument("--plain", action="store_true", help="plain line output even on a terminal")
+    m = p.add_argument_group("MQTT / Home Assistant (credentials: EDGE_ASC_MQTT_USER and EDGE_ASC_MQTT_PASSWORD, "
+                             "or --mqtt-credentials)")
+    m.add_argument("--mqtt", metavar="URL", help="publish to this broker: mqtt://host:1883 or mqtts://host:8883")
+    m.add_argument("--mqtt-ca", metavar="FILE", help="with mqtts://: PEM CA that signed the broker's certificate")
+    m.add_argument("--mqtt-credentials", metavar="FILE", help="file whose first line is user:password (chmod 600)")
+    m.add_argument("--mqtt-node", metavar="NAME", help="this device's topic segment and Home Assistant node id "
+                   "(default: the host name)")
+    m.add_argument("--mqtt-prefix", default="edge-asc", metavar="TOPIC",
+                   help="topic root: topics are TOPIC/NODE/{availability,state,scene,event} (default edge-asc)")
+    m.add_argument("--mqtt-discovery-prefix", default="homeassistant", metavar="TOPIC",
+                   help="Home Assistant discovery prefix; '' turns discovery off (default homeassistant)")
+    m.add_argument("--mqtt-interval", type=float, default=30.0, metavar="S",
+                   help="seconds between periodic state messages (default 30)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,11 +66,24 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give either --device or --input, not both")
     if not 0 <= args.margin < 1:
         raise UsageError(f"--margin must be in [0, 1), got {args.margin}")
+    mqtt_config = None
+    if args.mqtt:
+        from ..runtime.mqtt import config_from_args
+
+        if not args.mqtt_interval > 0:
+            raise UsageError(f"--mqtt-interval must be > 0 seconds, got {args.mqtt_interval}")
+        mqtt_config = config_from_args(args.mqtt, ca_file=args.mqtt_ca, credentials=args.mqtt_credentials,
+                                       node=args.mqtt_node, prefix=args.mqtt_prefix,
+                                       discovery_prefix=args.mqtt_discovery_prefix,
+                                       state_interval_s=args.mqtt_interval)
+    elif args.mqtt_ca or args.mqtt_credentials or args.mqtt_node:
+        raise UsageError("--mqtt-ca, --mqtt-credentials and --mqtt-node need --mqtt URL")
 
     from ..runtime import Classifier, StreamPipeline
     from ..runtime.engine import run_listen
     from ..runtime.sinks import JsonlSink, SqliteSink, TerminalView
     from ..runtime.sources import FileSource, MicSource
+    from ..runtime.status import LiveStatus, model_summary
 
     clf = Classifier(args.model, threads=args.threads, edgetpu=args.edgetpu)
     if args.input:
@@ -66,12 +92,24 @@ def run(args: argparse.Namespace) -> int:
         source = MicSource(args.device)
     pipeline = StreamPipeline(clf, input_rate=source.sample_rate, hop_seconds=args.hop, smooth=args.smooth,
                               margin=args.margin)
-    sinks = []
+
+    def counters() -> dict:
+        return {"input_overflows": source.overflows, "ring_overruns": pipeline.ring.overrun_events,
+                "dropped_samples": pipeline.ring.overrun_samples}
+
+    live = LiveStatus(clf.labels, counters=counters, model=model_summary(clf, args.model),
+                      source=f"{source.kind} {source.name}")
+    sinks = [live]
     try:
         if args.jsonl:
             sinks.append(JsonlSink(args.jsonl, model_sha256=clf.model_sha256))
         if args.db:
             sinks.append(SqliteSink(args.db, model_sha256=clf.model_sha256))
+        if mqtt_config is not None:
+            from ..runtime.mqtt import MqttSink
+
+            sinks.append(MqttSink(mqtt_config, labels=clf.labels, snapshot=live.snapshot,
+                                  model_name=clf.card.model_preset or "acoustic scene classifier"))
     except BaseException:
         for s in sinks:
             s.close()
