@@ -1,7 +1,9 @@
 """``edge-asc listen --model M [--device NAME|INDEX] ...``: classify live microphone audio (or a paced file).
 
 Stops cleanly on SIGINT/SIGTERM (sinks flushed and closed, exit 0), after ``--duration`` seconds, or at the end of
-``--input``. Survives overflow bursts and a device that disappears and comes back.
+``--input``. Survives overflow bursts and a device that disappears and comes back; with ``--wait`` it also waits for
+a device that is not there yet. Publishes over MQTT with ``--mqtt`` and talks to systemd (READY, watchdog) when run
+as a ``Type=notify`` service (see ``edge-asc service``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=float, default=0.1, metavar="P",
                    help="hysteresis: posterior lead a new scene needs over the current one (default 0.1)")
     p.add_argument("--plain", action="store_true", help="plain line output even on a terminal")
+    p.add_argument("--wait", action="store_true",
+                   help="if the input device is not there (yet), wait for it instead of exiting (for services)")
     m = p.add_argument_group("MQTT / Home Assistant (credentials: EDGE_ASC_MQTT_USER and EDGE_ASC_MQTT_PASSWORD, "
                              "or --mqtt-credentials)")
     m.add_argument("--mqtt", metavar="URL", help="publish to this broker: mqtt://host:1883 or mqtts://host:8883")
@@ -40,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import signal
     import sys
     import threading
@@ -79,27 +84,40 @@ def run(args: argparse.Namespace) -> int:
     elif args.mqtt_ca or args.mqtt_credentials or args.mqtt_node:
         raise UsageError("--mqtt-ca, --mqtt-credentials and --mqtt-node need --mqtt URL")
 
+    if args.wait and args.input:
+        raise UsageError("--wait waits for a microphone to appear: not with --input")
+
     from ..runtime import Classifier, StreamPipeline
     from ..runtime.engine import run_listen
+    from ..runtime.notify import SystemdNotifier
     from ..runtime.sinks import JsonlSink, SqliteSink, TerminalView
     from ..runtime.sources import FileSource, MicSource
     from ..runtime.status import LiveStatus, model_summary
 
     clf = Classifier(args.model, threads=args.threads, edgetpu=args.edgetpu)
-    if args.input:
-        source = FileSource(args.input, realtime=args.realtime)
-    else:
-        source = MicSource(args.device)
-    pipeline = StreamPipeline(clf, input_rate=source.sample_rate, hop_seconds=args.hop, smooth=args.smooth,
-                              margin=args.margin)
+    live_parts: dict = {}  # the source and pipeline, once they exist (after --wait)
 
     def counters() -> dict:
-        return {"input_overflows": source.overflows, "ring_overruns": pipeline.ring.overrun_events,
-                "dropped_samples": pipeline.ring.overrun_samples}
+        src, pipe = live_parts.get("source"), live_parts.get("pipeline")
+        if src is None or pipe is None:
+            return {"input_overflows": 0, "ring_overruns": 0, "dropped_samples": 0}
+        return {"input_overflows": src.overflows, "ring_overruns": pipe.ring.overrun_events,
+                "dropped_samples": pipe.ring.overrun_samples}
 
-    live = LiveStatus(clf.labels, counters=counters, model=model_summary(clf, args.model),
-                      source=f"{source.kind} {source.name}")
-    sinks = [live]
+    def status() -> dict:
+        c = counters()
+        return {"overflows": c["input_overflows"] + c["ring_overruns"]}
+
+    what = f"file {os.path.basename(args.input)}" if args.input else f"microphone {args.device or '(default)'}"
+    live = LiveStatus(clf.labels, counters=counters, model=model_summary(clf, args.model), source=what)
+    notifier = SystemdNotifier()
+    sinks = [TerminalView(clf.labels, source=what, status=status, rich=False if args.plain else None), live, notifier]
+    stop = threading.Event()
+    previous = {}
+
+    def _handler(signum, frame):
+        stop.set()
+
     try:
         if args.jsonl:
             sinks.append(JsonlSink(args.jsonl, model_sha256=clf.model_sha256))
@@ -110,26 +128,41 @@ def run(args: argparse.Namespace) -> int:
 
             sinks.append(MqttSink(mqtt_config, labels=clf.labels, snapshot=live.snapshot,
                                   model_name=clf.card.model_preset or "acoustic scene classifier"))
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, _handler)
+        if args.input:
+            source = FileSource(args.input, realtime=args.realtime)
+        else:
+            if args.wait:
+                from ..runtime.sources import import_sounddevice, wait_for_device
+
+                def say(message: str) -> None:
+                    for s in sinks:
+                        s.event("waiting", message, device=args.device)
+
+                def tick() -> None:
+                    for s in sinks:
+                        s.tick()
+
+                sd = import_sounddevice()
+                if wait_for_device(sd, args.device, stop=stop, tick=tick, log=say) is None:
+                    for s in sinks:
+                        s.event("stop", "", stopped_by="signal", windows=0)
+                    print("edge-asc: stopped (signal) while waiting for the input device", file=sys.stderr)
+                    return 0
+                source = MicSource(args.device, sd=sd)
+            else:
+                source = MicSource(args.device)
+        pipeline = StreamPipeline(clf, input_rate=source.sample_rate, hop_seconds=args.hop, smooth=args.smooth,
+                                  margin=args.margin)
+        live_parts.update(source=source, pipeline=pipeline)
     except BaseException:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
         for s in sinks:
             s.close()
         raise
-
-    def status() -> dict:
-        return {"overflows": source.overflows + pipeline.ring.overrun_events}
-
-    sinks.insert(0, TerminalView(clf.labels, source=f"{source.kind} {source.name}", status=status,
-                                 rich=False if args.plain else None))
-
-    stop = threading.Event()
-    previous = {}
-
-    def _handler(signum, frame):
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, _handler)
     try:
         summary = run_listen(pipeline, source, sinks, stop=stop, duration_s=args.duration)
     finally:

@@ -92,7 +92,7 @@ def run_listen(pipeline: StreamPipeline, source, sinks: Sequence[Sink], *, stop:
             except DeviceLost as exc:
                 losses += 1
                 dispatch(pipeline.process())  # what arrived before the loss still counts
-                gap = _recover(source, stop, exc, backoff_s, emit, tick)
+                gap = _recover(source, stop, exc, backoff_s, emit, tick, poll_s)
                 if gap is None:
                     break
                 pipeline.restart(gap, input_rate=source.sample_rate)
@@ -131,7 +131,7 @@ def run_listen(pipeline: StreamPipeline, source, sinks: Sequence[Sink], *, stop:
 
 
 def _recover(source, stop: threading.Event, exc: DeviceLost, backoff_s: tuple[float, float],
-             emit, tick, tick_s: float = 1.0) -> float | None:
+             emit, tick, tick_s: float = 0.1) -> float | None:
     """Re-open a lost device with exponential back-off, ticking the sinks at least every ``tick_s`` seconds while
     waiting (so a watchdog keeps seeing a live process). Returns the outage in seconds, or None if stopped."""
     t_lost = time.monotonic()

@@ -23,6 +23,10 @@ class DeviceLost(DeviceError):
     """The input device stopped delivering audio (unplugged, driver error, stalled stream)."""
 
 
+class DeviceNotFound(DeviceError):
+    """No input device (or none matching the requested name / index) exists right now; it may appear later."""
+
+
 def import_sounddevice():
     """Import and return the ``sounddevice`` module.
 
@@ -57,7 +61,7 @@ def input_devices(sd) -> list[InputDevice]:
     try:
         devs = sd.query_devices()
     except Exception as exc:  # PortAudioError: the host API could not be queried
-        raise DeviceError(f"cannot list audio devices ({exc}): check that the sound system is running") from None
+        raise DeviceNotFound(f"cannot list audio devices ({exc}): check that the sound system is running") from None
     out = []
     for i, d in enumerate(devs):
         if int(d.get("max_input_channels", 0)) > 0:
@@ -81,7 +85,7 @@ def resolve_device(sd, device: str | int | None) -> InputDevice:
     """
     devs = input_devices(sd)
     if not devs:
-        raise DeviceError("no audio input device found: plug in a USB microphone (and check 'arecord -l')")
+        raise DeviceNotFound("no audio input device found: plug in a USB microphone (and check 'arecord -l')")
     if device is None or device == "":
         default = getattr(getattr(sd, "default", None), "device", -1)
         try:
@@ -99,8 +103,8 @@ def resolve_device(sd, device: str | int | None) -> InputDevice:
         for d in devs:
             if d.index == idx:
                 return d
-        raise DeviceError(f"input device index {idx} does not exist or has no input channels: "
-                          f"available inputs: {_listing(devs)}")
+        raise DeviceNotFound(f"input device index {idx} does not exist or has no input channels: "
+                             f"available inputs: {_listing(devs)}")
     name = str(device).strip().lower()
     exact = [d for d in devs if d.name.lower() == name]
     if len(exact) == 1:
@@ -109,9 +113,64 @@ def resolve_device(sd, device: str | int | None) -> InputDevice:
     if len(hits) == 1:
         return hits[0]
     if not hits:
-        raise DeviceError(f"no input device matches {device!r}: available inputs: {_listing(devs)}")
+        raise DeviceNotFound(f"no input device matches {device!r}: available inputs: {_listing(devs)}")
     raise DeviceError(f"input device name {device!r} is ambiguous ({len(hits)} match): use an index: "
                       f"{_listing(hits)}")
+
+
+def refresh_devices(sd) -> None:
+    """Make PortAudio list devices again. PortAudio enumerates devices once, when it is initialised, so a USB
+    microphone plugged in later is invisible until it is re-initialised; sounddevice offers that as
+    ``_terminate()`` + ``_initialize()`` (its documented way to rescan). Only call it with no stream open."""
+    terminate, initialize = getattr(sd, "_terminate", None), getattr(sd, "_initialize", None)
+    if terminate is None or initialize is None:
+        return
+    try:
+        terminate()
+        initialize()
+    except Exception as exc:  # PortAudioError: the sound system is not up yet; the next try sees it again
+        raise DeviceNotFound(f"cannot re-scan audio devices ({_first_line(exc)})") from None
+
+
+def wait_for_device(sd, device: str | int | None, *, stop: threading.Event, poll_s: tuple[float, float] = (0.5, 5.0),
+                    tick=None, tick_s: float = 0.1, log=None) -> InputDevice | None:
+    """Wait until :func:`resolve_device` finds ``device`` (at boot the USB microphone may appear after the service
+    starts), re-scanning PortAudio's device list between tries.
+
+    Args:
+        poll_s: first and maximum seconds between tries (doubling in between).
+        tick: called every ``tick_s`` seconds while waiting (watchdog heartbeats).
+        log: called with one line when the wait starts and one when the device appears.
+
+    Returns:
+        The device, or None when ``stop`` was set first.
+
+    Raises:
+        DeviceError: a problem that waiting does not fix (an ambiguous name, the device list cannot be read).
+    """
+    t0 = time.monotonic()
+    delay, cap = poll_s
+    tries = 0
+    while not stop.is_set():
+        tries += 1
+        try:
+            if tries > 1:
+                refresh_devices(sd)
+            dev = resolve_device(sd, device)
+        except DeviceNotFound as exc:
+            if tries == 1 and log is not None:
+                log(f"edge-asc: waiting for the input device ({exc}); checking every {poll_s[0]:g}-{cap:g} s")
+            until = time.monotonic() + delay
+            while not stop.is_set() and (left := until - time.monotonic()) > 0:
+                stop.wait(min(left, tick_s))
+                if tick is not None:
+                    tick()
+            delay = min(delay * 2, cap)
+            continue
+        if tries > 1 and log is not None:
+            log(f"edge-asc: input device {dev.describe()} appeared after {time.monotonic() - t0:.1f} s")
+        return dev
+    return None
 
 
 class MicSource:

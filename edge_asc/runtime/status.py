@@ -78,6 +78,8 @@ class LiveStatus(Sink):
             s = self._s
             if kind == "start":
                 s["device"] = "ok"
+                if fields.get("source"):
+                    s["source"] = f"{fields['source']} {fields.get('name', '')}".strip()
             elif kind == "device_lost":
                 s["device"] = "lost"
                 s["device_losses"] += 1
