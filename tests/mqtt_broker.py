@@ -2,8 +2,7 @@
 request, TLS from a self-signed CA made here with ``openssl``; plus a recording paho subscriber.
 
 Mosquitto is the Debian package ``mosquitto``: when it is missing and we are root with apt, :func:`ensure_mosquitto`
-installs it (``apt-get install mosquitto``, after ``apt-get update`` if the first try fails). Otherwise the broker
-tests are skipped, except under CI (``CI`` set), where a missing broker is a failure.
+installs it (see :func:`apt_tools.require_binary`).
 """
 
 from __future__ import annotations
@@ -17,34 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from apt_tools import require_binary
 
-SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/local/sbin"
 USER, PASSWORD = "edge", "s3cret:with-colon"
-
-
-def _apt_install(package: str, binary: str) -> str | None:
-    """Install a Debian package when ``binary`` is missing (root + apt only). Returns the binary's path or None."""
-    found = shutil.which(binary, path=SBIN_PATH)
-    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600", package]
-    if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
-        subprocess.run(["apt-get", "update", "-o", "DPkg::Lock::Timeout=600"], env=env, capture_output=True,
-                       timeout=900)
-        subprocess.run(cmd, env=env, capture_output=True, timeout=900)
-    return shutil.which(binary, path=SBIN_PATH)
-
-
-def require_binary(package: str, binary: str) -> str:
-    """The path of ``binary`` (installing ``package`` with apt when possible); skip, or fail under CI, without it."""
-    path = _apt_install(package, binary)
-    if path is None:
-        msg = f"{binary} not found and could not be installed: run 'sudo apt-get install {package}'"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
 
 
 def ensure_mosquitto() -> tuple[str, str]:

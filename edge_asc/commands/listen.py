@@ -2,8 +2,8 @@
 
 Stops cleanly on SIGINT/SIGTERM (sinks flushed and closed, exit 0), after ``--duration`` seconds, or at the end of
 ``--input``. Survives overflow bursts and a device that disappears and comes back; with ``--wait`` it also waits for
-a device that is not there yet. Publishes over MQTT with ``--mqtt`` and talks to systemd (READY, watchdog) when run
-as a ``Type=notify`` service (see ``edge-asc service``).
+a device that is not there yet. Publishes over MQTT with ``--mqtt``, serves a status page with ``--http``, and talks to
+systemd (READY, watchdog) when run as a ``Type=notify`` service (see ``edge-asc service``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=float, default=0.1, metavar="P",
                    help="hysteresis: posterior lead a new scene needs over the current one (default 0.1)")
     p.add_argument("--plain", action="store_true", help="plain line output even on a terminal")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="serve a read-only status page and JSON API (e.g. 127.0.0.1:8080; port 0 = any free port)")
     p.add_argument("--wait", action="store_true",
                    help="if the input device is not there (yet), wait for it instead of exiting (for services)")
     m = p.add_argument_group("MQTT / Home Assistant (credentials: EDGE_ASC_MQTT_USER and EDGE_ASC_MQTT_PASSWORD, "
@@ -86,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.wait and args.input:
         raise UsageError("--wait waits for a microphone to appear: not with --input")
+    http_address = None
+    if args.http:
+        from ..runtime.status_http import parse_address
+
+        http_address = parse_address(args.http)
 
     from ..runtime import Classifier, StreamPipeline
     from ..runtime.engine import run_listen
@@ -98,11 +105,14 @@ def run(args: argparse.Namespace) -> int:
     live_parts: dict = {}  # the source and pipeline, once they exist (after --wait)
 
     def counters() -> dict:
-        src, pipe = live_parts.get("source"), live_parts.get("pipeline")
-        if src is None or pipe is None:
-            return {"input_overflows": 0, "ring_overruns": 0, "dropped_samples": 0}
-        return {"input_overflows": src.overflows, "ring_overruns": pipe.ring.overrun_events,
-                "dropped_samples": pipe.ring.overrun_samples}
+        src, pipe, mq = live_parts.get("source"), live_parts.get("pipeline"), live_parts.get("mqtt")
+        out = {"input_overflows": 0, "ring_overruns": 0, "dropped_samples": 0}
+        if src is not None and pipe is not None:
+            out = {"input_overflows": src.overflows, "ring_overruns": pipe.ring.overrun_events,
+                   "dropped_samples": pipe.ring.overrun_samples}
+        if mq is not None:
+            out.update(mqtt_connected=mq.connected, mqtt_dropped=mq.dropped)
+        return out
 
     def status() -> dict:
         c = counters()
@@ -126,8 +136,15 @@ def run(args: argparse.Namespace) -> int:
         if mqtt_config is not None:
             from ..runtime.mqtt import MqttSink
 
-            sinks.append(MqttSink(mqtt_config, labels=clf.labels, snapshot=live.snapshot,
-                                  model_name=clf.card.model_preset or "acoustic scene classifier"))
+            live_parts["mqtt"] = MqttSink(mqtt_config, labels=clf.labels, snapshot=live.snapshot,
+                                          model_name=clf.card.model_preset or "acoustic scene classifier")
+            sinks.append(live_parts["mqtt"])
+        if http_address is not None:
+            from ..runtime.status_http import StatusServer
+
+            server = StatusServer(http_address, status=live, db_path=args.db)
+            sinks.append(server)
+            print(f"edge-asc: status page at {server.url}", file=sys.stderr, flush=True)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, _handler)
