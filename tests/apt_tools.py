@@ -20,10 +20,10 @@ def _apt_install(package: str, binary: str) -> str | None:
         return found
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     cmd = ["apt-get", "install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600", package]
-    if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
-        subprocess.run(["apt-get", "update", "-o", "DPkg::Lock::Timeout=600"], env=env, capture_output=True,
-                       timeout=900)
-        subprocess.run(cmd, env=env, capture_output=True, timeout=900)
+    if subprocess.run(cmd, check=False, env=env, capture_output=True, timeout=900).returncode != 0:
+        subprocess.run(["apt-get", "update", "-o", "DPkg::Lock::Timeout=600"], check=False, env=env,
+                       capture_output=True, timeout=900)
+        subprocess.run(cmd, check=False, env=env, capture_output=True, timeout=900)
     return shutil.which(binary, path=SBIN_PATH)
 
 

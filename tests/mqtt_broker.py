@@ -163,7 +163,8 @@ class Recorder:
                 if pred(m):
                     return m
             time.sleep(0.05)
-        raise AssertionError(f"no matching MQTT message in {timeout} s; got {[(m[1], m[2][:80]) for m in self.snapshot()]}")
+        got = [(m[1], m[2][:80]) for m in self.snapshot()]
+        raise AssertionError(f"no matching MQTT message in {timeout} s; got {got}")
 
     def close(self) -> None:
         self.client.disconnect()

@@ -18,8 +18,14 @@ import pytest
 from edge_asc.audio import write_audio
 from edge_asc.cli import main
 from edge_asc.errors import ConfigError, UsageError
-from edge_asc.runtime.mqtt import MqttConfig, config_from_args, discovery_messages, node_name, parse_url, \
-    read_credentials
+from edge_asc.runtime.mqtt import (
+    MqttConfig,
+    config_from_args,
+    discovery_messages,
+    node_name,
+    parse_url,
+    read_credentials,
+)
 
 pytest.importorskip("paho.mqtt.client")
 pytest.importorskip("tensorflow")  # builds the tiny test model
@@ -157,7 +163,7 @@ def test_listen_without_mqtt_never_imports_paho(model_path, clip):
     code = ("import sys\nfrom edge_asc.cli import main\n"
             f"assert main(['listen', '--model', {model_path!r}, '--input', {clip!r}, '--plain']) == 0\n"
             "assert not [m for m in sys.modules if m.startswith('paho')], 'paho imported'\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -319,7 +325,7 @@ def test_broker_restart_mid_stream_delivers_the_queued_scene_change(broker, mode
         t_up, w_up = time.monotonic(), time.time()
         rec.wait_for(lambda m: m[1] == "edge-asc/restart/availability" and m[2] == "online" and m[0] > t_up,
                      timeout=40)
-        out, err = p.communicate(timeout=60)
+        _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
         rec.wait_for(lambda m: m[1] == "edge-asc/restart/availability" and m[2] == "offline", timeout=10)
     finally:

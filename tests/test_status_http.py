@@ -210,7 +210,7 @@ def chromium():
 def _chromium(exe: str, profile: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
            "--hide-scrollbars", f"--user-data-dir={profile}", "--virtual-time-budget=6000", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow

@@ -73,7 +73,7 @@ def _systemctl(args, *cmd: str, check: bool = True):
         raise EdgeAscError("systemctl not found: this system does not run systemd (use --no-start to only write "
                            "the unit)")
     full = [exe, *(["--user"] if args.user else []), *cmd]
-    r = subprocess.run(full, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(full, check=False, capture_output=True, text=True, timeout=120)
     if check and r.returncode != 0:
         msg = (r.stderr or r.stdout).strip().splitlines()
         raise EdgeAscError(f"'systemctl {' '.join(full[1:])}' failed: {msg[0] if msg else f'exit {r.returncode}'}")

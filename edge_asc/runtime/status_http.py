@@ -164,7 +164,8 @@ const asked = Number(new URLSearchParams(location.search).get("minutes"));
 let minutes = asked >= 1 && asked <= 2880 ? asked : 180;
 const $ = id => document.getElementById(id);
 const fmtTime = t => new Date(t * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
-const fmtDur = s => s < 120 ? s.toFixed(0) + " s" : s < 7200 ? (s / 60).toFixed(0) + " min" : (s / 3600).toFixed(1) + " h";
+const fmtDur = s => s < 120 ? s.toFixed(0) + " s" :
+  s < 7200 ? (s / 60).toFixed(0) + " min" : (s / 3600).toFixed(1) + " h";
 function el(tag, attrs, text) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
@@ -205,17 +206,21 @@ function renderState(s) {
   $("updated").textContent = "updated " + new Date(s.time * 1000).toLocaleTimeString();
   document.body.dataset.updated = String(s.time);
 }
+function gap(tl, seconds) {
+  const g = el("div", {class: "seg gap"}); g.style.flex = String(seconds); tl.append(g);
+}
 function renderHistory(h) {
   const tl = $("timeline"); tl.replaceChildren();
   const span = Math.max(h.until - h.since, 1);
   let pos = h.since;
   for (const s of h.segments) {
-    if (s.start > pos) { const gap = el("div", {class: "seg gap"}); gap.style.flex = String(s.start - pos); tl.append(gap); }
+    if (s.start > pos) gap(tl, s.start - pos);
     const d = el("div", {class: "seg", "data-label": s.label,
-      title: s.label + " " + fmtTime(s.start) + "\\u2013" + fmtTime(s.end) + " (" + (100 * s.confidence).toFixed(0) + "%)"});
+      title: s.label + " " + fmtTime(s.start) + "\\u2013" + fmtTime(s.end) + " (" +
+             (100 * s.confidence).toFixed(0) + "%)"});
     d.style.flex = String(s.end - s.start); d.style.background = color(s.label); tl.append(d); pos = s.end;
   }
-  if (h.until > pos) { const gap = el("div", {class: "seg gap"}); gap.style.flex = String(h.until - pos); tl.append(gap); }
+  if (h.until > pos) gap(tl, h.until - pos);
   $("t0").textContent = fmtTime(h.since); $("t1").textContent = "now";
   const lg = $("legend"); lg.replaceChildren();
   const total = Math.max(h.windows, 1);
@@ -224,14 +229,23 @@ function renderHistory(h) {
     const s = el("span"); const i = el("i"); i.style.background = color(l); s.append(i);
     s.append(document.createTextNode(l + " " + (100 * h.labels[l] / total).toFixed(0) + "%")); lg.append(s);
   }
-  $("histnote").textContent = h.available ? h.windows.toLocaleString() + " windows in the last " + fmtDur(minutes * 60) :
+  $("histnote").textContent = h.available ?
+    h.windows.toLocaleString() + " windows in the last " + fmtDur(minutes * 60) :
     (h.error || "no database: start listen with --db to keep a timeline");
   document.body.dataset.history = String(h.segments.length);
 }
-async function getJSON(url) { const r = await fetch(url, {cache: "no-store"}); if (!r.ok) throw new Error(r.status); return r.json(); }
-async function pollState() { try { renderState(await getJSON("/api/state")); } catch (e) { $("updated").textContent = "listen is not answering"; } }
+async function getJSON(url) {
+  const r = await fetch(url, {cache: "no-store"});
+  if (!r.ok) throw new Error(r.status);
+  return r.json();
+}
+async function pollState() {
+  try { renderState(await getJSON("/api/state")); } catch (e) { $("updated").textContent = "listen is not answering"; }
+}
 async function pollHistory() {
-  try { renderHistory(await getJSON("/api/history?since=" + (Date.now() / 1000 - minutes * 60).toFixed(0))); } catch (e) {}
+  const since = (Date.now() / 1000 - minutes * 60).toFixed(0);
+  try { renderHistory(await getJSON("/api/history?since=" + since)); }
+  catch (e) { $("histnote").textContent = "history: " + e; }
 }
 for (const b of document.querySelectorAll("button[data-minutes]")) {
   b.classList.toggle("on", Number(b.dataset.minutes) === minutes);
