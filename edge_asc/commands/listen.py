@@ -23,6 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of audio")
     p.add_argument("--input", metavar="FILE", help="read this audio file instead of a microphone")
     p.add_argument("--realtime", action="store_true", help="with --input: pace the file in real time like a mic")
+    p.add_argument("--speed", type=float, default=1.0, metavar="X",
+                   help="with --realtime: play X times faster than real time (soak tests; default 1)")
+    p.add_argument("--loop", type=int, default=1, metavar="N",
+                   help="with --input: play the file N times back to back, 0 = forever (default 1)")
     p.add_argument("--margin", type=float, default=0.1, metavar="P",
                    help="hysteresis: posterior lead a new scene needs over the current one (default 0.1)")
     p.add_argument("--plain", action="store_true", help="plain line output even on a terminal")
@@ -86,6 +90,14 @@ def run(args: argparse.Namespace) -> int:
     elif args.mqtt_ca or args.mqtt_credentials or args.mqtt_node:
         raise UsageError("--mqtt-ca, --mqtt-credentials and --mqtt-node need --mqtt URL")
 
+    if args.speed != 1.0 and not args.realtime:
+        raise UsageError("--speed needs --realtime (without it the file is read as fast as possible)")
+    if not 0 < args.speed <= 1000:
+        raise UsageError(f"--speed must be in (0, 1000], got {args.speed}")
+    if args.loop != 1 and not args.input:
+        raise UsageError("--loop needs --input FILE")
+    if args.loop < 0:
+        raise UsageError(f"--loop must be >= 0 (0 = forever), got {args.loop}")
     if args.wait and args.input:
         raise UsageError("--wait waits for a microphone to appear: not with --input")
     http_address = None
@@ -149,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, _handler)
         if args.input:
-            source = FileSource(args.input, realtime=args.realtime)
+            source = FileSource(args.input, realtime=args.realtime, speed=args.speed, loops=args.loop)
         else:
             if args.wait:
                 from ..runtime.sources import import_sounddevice, wait_for_device
@@ -171,8 +183,10 @@ def run(args: argparse.Namespace) -> int:
                 source = MicSource(args.device, sd=sd)
             else:
                 source = MicSource(args.device)
+        # Played faster than real time, the ring holds proportionally more audio: the same slack in wall time.
+        ring_s = 4.0 * max(1.0, args.speed) if args.input and args.realtime else 4.0
         pipeline = StreamPipeline(clf, input_rate=source.sample_rate, hop_seconds=args.hop, smooth=args.smooth,
-                                  margin=args.margin)
+                                  margin=args.margin, ring_seconds=ring_s)
         live_parts.update(source=source, pipeline=pipeline)
     except BaseException:
         for sig, h in previous.items():

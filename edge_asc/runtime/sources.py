@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AudioInputError, DeviceError, MissingExtraError
+from ..errors import AudioInputError, ConfigError, DeviceError, MissingExtraError
 
 PORTAUDIO_HINT = "install it with 'sudo apt-get install libportaudio2'"
 
@@ -282,19 +282,27 @@ class MicSource:
 class FileSource:
     """A file as a stream: read in ``block``-sample pieces at the file's own rate, downmixed to mono.
 
-    With ``realtime`` a producer thread writes one block every ``block / rate`` seconds of wall time, exactly like a
-    microphone callback (so ring overruns can happen when the consumer is slow); otherwise :meth:`wait` writes the
-    next blocks synchronously whenever the ring has room (fast, lossless).
+    With ``realtime`` a producer thread writes one block every ``block / rate / speed`` seconds of wall time, exactly
+    like a microphone callback (so ring overruns can happen when the consumer is slow); ``speed`` > 1 plays faster
+    than real time (soak tests), with blocks of ``block * max(1, speed // 25)`` samples so the producer wakes a few
+    hundred times a second at most. Otherwise :meth:`wait` writes the next blocks synchronously whenever the ring has
+    room (fast, lossless). ``loops`` plays the file that many times back to back (0 = forever); stream time runs on.
 
     Raises:
         AudioInputError: missing or unreadable file.
+        ConfigError: ``speed`` not in (0, 1000] or ``loops`` < 0.
     """
 
     kind = "file"
 
-    def __init__(self, path: str | os.PathLike, *, realtime: bool = False, block: int = 1024) -> None:
+    def __init__(self, path: str | os.PathLike, *, realtime: bool = False, block: int = 1024, speed: float = 1.0,
+                 loops: int = 1) -> None:
         from ..audio import audio_info
 
+        if not (isinstance(speed, (int, float)) and 0 < speed <= 1000):
+            raise ConfigError(f"speed must be in (0, 1000] times real time, got {speed!r}")
+        if not isinstance(loops, int) or loops < 0:
+            raise ConfigError(f"loops must be an integer >= 0 (0 = forever), got {loops!r}")
         info = audio_info(path)
         if info.frames == 0:
             raise AudioInputError(f"{path}: contains no audio (0 samples): pick a non-empty file")
@@ -303,7 +311,10 @@ class FileSource:
         self.sample_rate = info.sample_rate
         self.realtime = realtime
         self.paced = realtime
-        self.block = int(block)
+        self.speed = float(speed)
+        self.loops = loops
+        self.played = 0  # complete passes through the file so far
+        self.block = int(block) * (max(1, int(self.speed // 25)) if realtime else 1)
         self.overflows = 0
         self.exhausted = False
         self._ring = None
@@ -326,17 +337,24 @@ class FileSource:
     def _next_block(self) -> np.ndarray | None:
         data = self._file.read(self.block, dtype="float32", always_2d=True)
         if data.shape[0] == 0:
-            return None
+            self.played += 1
+            if self.loops and self.played >= self.loops:
+                return None
+            self._file.seek(0)
+            data = self._file.read(self.block, dtype="float32", always_2d=True)
+            if data.shape[0] == 0:
+                return None
         return data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
 
     def _pace(self) -> None:
-        period = self.block / self.sample_rate
+        rate = self.sample_rate * self.speed  # samples per wall second
+        period = self.block / rate
         deadline = time.monotonic()
         while not self._halt.is_set():
             b = self._next_block()
             if b is None:
                 break
-            deadline += b.shape[0] / self.sample_rate
+            deadline += b.shape[0] / rate
             self._ring.write(b)
             delay = deadline - time.monotonic()
             if delay > 0:
@@ -344,9 +362,10 @@ class FileSource:
         self.exhausted = True
 
     def wait(self, seconds: float, stop: threading.Event) -> None:
-        """Realtime: sleep ``seconds``. Otherwise: fill the ring up to half its capacity (no sleeping)."""
+        """Realtime: sleep ``seconds`` (less when playing fast: at most a quarter of the ring's duration in wall time).
+        Otherwise: fill the ring up to half its capacity (no sleeping)."""
         if self.realtime:
-            stop.wait(seconds)
+            stop.wait(min(seconds, self._ring.capacity / self.sample_rate / self.speed / 4))
             return
         while not self.exhausted and len(self._ring) + self.block <= self._ring.capacity // 2:
             b = self._next_block()
