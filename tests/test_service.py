@@ -201,6 +201,7 @@ def test_install_errors(model_path, tmp_path, monkeypatch, capsys):
     assert main([*base, "--model", model_path, "--mqtt", "mqtt://u:p@h"]) == 2
     assert main([*base, "--model", model_path, "--mqtt-node", "x"]) == 2
     assert main([*base, "--model", model_path, "--watchdog", "1"]) == 2
+    assert main([*base, "--model", model_path, "--http", "localhost"]) == 2
     assert main(["service"]) == 2
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert main(["service", "install", "--model", model_path, "--device", "USB"]) == 2

@@ -141,6 +141,9 @@ def _install(args) -> int:
     elif args.mqtt_ca or args.mqtt_credentials or args.mqtt_node:
         raise UsageError("--mqtt-ca, --mqtt-credentials and --mqtt-node need --mqtt URL")
     if args.http:
+        from ..runtime.status_http import parse_address
+
+        parse_address(args.http)  # a bad address fails now, not at every start
         listen += ["--http", args.http]
     spec = UnitSpec(name=args.name, python=os.path.abspath(sys.executable), listen_args=listen,
                     user_mode=args.user, run_as="" if args.user else run_as, data_dir=data_dir,
