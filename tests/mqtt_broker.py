@@ -8,14 +8,12 @@ installs it (see :func:`apt_tools.require_binary`).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-import pytest
 from apt_tools import require_binary
 
 USER, PASSWORD = "edge", "s3cret:with-colon"
@@ -34,9 +32,7 @@ def free_port() -> int:
 
 def make_tls_files(d: Path) -> dict[str, Path]:
     """A self-signed CA and a server certificate for localhost / 127.0.0.1 signed by it (openssl CLI)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl not found")
+    openssl = require_binary("openssl", "openssl")
     d.mkdir(parents=True, exist_ok=True)
     ca_key, ca_crt, key, csr, crt = (d / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
     ext = d / "server.ext"

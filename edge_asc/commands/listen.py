@@ -188,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline = StreamPipeline(clf, input_rate=source.sample_rate, hop_seconds=args.hop, smooth=args.smooth,
                                   margin=args.margin, ring_seconds=ring_s)
         live_parts.update(source=source, pipeline=pipeline)
+        sinks[0].source = f"{source.kind} {source.name}"  # the terminal view's title: the device's full name
     except BaseException:
         for sig, h in previous.items():
             signal.signal(sig, h)
