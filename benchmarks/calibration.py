@@ -6,12 +6,8 @@
 The model is converted to ONNX and by onnx2tf to a SavedModel once; for every (size, strategy) a calibration set is
 drawn from the training split (``edge_asc.calibration.build_calibration``, seed fixed), the SavedModel is quantised
 to full int8 with it, the ModelCard embedded, and the result verified on the held-out split through the runtime
-(``edge_asc.export.verify.verify_export``), exactly as ``edge-asc export --int8`` does.
-
-Measured on runs/edge100 (edge preset, 70 epochs on runs/synth100), 120 held-out clips, top-1 agreement:
-stratified 10/50/200/500 windows = 0.733/0.658/0.675/0.692; random = 0.633/0.625/0.600/0.558 (int8 macro accuracy
-0.39-0.43 vs float 0.383). Stratified class x device selection is 4-13 points better than random at every size;
-size beyond 10 does not help this model (its disagreement comes from the graph, not from the ranges).
+(``edge_asc.export.verify.verify_export``), exactly as ``edge-asc export --int8`` does. Results so far:
+``docs/int8-fidelity.md``.
 """
 
 from __future__ import annotations
@@ -69,7 +65,8 @@ def main() -> int:
                 conv_s = time.perf_counter() - t
                 v = verify_export(target, model, ds, meta.labels, mode="int8", max_clips=args.verify_clips,
                                   min_agreement=0.0)
-                row = {"strategy": strategy, "size": size, "convert_s": conv_s, "top1_agreement": v.window_top1_agreement,
+                row = {"strategy": strategy, "size": size, "convert_s": conv_s,
+                       "top1_agreement": v.window_top1_agreement,
                        "float_macro_acc": v.float_macro_accuracy, "int8_macro_acc": v.exported_macro_accuracy,
                        "macro_acc_drop_points": v.macro_accuracy_drop, "max_logit_error": v.max_logit_error,
                        "mean_logit_error": v.mean_logit_error, "events_topk_set_agreement": v.events_topk_set_agreement,

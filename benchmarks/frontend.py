@@ -6,7 +6,7 @@ seconds per audio second (real-time factor), the speed-up, and streaming-vs-libr
 
 Goals on the 2-core dev machine: rtf_streaming <= 0.002 (edge), <= 0.01 (paper); speedup >= 20.
 The speed-up goal cannot be met against a 1-s window recomputed every 0.5 s: that naive approach computes each STFT
-frame only twice, so streaming can at best halve the FFT work and save librosa's per-call overhead (~4-5x measured).
+frame only twice, so streaming can at best halve the FFT work and save librosa's per-call overhead.
 Against the window the paper model really needs (400 frames, ~9.5 s) the saving is ~19 recomputations per frame; the
 benchmark reports both.
 
@@ -79,7 +79,7 @@ def bench(name: str) -> dict:
         warnings.simplefilter("ignore")
         for end in range(model_win, n + 1, hop):
             librosa_logmel(audio[end - model_win : end], s)
-    recompute_model = (time.process_time() - t0) / len(range(model_win, n + 1, hop)) * (n // hop) 
+    recompute_model = (time.process_time() - t0) / len(range(model_win, n + 1, hop)) * (n // hop)
     r = {
         "rtf_streaming": best / SECONDS,
         "rtf_recompute": recompute / SECONDS,

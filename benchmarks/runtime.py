@@ -10,7 +10,7 @@
    (the file paced like a microphone; 60 s of wall time, skip with ``--no-realtime``).
    Goals for ``edge``: CPU seconds / audio seconds <= 0.05, peak RSS <= 120 MB.
 
-    python benchmarks/runtime.py --model /tmp/edge_asc_models/edge_int8.tflite [--checkpoint RUN] \\
+    python benchmarks/runtime.py --model runs/demo/model_int8.tflite [--checkpoint runs/demo/train] \\
         --json runs/bench/runtime.json
 """
 
@@ -30,7 +30,7 @@ from edge_asc.audio import write_audio
 from edge_asc.frontend import normalize, offline
 from edge_asc.runtime import Classifier
 
-DEFAULT_MODEL = "/tmp/edge_asc_models/edge_int8.tflite"
+DEFAULT_MODEL = "runs/demo/model_int8.tflite"  # what `make demo` writes
 GOAL_RATIO = 3.0
 GOAL_CPU_PER_AUDIO_S = 0.05
 GOAL_RSS_MB = 120.0

@@ -13,7 +13,7 @@
 2. Kill: the same command again, killed with SIGKILL at a seeded random moment of its run; then SQLite's
    ``PRAGMA integrity_check`` must answer ``ok`` and every JSONL line must parse.
 
-    python benchmarks/soak.py --model /tmp/edge_asc_models/edge_int8.tflite --hours 8 --speed 100 \\
+    python benchmarks/soak.py --model runs/demo/model_int8.tflite --hours 8 --speed 100 \\
         --json runs/bench/soak.json
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -40,7 +39,7 @@ from _util import goals_text, parser, write_json
 from edge_asc.audio import write_audio
 from edge_asc.runtime import Classifier, hop_frames_for
 
-DEFAULT_MODEL = "/tmp/edge_asc_models/edge_int8.tflite"
+DEFAULT_MODEL = "runs/demo/model_int8.tflite"  # what `make demo` writes
 MAX_RSS_SLOPE_MB_PER_AUDIO_HOUR = 1.0
 CLIP_SECONDS = 300.0
 SCENE_SECONDS = 30.0
@@ -141,8 +140,10 @@ def rss_mb(pid: int) -> float | None:
 
 
 def get_json(url: str) -> dict | None:
+    if not url.startswith("http://127.0.0.1:"):
+        raise ValueError(f"not the local status page: {url}")
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
+        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - checked above: http://127.0.0.1 only
             return json.loads(r.read())
     except (OSError, ValueError):
         return None
@@ -245,9 +246,8 @@ def soak_run(args, clf: Classifier, wav: Path, loops: int, d: Path, mqtt_port: i
 
 
 def kill_run(args, wav: Path, loops: int, d: Path, mqtt_port: int | None) -> dict:
-    rng = random.Random(args.seed)
-    p, lines, url = start_listen(listen_cmd(args.model, wav, loops, args.speed, d, mqtt_port))
-    delay = rng.uniform(2.0, 8.0)
+    delay = float(np.random.default_rng(args.seed).uniform(2.0, 8.0))
+    p, _, _ = start_listen(listen_cmd(args.model, wav, loops, args.speed, d, mqtt_port))
     time.sleep(delay)
     alive = p.poll() is None
     p.send_signal(signal.SIGKILL)

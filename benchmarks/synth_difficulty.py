@@ -143,7 +143,8 @@ def main() -> None:
     write_json(args.json, out)
     print(f"synth_difficulty: overall {mean['overall_macro_acc']:.3f}, seen {mean['seen_macro_acc']:.3f}, "
           f"unseen {mean['unseen_macro_acc']:.3f} (gap {gap:+.3f}); target overall {TARGET_OVERALL}, gap >= "
-          f"{TARGET_GAP}: {'OK' if ok else 'OUT OF TARGET'}; device-robust probe seen {mean['probe_seen_macro_acc']:.3f}, "
+          f"{TARGET_GAP}: {'OK' if ok else 'OUT OF TARGET'}; "
+          f"device-robust probe seen {mean['probe_seen_macro_acc']:.3f}, "
           f"unseen {mean['probe_unseen_macro_acc']:.3f}")
 
 

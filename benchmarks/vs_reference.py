@@ -1,11 +1,11 @@
 """Does the trained ``edge`` model beat the reference classifier on unseen devices? Paired, over several datasets.
 
 For each seed: synthesise a dataset (``edge_asc.data.synth``), fit the reference classifier of
-``benchmarks/synth_difficulty.py`` (softmax regression on per-band log-mel mean + std) and train the ``edge`` preset with
-the demo's recipe (``edge-asc train``), then score both on the same held-out clips: macro accuracy on seen devices
-(A, B, C, S1-S3) and on unseen devices (S4-S6). The difference ``edge - reference`` is paired per seed (same clips);
-the summary gives its mean, standard deviation and standard error over seeds, and the pooled difference with a
-binomial standard error over all unseen clips.
+``benchmarks/synth_difficulty.py`` (softmax regression on per-band log-mel mean + std) and train the ``edge`` preset
+with the demo's recipe (``edge-asc train``), then score both on the same held-out clips: macro accuracy on seen
+devices (A, B, C, S1-S3) and on unseen devices (S4-S6). The difference ``edge - reference`` is paired per seed (same
+clips); the summary gives its mean, standard deviation and standard error over seeds, and the pooled difference with
+a binomial standard error over all unseen clips.
 
     .venv/bin/python benchmarks/vs_reference.py --json results/vs_reference.json [--seeds 0 1 2 3 4] \
         [--clips-per-class 100] [--epochs 70] [--batch-size 32]

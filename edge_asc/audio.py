@@ -135,7 +135,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
             info = AudioInfo(path=str(p), sample_rate=int(f.samplerate), channels=int(f.channels),
                              frames=int(f.frames), subtype=str(f.subtype))
             log = f.extra_info
-    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError with libsndfile's text
+    except (sf.SoundFileError, OSError) as exc:  # LibsndfileError carries libsndfile's text
         raise AudioInputError(
             f"{p}: not a readable audio file ({_first_line(exc)}): use WAV, FLAC or OGG"
         ) from None
@@ -176,8 +176,10 @@ def load_audio(
         raise AudioInputError(f"{path}: contains no audio (0 samples): record or pick a non-empty file")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise AudioInputError(f"{path}: audio data is corrupt ({_first_line(exc)}): re-export or re-record it") from None
+    except (sf.SoundFileError, OSError) as exc:
+        raise AudioInputError(
+            f"{path}: audio data is corrupt ({_first_line(exc)}): re-export or re-record it"
+        ) from None
     if data.shape[0] == 0:
         raise AudioInputError(f"{path}: contains no audio (0 samples): record or pick a non-empty file")
     if data.shape[0] < info.frames:

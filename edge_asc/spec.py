@@ -151,7 +151,7 @@ class FrontendSpec:
 
     def frames_for_seconds(self, seconds: float) -> int:
         """Output frames produced by ``seconds`` of audio."""
-        return self.n_frames(int(round(seconds * self.sample_rate)))
+        return self.n_frames(round(float(seconds) * self.sample_rate))
 
     # ---- serialisation --------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -62,7 +62,8 @@ def pick_clips(data_dir: Path, n: int) -> list[Path]:
             for row in csv.DictReader(fh, delimiter="\t"):
                 rows.append((row["filename"], row.get("scene_label") or row["filename"].split("/")[-1].split("-")[0]))
     if not rows:
-        rows = [(str(p.relative_to(data_dir)), p.name.split("-")[0]) for p in sorted((data_dir / "audio").glob("*.wav"))]
+        wavs = sorted((data_dir / "audio").glob("*.wav"))
+        rows = [(str(p.relative_to(data_dir)), p.name.split("-")[0]) for p in wavs]
     by_scene: dict[str, list[Path]] = {}
     for name, scene in rows:
         if (data_dir / name).is_file():

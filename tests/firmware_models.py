@@ -120,9 +120,9 @@ def topk_model() -> bytes:
 #: the hand-built graph: op -> (inputs, output); tensors (name, shape, dtype, bytes). 'x' is read again by op 3 (a skip
 #: connection); 'm' is a graph output produced by op 1; 'axes' and 'c' are constants.
 HAND_TENSORS = {
-    "x": ((1, 8, 8, 4), "INT8", 256), "a": ((1, 8, 8, 4), "INT8", 256), "m": ((1, 1, 1, 4), "FLOAT32", 16),
-    "b": ((1, 8, 8, 4), "INT16", 512), "y": ((1, 8, 8, 4), "INT32", 1024), "z": ((1, 8, 8, 4), "INT16", 512),
-    "axes": ((2,), "INT32", 8), "c": ((4,), "INT8", 4),
+    "x": ((1, 8, 8, 4), "int8", 256), "a": ((1, 8, 8, 4), "int8", 256), "m": ((1, 1, 1, 4), "float32", 16),
+    "b": ((1, 8, 8, 4), "int16", 512), "y": ((1, 8, 8, 4), "int32", 1024), "z": ((1, 8, 8, 4), "int16", 512),
+    "axes": ((2,), "int32", 8), "c": ((4,), "int8", 4),
 }
 HAND_OPS = (("ABS", ("x",), "a"), ("MEAN", ("a", "axes"), "m"), ("MUL", ("a", "m"), "b"), ("ADD", ("b", "x"), "y"),
             ("SUB", ("y", "c"), "z"))
@@ -148,7 +148,7 @@ def hand_model() -> bytes:
     for n in names:
         shape, dtype, _ = HAND_TENSORS[n]
         t = s.TensorT()
-        t.name, t.shape, t.type = n.encode(), list(shape), getattr(s.TensorType, dtype)
+        t.name, t.shape, t.type = n.encode(), list(shape), getattr(s.TensorType, dtype.upper())
         t.buffer = 0
         if n in consts:
             b = s.BufferT()

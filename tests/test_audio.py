@@ -73,7 +73,7 @@ def test_missing_path_and_directory(tmp_path):
 def test_corrupt_file(tmp_path):
     p = tmp_path / "junk.wav"
     p.write_bytes(b"RIFF" + bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8)))
-    with pytest.raises(AudioInputError, match="not a readable audio file.*use WAV, FLAC or OGG"):
+    with pytest.raises(AudioInputError, match=r"not a readable audio file.*use WAV, FLAC or OGG"):
         load_audio(p)
 
 
@@ -131,5 +131,5 @@ def test_truncated_flac_is_reported_as_corrupt(tmp_path):
     sf.write(p, np.random.default_rng(0).standard_normal(16000) * 0.1, 16000)
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
-    with pytest.raises(AudioInputError, match="audio data is corrupt.*re-export or re-record"):
+    with pytest.raises(AudioInputError, match=r"audio data is corrupt.*re-export or re-record"):
         load_audio(p)

@@ -50,7 +50,8 @@ def make_tau(root: Path, year: int = 2020, labels=TAU_LABELS) -> dict[str, list[
             city = ("barcelona", "lisbon")[loc]
             ident = f"{city}-{li * 10 + loc}"
             for d in devs:
-                stem = f"{lab}-{ident}-{li * 100 + loc}-{d}" if year == 2020 else f"{lab}-{ident}-{40000 + li}-{loc}-{d}"
+                stem = (f"{lab}-{ident}-{li * 100 + loc}-{d}" if year == 2020
+                        else f"{lab}-{ident}-{40000 + li}-{loc}-{d}")
                 name = f"audio/{stem}.wav"
                 _wav(root / name, seed=len(meta))
                 meta.append([name, lab, ident, d])
@@ -217,7 +218,7 @@ def test_many_offenders_are_truncated_with_a_count(tmp_path):
 def test_missing_or_empty_root(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset(tmp_path / "nope")
-    with pytest.raises(DatasetError, match="neither meta.csv"):
+    with pytest.raises(DatasetError, match=r"neither meta\.csv"):
         load_dataset(tmp_path)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.errors import ConfigError, DatasetError, ExportError, MissingExtraError, ModelContractError
 from edge_asc.export import ExportConfig, export_checkpoint, report_path_for
@@ -93,7 +94,7 @@ def test_checkpoint_without_weights_and_cli_exit_codes(tmp_path, tiny_dataset, c
 
 
 def test_calibration_of_another_front_end_is_refused(tmp_path, tiny_dataset):
-    pytest.importorskip("torch")
+    require("torch")
     from edge_asc.calibration import build_calibration
     from edge_asc.data import load_dataset
     from edge_asc.model import build_model, model_preset
@@ -131,14 +132,14 @@ def test_converters_exit_0_without_output_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(convert.subprocess, "run", fake_run)
     npy = tmp_path / "c.npy"
     np.save(npy, np.zeros((2, 64, 61, 1), np.float32))
-    with pytest.raises(ExportError, match="exited 0 but did not produce model_int8.tflite"):
+    with pytest.raises(ExportError, match=r"exited 0 but did not produce model_int8\.tflite"):
         convert.run_onnx2tf(onnx, tmp_path, "int8", calib_npy=npy, mean=(-40.0,), std=(15.0,))
     o2t, q = calls
     assert "-oiqt" not in o2t  # onnx2tf never quantises (no MS-COCO fallback possible)
     # the int8 step gets the calibration windows and the checkpoint's normalisation explicitly
     assert q[2:] == ["edge_asc.export._tflite_convert", str(tmp_path / "onnx2tf"), str(tmp_path / "model_int8.tflite"),
                      "int8", str(npy), "[-40.0]", "[15.0]"]
-    with pytest.raises(ExportError, match="exited 0 but did not produce model_float32.tflite"):
+    with pytest.raises(ExportError, match=r"exited 0 but did not produce model_float32\.tflite"):
         convert.run_onnx2tf(onnx, tmp_path, "float")
 
     def failing(cmd, **kw):
@@ -206,7 +207,7 @@ def test_output_grid_top1_rounds_saturates_and_breaks_ties_low():
 def test_event_ranking_reproduces_the_event_block():
     """The verifier's numpy ranking of first-argmax counts equals the torch event block (ties and all), so its
     count-grid ceiling ranks exactly as the model does."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     from edge_asc.model.layers import EventExtraction
 
     g = torch.Generator().manual_seed(0)
@@ -235,7 +236,8 @@ def test_info_prints_the_card_without_tensorflow(carded, capsys):
     assert main(["info", str(path.parent / "nope.tflite")]) == 1
     assert "no such model file" in capsys.readouterr().err
     code = ("import sys; from edge_asc.cli import main; rc = main(['info', sys.argv[1], '--json']); "
-            "heavy = [m for m in ('tensorflow', 'torch', 'onnx', 'onnx2tf', 'ai_edge_litert') if m in sys.modules]; "
+            "heavy = [m for m in ('tensorflow', 'torch', 'onnx', 'onnx2tf', 'ai_edge_litert.interpreter') "
+            "if m in sys.modules]; "
             "assert not heavy, heavy; sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code, str(path)], check=False, capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr

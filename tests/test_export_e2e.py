@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
-    pytest.importorskip("onnx2tf")
+    require("onnx2tf")
     from edge_asc.cli import main
 
     run, cal, model = tmp_path / "run", tmp_path / "calib", tmp_path / "out" / "edge.tflite"
@@ -57,7 +58,8 @@ def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
     res = classify_audio(clf, audio)
     assert res.label in clf.labels and np.isclose(res.clip_probs.sum(), 1.0, atol=1e-4)
     # silence and a -80 dBFS hiss (a muted microphone) once made the int8 instance norm divide by its zero point
-    for quiet in (np.zeros(16_000, np.float32), 1e-4 * np.random.default_rng(0).standard_normal(16_000).astype(np.float32)):
+    hiss = 1e-4 * np.random.default_rng(0).standard_normal(16_000).astype(np.float32)
+    for quiet in (np.zeros(16_000, np.float32), hiss):
         assert classify_audio(clf, quiet).label in clf.labels
 
     # the verification report beside the model
@@ -73,7 +75,8 @@ def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
     # int8-native: every activation tensor is int8, and none of the ops that kept bool/float tensors or that
     # TFLite Micro, Vela or the Edge TPU compiler cannot map is left
     assert rep["ops"]["non_int8_activations"] == [] and list(rep["ops"]["activation_dtypes"]) == ["int8"]
-    assert not {"CAST", "QUANTIZE", "DEQUANTIZE", "DIV", "ABS", "EQUAL", "LESS", "MINIMUM", "MAXIMUM"} & set(rep["ops"]["ops"])
+    unmapped = {"CAST", "QUANTIZE", "DEQUANTIZE", "DIV", "ABS", "EQUAL", "LESS", "MINIMUM", "MAXIMUM"}
+    assert not unmapped & set(rep["ops"]["ops"])
     # int8 AVERAGE_POOL_2D shares one scale between input and output: over the decoder's activation it made the
     # converter clip that activation to the pooled features' range (10x on a demo model); the banded GAP averages
     # rows of the time MEAN's output ([1, H, 1, C]) instead
@@ -93,6 +96,17 @@ def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
     buf = model.read_bytes()
     it = Interpreter(model_content=buf)
     qp = {t["index"]: t["quantization"] for t in it.get_tensor_details()}
+    # the reader sees the exported file as LiteRT does: every tensor's name, shape, dtype and quantisation
+    from edge_asc.artifact import read_artifact
+
+    art = read_artifact(buf)
+    assert len(art.tensors) == len(qp) and len(art.ops) == len(tflite_ops(buf))
+    for d in it.get_tensor_details():
+        t = art.tensors[d["index"]]
+        assert (t.name, t.shape, t.dtype) == (d["name"], tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name)
+        scales = np.array(t.quantization.scales if t.quantization else (), np.float32)
+        np.testing.assert_array_equal(scales, d["quantization_parameters"]["scales"])
+        assert (t.quantization.per_tensor if t.quantization else None) in (None, pytest.approx(d["quantization"]))
     ranges = [((-128 - qp[o][1]) * qp[o][0], (127 - qp[o][1]) * qp[o][0])
               for o in (op.outputs[0] for op in tflite_ops(buf) if op.name == "CONV_2D")]
     bounded = [hi for lo, hi in ranges if lo == 0.0 and hi <= 6.0 + 1e-5]

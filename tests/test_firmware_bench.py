@@ -8,6 +8,7 @@ import math
 
 import firmware_models as fm
 import pytest
+from conftest import require
 
 from edge_asc.errors import ConfigError, ModelContractError
 from edge_asc.firmware_bench.budgets import (
@@ -24,7 +25,7 @@ from edge_asc.firmware_bench.targets import OpCosts, Target, estimate_latency, l
 @pytest.fixture(scope="session")
 def models(tmp_path_factory):
     """Small int8 models built once per session with TensorFlow (~10 s)."""
-    pytest.importorskip("tensorflow")
+    require("tensorflow")
     d = tmp_path_factory.mktemp("fw_models")
     out = {}
     out["toy"] = d / "toy.tflite"
@@ -51,10 +52,10 @@ def test_toy_counts_equal_hand_count(models):
     assert g.nonzero_params == fm.TOY_NONZERO  # the 6 zero conv weights are stored as int8 0
     assert g.other_ops == fm.TOY_OTHER_POOL_MEAN
     by = g.param_bytes_by_dtype
-    assert by["INT8"]["bytes"] == 24 + 36 + 12 and by["INT32"]["bytes"] == 4 * (4 + 4 + 3)
+    assert by["int8"]["bytes"] == 24 + 36 + 12 and by["int32"]["bytes"] == 4 * (4 + 4 + 3)
     roles = sorted((p.role, p.dtype) for p in g.param_tensors)
-    assert roles.count(("bias", "INT32")) == 3 and roles.count(("weight", "INT8")) == 3
-    assert g.input_shapes == ((1, 16, 12, 1),) and g.input_dtypes == ("INT8",)
+    assert roles.count(("bias", "int32")) == 3 and roles.count(("weight", "int8")) == 3
+    assert g.input_shapes == ((1, 16, 12, 1),) and g.input_dtypes == ("int8",)
     # the MEAN axes are a structural constant, not a parameter
     assert g.structural_constant_bytes > 0
 
@@ -71,7 +72,7 @@ def test_activation_profile_is_live_tensor_bytes(models):
 @pytest.fixture(scope="module")
 def hand(tmp_path_factory):
     """The hand-built graph of firmware_models (no TensorFlow needed)."""
-    pytest.importorskip("ai_edge_litert")
+    require("ai_edge_litert")
     p = tmp_path_factory.mktemp("hand") / "hand.tflite"
     p.write_bytes(fm.hand_model())
     return p
@@ -115,7 +116,7 @@ def test_report_shows_the_activation_timeline(hand, tmp_path):
     assert d["graph"]["activations"]["live_bytes"] == list(fm.HAND_LIVE)
     assert d["graph"]["peak_activation_bytes"] == 1808
     # x, a int8; m float32; b, z int16; y int32 (axes and c are constants)
-    assert d["graph"]["activations"]["dtypes"] == {"FLOAT32": 1, "INT16": 2, "INT32": 1, "INT8": 2}
+    assert d["graph"]["activations"]["dtypes"] == {"float32": 1, "int16": 2, "int32": 1, "int8": 2}
     md = to_markdown(r)
     assert "| activation dtypes | float32 x1, int16 x2, int32 x1, int8 x2 (NOT full int8 inside) |" in md
     assert "### Activation memory per op" in md
@@ -123,8 +124,8 @@ def test_report_shows_the_activation_timeline(hand, tmp_path):
     assert "| 3 | ADD | 1x8x8x4 | 1,808 | <- peak |" in md
     assert "| 2 | MUL | 1x8x8x4 | 1,040 |  |" in md
     assert md.count("<- peak") == 1
-    assert ("peak set by: op 3 ADD, 1,808 B = `y` 1x8x8x4 INT32 1,024 B + `b` 1x8x8x4 INT16 512 B + "
-            "`x` 1x8x8x4 INT8 256 B + `m` 1x1x1x4 FLOAT32 16 B") in md
+    assert ("peak set by: op 3 ADD, 1,808 B = `y` 1x8x8x4 int32 1,024 B + `b` 1x8x8x4 int16 512 B + "
+            "`x` 1x8x8x4 int8 256 B + `m` 1x1x1x4 float32 16 B") in md
     assert "peak 1,808 bytes live at op 3 (ADD)" in md and "peak set by: op 3 ADD" in to_text(r)
     png = tmp_path / "hand.png"
     write_png(r, png)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import require
 
 from edge_asc.cli import main
 from edge_asc.commands.fit import parse_size
@@ -71,8 +72,8 @@ def test_arena_estimate_within_15_percent_of_measured(name):
 
 @pytest.mark.slow
 def test_arena_estimate_matches_tflm(tmp_path):
-    pytest.importorskip("onnx2tf")
-    pytest.importorskip("tflite_micro")
+    require("onnx2tf")
+    require("tflite_micro")
 
     from edge_asc.export import export_untrained_int8
     from edge_asc.firmware_bench.tflm import measure_arena
@@ -112,7 +113,7 @@ def test_fit_cli_nothing_fits_and_bad_size(capsys):
 
 
 def test_confirm_measures_an_exported_model(tmp_path):
-    pytest.importorskip("tensorflow")
+    require("tensorflow")
     import firmware_models as fm
 
     from edge_asc.firmware_bench.fit import confirm

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import require
 
-pytest.importorskip("torch")
+require("torch")
 
 from edge_asc.cli import main
 from edge_asc.model import resolve_preset
@@ -61,7 +62,7 @@ def test_a_preset_string_cannot_contradict_the_dataset(fitted, tiny_dataset, tmp
 
 @pytest.mark.slow
 def test_fit_train_export_report(fitted, tiny_dataset, tmp_path, capsys):
-    pytest.importorskip("onnx2tf")
+    require("onnx2tf")
     from edge_asc.tflite_meta import read_model_card
 
     preset, run = fitted

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import require
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +14,7 @@ from edge_asc.errors import AudioInputError
 from edge_asc.frontend import StreamingFrontend, delta_coefficients, mel_filterbank, offline
 from edge_asc.spec import PRESETS, FrontendSpec
 
-librosa = pytest.importorskip("librosa")
+librosa = require("librosa")
 
 TOL_DB = 1e-4
 

@@ -8,14 +8,15 @@ import subprocess
 import sys
 
 import pytest
+from conftest import require
 
 from edge_asc.audio import write_audio
 
 HEAVY = ("torch", "tensorflow", "librosa", "onnx", "onnx2tf", "keras", "tf_keras", "jax")
 
-pytest.importorskip("tensorflow")  # only to build the test model in this (parent) process
-pytest.importorskip("ai_edge_litert")
-from runtime_models import low, write_model
+require("tensorflow")  # only to build the test model in this (parent) process
+require("ai_edge_litert")
+from runtime_models import LABELS, high, low, write_model
 
 PROBE = """
 import json, sys, contextlib, io
@@ -67,3 +68,19 @@ def test_listen_imports_nothing_heavy(artifacts):
         f"'--db', {str(d / 'e.db')!r}, '--plain'])\n"
         "assert rc == 0, rc")
     assert heavy == []
+
+
+def test_evaluate_of_a_tflite_imports_nothing_heavy(artifacts):
+    import numpy as np
+
+    model, _, d = artifacts
+    data = d / "folders"
+    for label, make in zip(LABELS, (low, high, lambda s, seed: np.zeros(int(s * 16_000), np.float32))):
+        (data / label).mkdir(parents=True)
+        for k in range(4):
+            write_audio(data / label / f"{label}{k}.wav", make(2.0, seed=k), 16_000)
+    heavy, out = _heavy_after(
+        "from edge_asc.cli import main\n"
+        f"rc = main(['evaluate', {model!r}, '--data', {str(data)!r}])\n"
+        "assert rc == 0, rc")
+    assert heavy == [] and "macro accuracy" in out

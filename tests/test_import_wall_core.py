@@ -8,7 +8,7 @@ import sys
 
 HEAVY = ("torch", "tensorflow", "librosa", "onnx", "onnx2tf", "keras")
 
-SCRIPT = """
+SCRIPT = f"""
 import json, sys
 import numpy as np
 import edge_asc, edge_asc.spec, edge_asc.audio, edge_asc.frontend, edge_asc.tflite_meta, edge_asc.cli
@@ -21,8 +21,8 @@ for spec in PRESETS.values():
         fe.push(x[i:i + 1000])
     offline(x, spec)
 rb = RingBuffer(100); rb.write(np.zeros(10, np.float32)); rb.read()
-print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in %r)))
-""" % (HEAVY,)
+print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))
+"""
 
 
 def test_core_and_streaming_frontend_import_no_heavy_library():
@@ -33,6 +33,6 @@ def test_core_and_streaming_frontend_import_no_heavy_library():
 def test_cli_help_imports_no_heavy_library():
     code = ("import sys, json, contextlib, io\nfrom edge_asc.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()): main(['--help'])\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (HEAVY,))
+            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(r.stdout.strip().splitlines()[-1]) == []

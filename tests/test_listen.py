@@ -17,6 +17,7 @@ from pathlib import Path
 import fake_sounddevice
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.audio import write_audio
 from edge_asc.cli import main
@@ -27,7 +28,7 @@ from edge_asc.runtime.engine import run_listen
 from edge_asc.runtime.sinks import JsonlSink, SqliteSink
 from edge_asc.runtime.sources import MicSource, import_sounddevice, resolve_device
 
-pytest.importorskip("tensorflow")
+require("tensorflow")
 from runtime_models import high, low, write_model
 
 NATIVE = 44_100
@@ -97,7 +98,7 @@ def test_mic_stream_with_overflows_and_device_loss_recovers(monkeypatch, model_p
     rows = db.execute("SELECT stream_time_s, label, confidence, top3, latency_ms, model_sha256, scene_change "
                       "FROM detections ORDER BY id").fetchall()
     assert len(rows) == summary.windows >= 8
-    assert [r[1] for r in rows][0] == "low" and rows[-1][1] == "high"
+    assert rows[0][1] == "low" and rows[-1][1] == "high"
     assert sum(r[6] for r in rows) == 2
     assert all(r[5] == clf.model_sha256 and r[4] > 0 and 0 < r[2] <= 1 for r in rows)
     assert json.loads(rows[0][3])[0][0] == "low"
@@ -254,7 +255,7 @@ def _listen_subprocess(model_path, wav, tmp_path):
 def test_signal_stops_cleanly_and_flushes(model_path, scene_wav, tmp_path, sig):
     p, j, d = _listen_subprocess(model_path, scene_wav, tmp_path)
     p.send_signal(sig)
-    out, err = p.communicate(timeout=20)
+    _, err = p.communicate(timeout=20)
     assert p.returncode == 0, err
     assert "stopped (signal)" in err and "Traceback" not in err
     recs = jsonl(j)
@@ -295,7 +296,7 @@ def test_terminal_view_shows_scene_bars_latency_and_overflows(rich, capsys):
     from edge_asc.runtime.tracker import SceneChange
 
     if rich:
-        pytest.importorskip("rich")
+        require("rich")
     buf = io.StringIO()
     tv = TerminalView(("low", "high", "silence"), stream=buf, rich=rich, source="microphone X",
                       status=lambda: {"overflows": 3})

@@ -7,8 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 
 from edge_asc.errors import ConfigError
 from edge_asc.model import (
@@ -25,8 +26,8 @@ from edge_asc.spec import PRESETS
 
 
 def _toy(**kw) -> MiniSegNetConfig:
-    base = {"in_channels": 1, "n_mels": 4, "n_frames": 9, "n_classes": 2, "base_channels": (4, 8), "kernel": (2, 3), "pool": (2, 3),
-                "head": "events", "topk": 2, "dense_units": (5, 3), "dropout": 0.0}
+    base = {"in_channels": 1, "n_mels": 4, "n_frames": 9, "n_classes": 2, "base_channels": (4, 8), "kernel": (2, 3),
+            "pool": (2, 3), "head": "events", "topk": 2, "dense_units": (5, 3), "dropout": 0.0}
     base.update(kw)
     return MiniSegNetConfig(**base)
 
@@ -53,9 +54,9 @@ def test_edge_preset_within_dcase_budget():
     assert count_macs(cfg) <= 30_000_000
 
 
-@pytest.mark.parametrize("kw", [{"norm": "bn"}, {"norm": "in"}, {"head": "gap"}, {"unpool": "nearest"}, {"unpool": "soft"},
-                                {"act_bound": 6.0}, {"width": 1.5}, {"pool": (2, 2), "n_frames": 9}, {"kernel": (3, 3)},
-                                {"gap_bands": 2}, {"gap_bands": 3, "head": "gap"}])
+@pytest.mark.parametrize("kw", [{"norm": "bn"}, {"norm": "in"}, {"head": "gap"}, {"unpool": "nearest"},
+                                {"unpool": "soft"}, {"act_bound": 6.0}, {"width": 1.5}, {"pool": (2, 2), "n_frames": 9},
+                                {"kernel": (3, 3)}, {"gap_bands": 2}, {"gap_bands": 3, "head": "gap"}])
 def test_param_count_variants(kw):
     cfg = _toy(**kw)
     model = build_model(cfg)
@@ -248,7 +249,7 @@ FORBIDDEN_OPS = {"MaxUnpool", "ArgMax", "ArgMin", "TopK", "OneHot", "CumSum", "M
 
 @pytest.mark.parametrize("name", sorted(MODEL_PRESETS))
 def test_dynamo_onnx_export(name, tmp_path):
-    onnx = pytest.importorskip("onnx")
+    onnx = require("onnx")
     cfg = model_preset(name)
     model = build_model(cfg).eval()
     x = torch.randn(*cfg.input_shape)
@@ -361,7 +362,8 @@ def test_int8_native_soft_unpooling_equals_the_reference():
 
 
 def _cells_with_argmax(winners: torch.Tensor, channels: int, margin: float = 0.5) -> torch.Tensor:
-    """[N, H, W] channel indices -> x [N, C, H, W] whose per-cell maximum is at that channel, ``margin`` above the rest."""
+    """[N, H, W] channel indices -> x [N, C, H, W] whose per-cell maximum is at that channel, ``margin`` above the
+    rest."""
     torch.manual_seed(2)
     x = torch.rand(winners.shape[0], channels, *winners.shape[1:]) * 3.0
     x.scatter_(1, winners.unsqueeze(1), 3.0 + margin)
@@ -425,7 +427,7 @@ def _to_int8(module, calib: np.ndarray, tmp_path):
 
 @pytest.mark.slow
 def test_int8_event_block_ranks_like_its_float_definition(tmp_path):
-    pytest.importorskip("onnx2tf")
+    require("onnx2tf")
     rng = np.random.default_rng(0)
     c, k = 8, 4
     block = EventExtraction(c, k, int8_native=True).eval()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.audio import write_audio
 from edge_asc.cli import main
@@ -27,8 +28,8 @@ from edge_asc.runtime.mqtt import (
     read_credentials,
 )
 
-pytest.importorskip("paho.mqtt.client")
-pytest.importorskip("tensorflow")  # builds the tiny test model
+require("paho.mqtt.client")
+require("tensorflow")  # builds the tiny test model
 from mqtt_broker import PASSWORD, USER, Broker, Recorder, free_port
 from runtime_models import LABELS, high, low, write_model
 
@@ -124,7 +125,7 @@ def test_config_validation_and_node_names(tmp_path):
     assert node_name("pi 4.kitchen/#") == "pi_4_kitchen__"
     cfg = config_from_args("mqtt://h", node="pi1", env={})
     assert cfg.state_topic == "edge-asc/pi1/state" and cfg.availability_topic == "edge-asc/pi1/availability"
-    assert "password" not in repr(MqttConfig(host="h", password="secret", username="u"))
+    assert "password" not in repr(MqttConfig(host="h", password="secret", username="u"))  # noqa: S106
     with pytest.raises(UsageError, match="--mqtt-ca needs an mqtts://"):
         config_from_args("mqtt://h", ca_file=str(tmp_path), env={})
     with pytest.raises(UsageError, match="--mqtt-node"):

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.cli import main
 from edge_asc.errors import ConfigError
@@ -159,7 +160,7 @@ def test_cli_refuses_a_bad_preset_in_one_line(tmp_path, capsys):
     assert main(["fit", "--base", "edge:depth=3"]) == 1
     err = capsys.readouterr().err
     assert "unknown field 'depth'" in err and len(err.strip().splitlines()) == 1
-    pytest.importorskip("torch")
+    require("torch")
     data = tmp_path / "data"
     data.mkdir()
     out = tmp_path / "run"

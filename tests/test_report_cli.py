@@ -6,13 +6,14 @@ import json
 
 import firmware_models as fm
 import pytest
+from conftest import require
 
 from edge_asc.cli import main
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    pytest.importorskip("tensorflow")
+    require("tensorflow")
     p = tmp_path_factory.mktemp("report_cli") / "toy.tflite"
     p.write_bytes(fm.toy_model())
     return p
@@ -21,7 +22,7 @@ def toy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def too_big(tmp_path_factory):
     """129 x 1000 int8 weights: 129,000 bytes, 1,000 over the DCASE 2022 budget (and under 2021's 131,072)."""
-    pytest.importorskip("tensorflow")
+    require("tensorflow")
     p = tmp_path_factory.mktemp("report_cli") / "big.tflite"
     p.write_bytes(fm.dense_model(129, 1000))
     return p

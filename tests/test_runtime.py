@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.audio import AudioWarning
 from edge_asc.errors import AudioInputError, ConfigError, DeviceError, MissingExtraError, ModelContractError
@@ -23,7 +24,7 @@ from edge_asc.runtime import (
 from edge_asc.runtime import interpreter as interp_mod
 from edge_asc.spec import QuantParams
 
-pytest.importorskip("tensorflow")
+require("tensorflow")
 from runtime_models import LABELS, cached_model, high, low, scene_audio, write_model
 
 
@@ -46,10 +47,11 @@ def offline_windows(audio, card, hop_frames):
 # ---- Classifier and its contract ---------------------------------------------------------------------------------
 def test_classifier_reads_card_and_quantises_with_model_scales(clf, model_path):
     import hashlib
+    from pathlib import Path
 
     assert clf.labels == LABELS
     assert clf.window_shape == (1, 64, 61)
-    assert clf.model_sha256 == hashlib.sha256(open(model_path, "rb").read()).hexdigest()
+    assert clf.model_sha256 == hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
     # Do by hand what the classifier does, with the interpreter's own scales.
     from ai_edge_litert.interpreter import Interpreter
 
@@ -144,7 +146,7 @@ def test_edgetpu_without_runtime_library_is_a_device_error(monkeypatch, model_pa
 
     real = interp_mod.interpreter_backend
     monkeypatch.setattr(interp_mod, "interpreter_backend", lambda: (real()[0], real()[1], no_lib))
-    with pytest.raises(DeviceError, match="libedgetpu.so.1.*apt-get install libedgetpu1-std"):
+    with pytest.raises(DeviceError, match=r"libedgetpu\.so\.1.*apt-get install libedgetpu1-std"):
         load_interpreter(model_path, edgetpu=True)
 
 
@@ -173,12 +175,15 @@ def test_hop_rounding_and_validation(clf):
             hop_frames_for(clf.card, bad)
 
 
-def test_short_clip_is_padded_to_one_window_with_a_warning(clf):
-    with pytest.warns(AudioWarning, match="zero-padded"):
+def test_short_clip_is_tiled_to_one_window_with_a_warning(clf):
+    with pytest.warns(AudioWarning, match="tiled"):
         res = classify_audio(clf, low(0.8))
-    assert res.window_probs.shape == (1, 3) and res.label == "low"
-    padded = np.concatenate([low(0.8), np.zeros(15872 - 12800, np.float32)])
-    np.testing.assert_allclose(res.window_probs[0], clf.probabilities(offline(padded, clf.card.frontend)), atol=1e-6)
+    assert res.window_probs.shape == (1, 3) and res.label == "low" and res.window_starts_s.tolist() == [0.0]
+    feats = offline(low(0.8), clf.card.frontend)  # 49 frames, repeated to 61
+    tiled = np.concatenate([feats, feats[:, :, :12]], axis=2)
+    np.testing.assert_allclose(res.window_probs[0], clf.probabilities(tiled), atol=1e-6)
+    with pytest.raises(AudioInputError, match="too short for one feature frame"):
+        classify_audio(clf, low(0.01))
 
 
 def test_classify_audio_rejects_bad_audio(clf):
@@ -292,7 +297,9 @@ def test_an_interpreter_failure_becomes_a_one_line_model_contract_error():
             pass
 
         def invoke(self):
-            raise RuntimeError("tflite/kernels/div.cc:262 data[i] != zero_point was not true.Node number 9 (DIV) failed")
+            raise RuntimeError(
+                "tflite/kernels/div.cc:262 data[i] != zero_point was not true.Node number 9 (DIV) failed"
+            )
 
     clf._interp, clf._in_index, clf._input = Boom(), 0, np.zeros(1, np.float32)
     clf._prepare = lambda window: None

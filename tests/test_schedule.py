@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import require
 
 from edge_asc.export.schedule import order_ops
 
@@ -43,7 +44,7 @@ def test_random_graphs_stay_topological_and_never_get_worse(seed):
 
     rng = random.Random(seed)
     op_io, sizes = [], {0: rng.randint(1, 50)}
-    for k in range(30):
+    for _ in range(30):
         avail = list(sizes)
         ins = tuple(rng.sample(avail, k=min(len(avail), rng.randint(1, 2))))
         out = len(sizes)
@@ -65,3 +66,17 @@ def test_greedy_planner_places_largest_first_at_the_lowest_free_offset():
     sizes, first, last = [64, 64, 32, 96], [0, 2, 1, 3], [1, 3, 2, 3]
     live_peak = max(sum(s for s, f, la in zip(sizes, first, last) if f <= k <= la) for k in range(4))
     assert greedy_arena_bytes(sizes, first, last) >= live_peak
+
+
+def test_reorder_sizes_tensors_by_their_dtype():
+    # the hand-built graph holds int8, int16, int32 and float32 activations: the schedule's peak in the file's order
+    # is the report's activation peak (1,808 B), not one byte per element
+    require("ai_edge_litert")
+    import firmware_models as fm
+
+    from edge_asc.export.schedule import reorder_for_memory
+    from edge_asc.firmware_bench.graph import read_graph
+
+    model = fm.hand_model()
+    _, s = reorder_for_memory(model)
+    assert s.original_peak_bytes == read_graph(model).peak_activation_bytes == max(fm.HAND_LIVE)

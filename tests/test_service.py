@@ -20,6 +20,7 @@ from pathlib import Path
 import fake_sounddevice
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.audio import write_audio
 from edge_asc.cli import main
@@ -27,7 +28,7 @@ from edge_asc.errors import ConfigError
 from edge_asc.runtime.notify import SystemdNotifier
 from edge_asc.runtime.systemd_unit import UnitSpec, listen_args_from_unit, quote_arg, render_unit
 
-pytest.importorskip("tensorflow")  # builds the tiny test model
+require("tensorflow")  # builds the tiny test model
 from runtime_models import high, low, write_model
 
 NATIVE = 44_100

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.audio import write_audio
 from edge_asc.cli import main
@@ -19,7 +20,7 @@ from edge_asc.errors import ConfigError
 from edge_asc.runtime import Classifier, hop_frames_for
 from edge_asc.runtime.sources import FileSource
 
-pytest.importorskip("tensorflow")  # builds the tiny test model
+require("tensorflow")  # builds the tiny test model
 from runtime_models import high, low, write_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from edge_asc.errors import ConfigError
@@ -31,7 +33,7 @@ def test_frontend_spec_is_keyword_only_and_frozen():
     with pytest.raises(TypeError):
         FrontendSpec(16000)  # type: ignore[misc]
     s = FrontendSpec()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.n_mels = 3  # type: ignore[misc]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.audio import write_audio
 from edge_asc.cli import main
@@ -78,7 +79,7 @@ def request(server, method: str, target: str, *, body: bytes | None = None):
 
 def test_parse_address():
     assert parse_address("8080") == ("127.0.0.1", 8080)
-    assert parse_address("0.0.0.0:80") == ("0.0.0.0", 80)
+    assert parse_address("0.0.0.0:80") == ("0.0.0.0", 80)  # noqa: S104
     assert parse_address(":0") == ("127.0.0.1", 0)
     assert parse_address("[::1]:8080") == ("::1", 8080)
     for bad in ("host", "h:99999", "[::1]8080", "h:-1"):
@@ -215,7 +216,7 @@ def _chromium(exe: str, profile: Path, *args: str, timeout: float = 90) -> subpr
 
 @pytest.mark.slow
 def test_status_page_in_a_headless_browser(chromium, tmp_path):
-    pytest.importorskip("tensorflow")
+    require("tensorflow")
     from runtime_models import high, low, write_model
 
     model = write_model(tmp_path / "tiny.tflite")

@@ -1,4 +1,4 @@
-"""The model card travels inside the .tflite: embedded at export, read back with the standard library only."""
+"""The model card travels inside the .tflite: embedded at export, read back without TensorFlow or an interpreter."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edge_asc.errors import ModelContractError
 from edge_asc.spec import PRESETS, ModelCard, QuantParams
@@ -17,7 +18,7 @@ from edge_asc.tflite_meta import CARD_NAME, embed_model_card, read_metadata, rea
 @pytest.fixture(scope="module")
 def plain_int8_tflite() -> bytes:
     """A tiny full-int8 model (conv -> GAP -> dense), converted by TensorFlow, without a card."""
-    tf = pytest.importorskip("tensorflow")
+    tf = require("tensorflow")
     inp = tf.keras.Input((64, 61, 1), batch_size=1)
     x = tf.keras.layers.Conv2D(4, (2, 3), activation="relu")(inp)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
@@ -74,17 +75,33 @@ def test_buffers_stay_16_byte_aligned(plain_int8_tflite):
             assert start % 16 == 0, f"buffer {i} starts at {start}"
 
 
-def test_reading_needs_neither_tensorflow_nor_flatbuffers(plain_int8_tflite, tmp_path):
+def test_reading_needs_no_tensorflow_and_no_interpreter(plain_int8_tflite, tmp_path):
     p = tmp_path / "m.tflite"
     p.write_bytes(embed_model_card(plain_int8_tflite, CARD))
     code = (
-        "import sys, json\nsys.modules['flatbuffers'] = None\nsys.modules['tensorflow'] = None\n"
+        "import sys, json\nfor m in ('tensorflow', 'torch', 'onnx'): sys.modules[m] = None\n"
         "from edge_asc.tflite_meta import read_model_card\n"
         f"c = read_model_card({str(p)!r})\n"
+        "assert 'ai_edge_litert.interpreter' not in sys.modules\n"
         "print(json.dumps([c.labels[0], c.window_frames, c.frontend.norm_mean[0]]))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(r.stdout) == ["airport", 61, -42.0]
+
+
+def test_reading_without_the_pi_extra_names_it(plain_int8_tflite, tmp_path):
+    p = tmp_path / "m.tflite"
+    p.write_bytes(embed_model_card(plain_int8_tflite, CARD))
+    code = (
+        "import sys\nsys.modules['ai_edge_litert.schema_py_generated'] = None\n"
+        "from edge_asc.errors import MissingExtraError\nfrom edge_asc.tflite_meta import read_model_card\n"
+        "try:\n"
+        f"    read_model_card({str(p)!r})\n"
+        "except MissingExtraError as e:\n"
+        "    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'edge-asc[pi]'" in r.stdout
 
 
 def test_bad_files_raise_model_contract_errors(plain_int8_tflite, tmp_path):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import require
 
-pytest.importorskip("torch")
+require("torch")
 
 from edge_asc.cli import main
 

@@ -48,7 +48,7 @@ class CalibrationEntry:
     device: str
     offset: int
     """start frame of the window within the clip's offline features (0 for a clip shorter than a window, which
-    is tiled cyclically to one window like :func:`edge_asc.train.features.windows`)."""
+    is tiled cyclically to one window by :func:`edge_asc.frontend.tile_to_window`, as the runtime does)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"clip_id": self.clip_id, "label": self.label, "device": self.device, "offset": self.offset}
@@ -175,7 +175,7 @@ def _select(clips: Sequence[Any], size: int, strategy: str, rng: np.random.Gener
         groups.setdefault((str(c.label), str(c.device)), []).append(i)
     keys = sorted(groups)
     queues = {k: rng.permutation(groups[k]).tolist() for k in keys}
-    pos = {k: 0 for k in keys}
+    pos = dict.fromkeys(keys, 0)
     out: list[int] = []
     start = int(rng.integers(len(keys)))  # which group opens the round-robin (matters when size % groups != 0)
     keys = keys[start:] + keys[:start]
@@ -218,8 +218,7 @@ def build_calibration(dataset: Any, spec: FrontendSpec, window_frames: int, *, s
         AudioInputError: a clip cannot be read.
     """
     from ..audio import load_audio
-    from ..frontend import offline
-    from ..train.features import windows
+    from ..frontend import offline, tile_to_window, window_starts
 
     if not isinstance(size, int) or size < 1:
         raise ConfigError(f"calibration size must be a positive integer, got {size!r}")
@@ -243,9 +242,12 @@ def build_calibration(dataset: Any, spec: FrontendSpec, window_frames: int, *, s
             feats[i] = offline(audio, spec)
         f = feats[i]
         t = f.shape[2]
-        offset = int(rng.integers(0, t - window_frames + 1)) if t >= window_frames else 0
-        w = windows(f[:, :, offset:offset + window_frames], window_frames)[0]  # tiles a short clip
-        out[j] = w.transpose(1, 2, 0)
+        if t >= window_frames:  # uniform over every start the window rule allows at hop 1
+            starts = window_starts(t, window_frames, 1)
+            offset = starts[int(rng.integers(0, len(starts)))]
+        else:
+            offset = 0
+        out[j] = tile_to_window(f[:, :, offset:offset + window_frames], window_frames).transpose(1, 2, 0)
         c = clips[i]
         entries.append(CalibrationEntry(clip_id=str(c.clip_id), label=str(c.label), device=str(c.device),
                                         offset=offset))

@@ -55,12 +55,11 @@ def _plot(feats, spec, out: str, title: str) -> None:
     from ..errors import require
 
     require("matplotlib", "train", "--png plots")
-    import matplotlib
+    # A Figure of its own, not pyplot: a plot must not switch the caller's matplotlib backend.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(feats.shape[0], 1, figsize=(8, 2.5 * feats.shape[0]), squeeze=False)
+    fig = Figure(figsize=(8, 2.5 * feats.shape[0]))
+    axes = fig.subplots(feats.shape[0], 1, squeeze=False)
     for ax, c, name in zip(axes[:, 0], feats, ("log-mel (dB)", "delta", "delta-delta")):
         im = ax.imshow(c, origin="lower", aspect="auto",
                        extent=(0, c.shape[1] * spec.hop_length / spec.sample_rate, 0, spec.n_mels))
@@ -72,4 +71,3 @@ def _plot(feats, spec, out: str, title: str) -> None:
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

@@ -31,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", type=_size, default=128_000.0, metavar="N",
                    help="max trainable parameters (default 128000, the DCASE 2022+ budget at int8)")
     p.add_argument("--macs", type=_size, default=30e6, metavar="N", help="max MACs per 1 s of audio (default 30e6)")
-    p.add_argument("--ram", type=_size, metavar="BYTES", help="max TFLite Micro arena (estimated: int8 activations + interpreter "
-                   "data), e.g. 256KB or 192KiB")
+    p.add_argument("--ram", type=_size, metavar="BYTES",
+                   help="max TFLite Micro arena (estimated: int8 activations + interpreter data), e.g. 256KB or 192KiB")
     p.add_argument("--family", default="minisegnet", choices=("minisegnet",), help="model family (default minisegnet)")
     p.add_argument("--base", default="edge", metavar="PRESET",
                    help="preset NAME[:field=value,...] whose other settings are kept (default edge)")
@@ -96,5 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if conf and args.ram and conf.measured_bytes is not None and conf.measured_bytes > args.ram:
         from ..errors import BudgetExceededError
 
-        raise BudgetExceededError(f"{conf.model}: measured TFLM arena {conf.measured_bytes:,} B > --ram {args.ram:,.0f}")
+        raise BudgetExceededError(
+            f"{conf.model}: measured TFLM arena {conf.measured_bytes:,} B > --ram {args.ram:,.0f}"
+        )
     return 0

@@ -1,7 +1,8 @@
 """``edge-asc info MODEL.tflite [--json]``: print the ModelCard embedded in an exported model.
 
-Device-safe: reads the card with the standard-library FlatBuffer walker (:mod:`edge_asc.tflite_meta`); no
-tensorflow, no interpreter. If ``<stem>.export.json`` lies beside the model, its verification summary is shown too.
+Device-safe: reads the card with :func:`edge_asc.artifact.read_artifact` (the TFLite schema bindings of the ``pi``
+extra); no tensorflow, no interpreter. If ``<stem>.export.json`` lies beside the model, its verification summary is
+shown too.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-specaugment", action="store_true", help="disable SpecAugment masks")
     p.add_argument("--no-shift", action="store_true", help="disable random time/frequency shifts")
     p.add_argument("--no-random-crop", action="store_true", help="use the centre window instead of a random one")
-    p.add_argument("--val-every", type=int, default=1, help="validate on the 'evaluate' split every N epochs (0: never)")
+    p.add_argument("--val-every", type=int, default=1,
+                   help="validate on the 'evaluate' split every N epochs (0: never)")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: <out>/../feature-cache)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -121,7 +121,8 @@ def read_tau(root: str | os.PathLike, *, verify_files: bool = True) -> Dataset:
     """
     root = Path(root)
     meta = _read_table(root / "meta.csv", META_COLUMNS, root)
-    folds = {s: _read_table(root / "evaluation_setup" / f"fold1_{s}.csv", cols, root) for s, cols in FOLD_COLUMNS.items()
+    folds = {s: _read_table(root / "evaluation_setup" / f"fold1_{s}.csv", cols, root)
+             for s, cols in FOLD_COLUMNS.items()
              if s != "test" or (root / "evaluation_setup" / "fold1_test.csv").exists()}
 
     names = [r["filename"] for r in meta]
@@ -145,7 +146,8 @@ def read_tau(root: str | os.PathLike, *, verify_files: bool = True) -> Dataset:
         absent = [r["filename"] for r in rows if r["filename"] not in by_name]
         if absent:
             raise offenders(absent, f"file(s) in {fname} are not in meta.csv", "regenerate the fold files or meta.csv")
-        wrong = [r["filename"] for r in rows if "scene_label" in r and r["scene_label"] != by_name[r["filename"]]["scene_label"]]
+        wrong = [r["filename"] for r in rows
+                 if "scene_label" in r and r["scene_label"] != by_name[r["filename"]]["scene_label"]]
         if wrong:
             raise offenders(wrong, f"file(s) in {fname} have a scene_label different from meta.csv",
                             "make the two files agree")

@@ -308,7 +308,8 @@ def clacks(c: _Ctx, interval: float) -> np.ndarray:
     while pos < c.n:
         for off in (0.0, pair):
             m = int(0.03 * c.sr)
-            ev = c.rng.standard_normal(m) * np.exp(-np.arange(m) / (m / 6)) * np.sin(2 * np.pi * fc * np.arange(m) / c.sr)
+            n = np.arange(m)
+            ev = c.rng.standard_normal(m) * np.exp(-n / (m / 6)) * np.sin(2 * np.pi * fc * n / c.sr)
             _place(c, out, ev, int(pos + off))
         pos += interval * c.sr * c.u(0.9, 1.1)
     return _rms_norm(out + 1e-9)
@@ -382,7 +383,10 @@ _SCENE_ACOUSTICS: dict[str, dict] = {
 
 def draw_location(label: str, rng: np.random.Generator) -> Location:
     a = _SCENE_ACOUSTICS[label]
-    u = lambda k: float(rng.uniform(*a[k]))
+
+    def u(k: str) -> float:
+        return float(rng.uniform(*a[k]))
+
     return Location(tilt=u("tilt"), bg_lo=u("bg_lo"), bg_hi=u("bg_hi"), rt60=u("rt60"), wet=u("wet"),
                     level_db=float(rng.uniform(-6, 6)), density=float(rng.uniform(0.6, 1.4)),
                     eq_seed=int(rng.integers(2**31)))
@@ -534,7 +538,8 @@ RECIPES: dict[str, Callable[[_Ctx, Location], list[Layer]]] = {
     "public_square": _public_square, "shopping_mall": _shopping_mall, "street_pedestrian": _street_pedestrian,
     "street_traffic": _street_traffic, "tram": _tram,
 }
-assert tuple(sorted(RECIPES)) == tuple(sorted(TAU_LABELS))
+if sorted(RECIPES) != sorted(TAU_LABELS):  # a programming error: every TAU label needs exactly one recipe
+    raise RuntimeError(f"synth RECIPES {sorted(RECIPES)} do not match TAU_LABELS {sorted(TAU_LABELS)}")
 
 
 def render_scene(label: str, loc: Location, n_samples: int, sample_rate: int,
@@ -617,7 +622,7 @@ def _prepare_out_dir(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise DatasetError(f"{out} exists and is not a folder: choose another --out")
-        entries = [p for p in out.iterdir()]
+        entries = list(out.iterdir())
         if entries and not (out / PROVENANCE_FILE).is_file():
             raise DatasetError(f"{out} is not empty and was not made by 'edge-asc data synth': choose an empty or "
                                f"new --out folder")

@@ -305,7 +305,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     provenance = {
         "exporter": "torch.onnx (dynamo) -> onnx2tf (SavedModel) -> tf.lite.TFLiteConverter", "mode": config.mode,
         "onnx_opset": 18, "versions": _versions(),
-        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "checkpoint_weights_sha256": meta.weights_sha256, "checkpoint_epoch": meta.epoch,
         "calibration_windows": len(cs) if cs is not None else 0,
         "calibration_strategy": cs.manifest.strategy if cs is not None else "",

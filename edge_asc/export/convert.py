@@ -1,6 +1,6 @@
 """The conversion steps: PyTorch -> ONNX (dynamo exporter) -> onnx2tf (child process: ONNX -> TF SavedModel, NCHW ->
 NHWC) -> TFLite converter (child process: one float / dynamic-range / full-int8 conversion with the explicit
-representative dataset), plus a small TFLite op reader used to check what the converters really produced.
+representative dataset), plus the op list (:func:`tflite_ops`) used to check what the converters really produced.
 
 onnx2tf is pinned at 1.29.x (2.x needs Python >= 3.12). It runs in a child process because importing it changes
 process-wide state (TF logging, environment variables). Converters can exit 0 without writing their file (onnx2tf
@@ -61,7 +61,8 @@ def _run(cmd: list[str], what: str, cwd: Path, timeout_s: float, log_path: Path 
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("CUDA_VISIBLE_DEVICES", "-1")
     try:
-        proc = subprocess.run(cmd, cwd=str(cwd), env=env, check=False, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, cwd=str(cwd), env=env, check=False, capture_output=True, text=True,
+                              timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise ExportError(f"{what} did not finish within {timeout_s:.0f} s") from None
     output = (proc.stdout or "") + (proc.stderr or "")
@@ -142,7 +143,8 @@ def _produced(path: Path, what: str, log_path: Path | None) -> Path:
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class TfliteOp:
-    """One operator of subgraph 0: name (builtin name or custom code) and its tensors' dtypes."""
+    """One operator of subgraph 0: name (builtin name or custom code) and its tensors' dtypes (lower-case TFLite
+    type names, as :data:`edge_asc.artifact.DTYPES` spells them) and shapes."""
 
     name: str
     custom: bool
@@ -156,34 +158,20 @@ class TfliteOp:
 
 
 def tflite_ops(model: bytes) -> list[TfliteOp]:
-    """Operators of subgraph 0 in execution order (needs ``ai_edge_litert``'s schema module, export side)."""
-    from ..errors import require
+    """Operators of subgraph 0 in execution order, with their tensors' dtypes and shapes (read with
+    :func:`edge_asc.artifact.read_artifact`)."""
+    from ..artifact import read_artifact
 
-    schema = require("ai_edge_litert.schema_py_generated", "pi", "reading TFLite graphs")
-    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    g = m.subgraphs[0]
+    art = read_artifact(model)
+    tensors = art.tensors
     out = []
-    for op in g.operators or []:
-        code = m.operatorCodes[op.opcodeIndex]
-        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-        custom = builtin == schema.BuiltinOperator.CUSTOM
-        name = (code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)) \
-            if custom else op_names.get(builtin, str(builtin))
-
-        ins = tuple(int(i) for i in (op.inputs if op.inputs is not None else []) if i >= 0)
-        outs = tuple(int(i) for i in (op.outputs if op.outputs is not None else []) if i >= 0)
-
-        def dt(ix):
-            return tuple(type_names.get(g.tensors[i].type, "?") for i in ix)
-
-        def sh(ix):
-            return tuple(tuple(int(d) for d in (g.tensors[i].shape if g.tensors[i].shape is not None else []))
-                         for i in ix)
-
-        out.append(TfliteOp(name=name, custom=custom, inputs=ins, outputs=outs, input_dtypes=dt(ins),
-                            output_dtypes=dt(outs), input_shapes=sh(ins), output_shapes=sh(outs)))
+    for op in art.ops:
+        ins, outs = op.present_inputs, op.outputs
+        out.append(TfliteOp(name=op.name, custom=op.custom, inputs=ins, outputs=outs,
+                            input_dtypes=tuple(tensors[i].dtype for i in ins),
+                            output_dtypes=tuple(tensors[i].dtype for i in outs),
+                            input_shapes=tuple(tensors[i].shape for i in ins),
+                            output_shapes=tuple(tensors[i].shape for i in outs)))
     return out
 
 

@@ -66,8 +66,8 @@ def check_edgetpu(model: bytes, model_path: Path) -> EdgeTpuCheck:
     compiler = shutil.which("edgetpu_compiler")
     compiled, log = None, ""
     if compiler:
-        proc = subprocess.run([compiler, "-s", "-o", str(out_dir), str(model_path)], check=False, capture_output=True, text=True,
-                              timeout=600)
+        proc = subprocess.run([compiler, "-s", "-o", str(out_dir), str(model_path)], check=False, capture_output=True,
+                              text=True, timeout=600)
         log = (proc.stdout or "") + (proc.stderr or "")
         cand = out_dir / f"{model_path.stem}_edgetpu.tflite"
         if proc.returncode == 0 and cand.is_file():

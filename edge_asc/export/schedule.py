@@ -9,7 +9,8 @@ the skip tensor's last use, so four full-resolution tensors are live at once whe
 first consumer (sinking it) and just after its last producer (hoisting it), and a move is kept when the peak of live
 activation bytes falls, or stays and the sum over all ops falls. Every order it returns is a valid topological order
 of the same ops, so every tensor holds the same values (tests compare the outputs bit for bit);
-:func:`reorder_for_memory` rewrites a ``.tflite`` file in that order. Pure Python on the TFLite schema bindings.
+:func:`reorder_for_memory` rewrites a ``.tflite`` file in that order. Pure Python: the file is read with
+:func:`edge_asc.artifact.read_artifact` and rewritten with the object API of the TFLite schema bindings.
 """
 
 from __future__ import annotations
@@ -133,30 +134,21 @@ def reorder_for_memory(model: bytes) -> tuple[bytes, Schedule]:
     """
     import flatbuffers
 
+    from ..artifact import FILE_IDENTIFIER, read_artifact
     from ..errors import require
-    from ..firmware_bench.graph import tensor_bytes
 
-    schema = require("ai_edge_litert.schema_py_generated", "pi", "reading TFLite graphs")
-    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    g = m.subgraphs[0]
-    ops = list(g.operators or [])
-    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-
-    def has_data(t: Any) -> bool:
-        buf = m.buffers[t.buffer] if m.buffers is not None and 0 <= t.buffer < len(m.buffers) else None
-        return buf is not None and ((buf.data is not None and len(buf.data) > 0) or bool(getattr(buf, "offset", 0)))
-
-    sizes = {i: tensor_bytes(list(t.shape) if t.shape is not None else [], type_names.get(t.type, "?"))
-             for i, t in enumerate(g.tensors or []) if not has_data(t)}
-    op_io = [([int(i) for i in (op.inputs if op.inputs is not None else []) if int(i) >= 0],
-              [int(i) for i in (op.outputs if op.outputs is not None else []) if int(i) >= 0]) for op in ops]
-    sched = order_ops(op_io, sizes, graph_inputs=[int(i) for i in (g.inputs if g.inputs is not None else [])],
-                      graph_outputs=[int(i) for i in (g.outputs if g.outputs is not None else [])])
+    art = read_artifact(model)
+    sizes = {t.index: t.nbytes for t in art.tensors if not t.constant}
+    op_io = [(op.present_inputs, op.outputs) for op in art.ops]
+    sched = order_ops(op_io, sizes, graph_inputs=art.inputs, graph_outputs=art.outputs)
     if sched.moved == 0:
         return model, sched
-    g.operators = [ops[k] for k in sched.order]
+    schema = require("ai_edge_litert.schema_py_generated", "pi", "writing TFLite graphs")
+    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    g = m.subgraphs[0]
+    g.operators = [g.operators[k] for k in sched.order]
     b = flatbuffers.Builder(len(model) + 4096)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    b.Finish(m.Pack(b), file_identifier=FILE_IDENTIFIER)
     return bytes(b.Output()), sched
 
 
@@ -178,7 +170,7 @@ def greedy_arena_bytes(sizes: Sequence[int], first: Sequence[int], last: Sequenc
     for i in sorted(range(len(aligned)), key=lambda j: -aligned[j]):
         size, f, la = aligned[i], first[i], last[i]
         offset = 0
-        for o, s, pf, pl in sorted(p for p in placed if p[2] <= la and f <= p[3]):
+        for o, s, _, _ in sorted(p for p in placed if p[2] <= la and f <= p[3]):
             if offset + size <= o:
                 break
             offset = max(offset, o + s)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
+from ..metrics import macro_accuracy, softmax
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -107,12 +108,6 @@ class VerificationReport:
                 f"{self.exported_macro_accuracy:.4f} (drop {self.macro_accuracy_drop:+.2f} points), logit error max "
                 f"{self.max_logit_error:.4f} mean {self.mean_logit_error:.4f}{ev}: "
                 f"{'PASS' if self.passed else 'FAIL'} (min agreement {self.min_agreement})")
-
-
-def macro_accuracy(pred: np.ndarray, y: np.ndarray, n_classes: int) -> float:
-    """Mean over the classes present in ``y`` of the fraction of their clips predicted correctly."""
-    accs = [float(np.mean(pred[y == k] == k)) for k in range(n_classes) if np.any(y == k)]
-    return float(np.mean(accs)) if accs else 0.0
 
 
 def output_grid_top1(logits: np.ndarray, quant: Any) -> np.ndarray | None:
@@ -236,8 +231,8 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
 
     from ..audio import load_audio
     from ..calibration import _clip_path
-    from ..frontend import normalize, offline
-    from ..runtime import Classifier, classify_audio, hop_frames_for, softmax
+    from ..frontend import normalize, offline, windows
+    from ..runtime import Classifier, classify_audio, hop_frames_for
 
     t0 = time.perf_counter()
     index = {name: i for i, name in enumerate(labels)}
@@ -274,20 +269,15 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
             counts.append(_first_argmax_counts(i[0].detach().numpy()))
 
         handle = torch_model.events.register_forward_hook(hook)
-    need = spec.samples_for_frames(w)
     y, q_clip, owners = [], [], []
     all_wins, q_logits, q_events = [], [], []
     prob_diff = 0.0
     for ci, c in enumerate(clips):
         audio, _ = load_audio(_clip_path(dataset, c), spec.sample_rate)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # short clips are padded identically below
+            warnings.simplefilter("ignore")  # a short clip is tiled to one window, by windows() below too
             res = classify_audio(clf, audio, hop_seconds=hop_seconds)
-        if audio.size < need:
-            audio = np.concatenate([audio, np.zeros(need - audio.size, np.float32)])
-        feats = offline(audio, spec)
-        starts = list(range(0, feats.shape[2] - w + 1, hop))
-        wins = np.stack([feats[:, :, s:s + w] for s in starts])
+        wins = windows(offline(audio, spec), w, hop)
         ql = np.stack([clf.logits(x) for x in wins])
         if ql.shape[0] == res.window_probs.shape[0]:
             prob_diff = max(prob_diff, float(np.max(np.abs(softmax(ql) - res.window_probs))))

@@ -11,8 +11,8 @@ Constraints:
   model with ``edge-asc report``).
 - ``max_macs``: MACs for 1 s of audio, ``count_macs(cfg) * frames_in_1s / n_frames`` (the report's definition).
 - ``max_ram``: :func:`arena_estimate`, the TFLite Micro arena of the full-int8 export: the int8 activation peak of
-  the op schedule the converter produces (head) plus the interpreter's persistent data (tail); within 0.5% of the
-  measured arena on the presets and the candidates checked (see its docstring). Confirm it on the exported model with
+  the op schedule ``edge-asc export`` writes (head) plus the interpreter's persistent data (tail); a few percent
+  below the measured arena of the presets (see its docstring). Confirm it on the exported model with
   :func:`confirm` / ``edge-asc fit --confirm MODEL.tflite``, which runs TFLite Micro (reference kernels: a CMSIS-NN
   build adds scratch buffers).
 """
@@ -174,7 +174,8 @@ def _schedule(cfg) -> tuple[_Schedule, int]:
     if b > 1:
         if h0 % b:
             g = s.op((g,), c1 * (h0 // b) * b)  # STRIDED_SLICE
-        g = s.op((s.op((s.op((s.op((g,), c1 * h0),), c1 * b),), c1 * b),), c1 * b)  # TRANSPOSE, pool, TRANSPOSE, RESHAPE
+        for n in (c1 * h0, c1 * b, c1 * b, c1 * b):  # TRANSPOSE, pool, TRANSPOSE, RESHAPE
+            g = s.op((g,), n)
     feats.insert(0, g)
     h = s.op(tuple(feats), cfg.head_features) if len(feats) > 1 else g
     for units in (*cfg.dense_units, cfg.n_classes):
@@ -223,18 +224,10 @@ def arena_estimate(cfg) -> int:
     """Estimated TFLite Micro arena (bytes, batch 1) of the full-int8 export of ``cfg``: :func:`arena_head_estimate`
     + :func:`arena_tail_estimate`. Pure Python (counted for thousands of candidates by :func:`search`).
 
-    Measured on random-init exports as ``edge-asc export`` writes them (``python benchmarks/int8_graph.py``:
-    ``export_untrained_int8`` -> :func:`edge_asc.firmware_bench.tflm.measure_arena`, tflite-micro's reference
-    kernels)::
-
-        preset  c1/c2  measured B: total (head + tail)  estimate B  est/meas
-        edge    16/32  230,448 (207,872 + 22,576)         220,038     0.955
-        micro    8/16  129,840 (109,056 + 20,784)         122,231     0.941
-
-    The modelled schedule reaches the same activation peak as the real file (197,632 / 101,376 B); TFLite Micro's
-    greedy planner leaves gaps in the real file's tensor layout that it does not leave in the model's. In the
-    converter's order (before :mod:`edge_asc.export.schedule`) the same model matched five exports (edge, micro
-    and three fit candidates with 2x2 / 2x3 / 4x4 pools, 32-64 mels, widths 0.125-0.5625) within 0.5%.
+    The modelled schedule reaches the same activation peak as the exported file, but TFLite Micro's greedy planner
+    leaves gaps in the real tensor layout that the model does not, so the estimate runs a few percent low (0.94-0.96
+    of the measured arena of ``edge`` and ``micro``: ``docs/model-design.md``, measured with ``python
+    benchmarks/int8_graph.py``).
 
     ``int8_native=False`` configs get an estimate too (:func:`_reference_head` + the tail), not checked against an
     export: their full-int8 graph is not what the firmware runs.

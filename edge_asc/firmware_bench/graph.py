@@ -1,7 +1,8 @@
 """Read a ``.tflite`` FlatBuffer into a per-layer table: parameters, non-zero parameters, MACs, activation memory.
 
-No TensorFlow: the FlatBuffer is unpacked with the object API of ``ai_edge_litert.schema_py_generated`` (shipped with
-the ``ai-edge-litert`` wheel of the ``pi`` extra). Only subgraph 0 (the model's main graph) is walked.
+No TensorFlow: the file is read with :func:`edge_asc.artifact.read_artifact` (the TFLite schema bindings shipped with
+the ``ai-edge-litert`` wheel of the ``pi`` extra). Only subgraph 0 (the model's main graph) is walked. Tensor types are
+the reader's lower-case names ('int8', 'int32', 'float32').
 
 Counting rules (they are the report's definitions; the tests pin them):
 
@@ -11,7 +12,7 @@ Parameters
     - the weight or bias input of a parametric op (``CONV_2D``/``DEPTHWISE_CONV_2D``/``FULLY_CONNECTED``/``CONV_3D``:
       inputs 1 and 2; ``TRANSPOSE_CONV``: inputs 1 and 3; ``BATCH_MATMUL``: any constant operand), whatever its dtype
       (int8 weights, int32 biases of an int8 model, float32 of a float model), or
-    - any other constant of a *numeric data* dtype (float32/16/64, bfloat16, int8, uint8, int16, int4) — e.g. the
+    - any other constant of a *numeric data* dtype (float32/16/64, bfloat16, int8, uint8, int16, int4) - e.g. the
       scale and shift of a normalisation that was not folded into a convolution.
 
     Other constants (int32/int64/bool tensors outside a bias slot: reshape shapes, reduction axes, paddings, gather
@@ -54,23 +55,13 @@ import math
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..errors import MissingExtraError, ModelContractError
+from ..artifact import DTYPES, Artifact, Op, read_artifact, tensor_bytes
 
-#: TensorType name -> (bytes per element (0.5 for 4-bit), numpy dtype name or None when numpy has none).
-DTYPES: dict[str, tuple[float, str | None]] = {
-    "FLOAT32": (4, "<f4"), "FLOAT16": (2, "<f2"), "FLOAT64": (8, "<f8"), "BFLOAT16": (2, "<u2"),
-    "INT8": (1, "i1"), "UINT8": (1, "u1"), "INT16": (2, "<i2"), "UINT16": (2, "<u2"),
-    "INT32": (4, "<i4"), "UINT32": (4, "<u4"), "INT64": (8, "<i8"), "UINT64": (8, "<u8"),
-    "BOOL": (1, "u1"), "INT4": (0.5, None), "UINT4": (0.5, None), "INT2": (0.25, None),
-    "COMPLEX64": (8, "<c8"), "COMPLEX128": (16, "<c16"), "STRING": (1, None),
-    "FLOAT8_E4M3FN": (1, "u1"), "FLOAT8_E5M2": (1, "u1"),
-}
 #: dtypes whose constants are model data (parameters) wherever they appear.
-DATA_DTYPES = frozenset({"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16", "INT8", "UINT8", "INT16", "INT4", "UINT4",
-                         "INT2", "FLOAT8_E4M3FN", "FLOAT8_E5M2"})
+DATA_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16", "int8", "uint8", "int16", "int4", "uint4",
+                         "int2", "float8_e4m3fn", "float8_e5m2"})
 #: op -> input slots holding weights / biases.
 PARAM_SLOTS: dict[str, tuple[int, ...]] = {
     "CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTED": (1, 2), "CONV_3D": (1, 2),
@@ -87,25 +78,13 @@ MOVE_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CONCATE
 MAC_OPS = frozenset(PARAM_SLOTS)
 
 
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError as exc:
-        raise MissingExtraError("ai_edge_litert", "pi", "reading the layers of a .tflite model") from exc
-    return schema
-
-
-def _enum_names(enum_cls) -> dict[int, str]:
-    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
 @dataclass(frozen=True, kw_only=True)
 class ParamTensor:
     """One stored parameter tensor (see the module docstring for what counts)."""
 
     name: str
     dtype: str
-    """TFLite tensor type, e.g. 'INT8', 'INT32', 'FLOAT32'."""
+    """TFLite tensor type, e.g. 'int8', 'int32', 'float32'."""
     shape: tuple[int, ...]
     role: str
     """'weight', 'bias' (slots of parametric ops) or 'constant' (another numeric-data constant)."""
@@ -224,7 +203,7 @@ def activation_timeline(n_ops: int, op_io: Sequence[tuple[Sequence[int], Sequenc
     Args:
         n_ops: number of ops.
         op_io: per op, (input tensor indices, output tensor indices); negative indices (optional inputs) are skipped.
-        tensor_info: tensor index -> (name, shape, dtype name).
+        tensor_info: tensor index -> (name, shape, dtype name as :data:`edge_asc.artifact.DTYPES` spells it).
         constants: tensor indices that hold data (never counted).
         graph_inputs / graph_outputs / variables: tensor indices.
     """
@@ -251,7 +230,7 @@ def activation_timeline(n_ops: int, op_io: Sequence[tuple[Sequence[int], Sequenc
     for i in sorted(first):
         name, shape, dtype = tensor_info[i]
         tensors.append(LiveTensor(index=i, name=name, shape=tuple(shape), dtype=dtype,
-                                  bytes=_elem_bytes(_prod(shape), dtype), first=first[i], last=last[i]))
+                                  bytes=tensor_bytes(shape, dtype), first=first[i], last=last[i]))
     live = [0] * n_ops
     for t in tensors:
         for k in range(t.first, min(t.last, n_ops - 1) + 1):
@@ -335,20 +314,11 @@ def _prod(shape) -> int:
     return n
 
 
-def _elem_bytes(count: int, dtype: str) -> int:
-    return math.ceil(count * DTYPES.get(dtype, (1, None))[0])
-
-
-def tensor_bytes(shape: Sequence[int], dtype: str) -> int:
-    """Bytes of a tensor of ``shape`` and ``dtype`` (a TFLite type name in lower case, e.g. 'int8', 'float32')."""
-    return _elem_bytes(_prod(shape), dtype)
-
-
 def _nonzero(raw: bytes, dtype: str, count: int) -> int:
     import numpy as np
 
     npd = DTYPES.get(dtype, (1, None))[1]
-    if dtype in ("INT4", "UINT4"):
+    if dtype in ("int4", "uint4"):
         b = np.frombuffer(raw, dtype=np.uint8)
         nib = np.stack([b & 0x0F, b >> 4], axis=1).reshape(-1)[:count]
         return int(np.count_nonzero(nib))
@@ -367,137 +337,87 @@ def read_graph(model: str | os.PathLike | bytes) -> ModelGraph:
         ModelContractError: missing file, not a TFLite FlatBuffer, or a graph that does not parse.
         MissingExtraError: ``ai-edge-litert`` (which ships the TFLite schema) is not installed.
     """
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        buf, where = bytes(model), "<bytes>"
-    else:
-        p = Path(model)
-        if not p.is_file():
-            raise ModelContractError(f"{p}: no such model file: check the path or export one with 'edge-asc export'")
-        buf, where = p.read_bytes(), str(p)
-    if len(buf) < 16 or buf[4:8] != b"TFL3":
-        raise ModelContractError(f"{where}: not a TFLite model (missing the 'TFL3' identifier): pass a .tflite file")
-    schema = _schema()
-    try:
-        m = schema.ModelT.InitFromPackedBuf(buf, 0)
-    except Exception:  # noqa: BLE001 - flatbuffers raises assorted struct/index errors on corrupt input
-        raise ModelContractError(f"{where}: TFLite file does not parse: re-export it") from None
-    if not m.subgraphs:
-        raise ModelContractError(f"{where}: TFLite model has no subgraph")
-    op_names = _enum_names(schema.BuiltinOperator)
-    type_names = _enum_names(schema.TensorType)
-    g = m.subgraphs[0]
-    tensors = g.tensors or []
-    ops = g.operators or []
-    buffers = m.buffers or []
-
-    def tdtype(t) -> str:
-        return type_names.get(t.type, f"TYPE{t.type}")
-
-    def tshape(t) -> tuple[int, ...]:
-        return tuple(int(s) for s in (t.shape if t.shape is not None else ()))
-
-    def raw_data(t) -> bytes | None:
-        if not t.buffer or t.buffer >= len(buffers):
-            return None
-        b = buffers[t.buffer]
-        if b.data is not None and len(b.data):
-            return bytes(b.data)
-        if getattr(b, "offset", 0) and getattr(b, "size", 0) > 0:  # > 2 GB layout: data after the FlatBuffer
-            return buf[b.offset : b.offset + b.size]
-        return None
-
-    const = {i: raw_data(t) for i, t in enumerate(tensors)}
-    is_const = {i: d is not None for i, d in const.items()}
-
-    def opname(op) -> str:
-        code = m.operatorCodes[op.opcodeIndex]
-        builtin = max(code.builtinCode or 0, code.deprecatedBuiltinCode or 0)
-        name = op_names.get(builtin, f"OP{builtin}")
-        if name == "CUSTOM":
-            cc = code.customCode
-            cc = cc.decode() if isinstance(cc, (bytes, bytearray)) else str(cc)
-            return f"CUSTOM:{cc}"
-        return name
-
-    names = [opname(op) for op in ops]
-    n_ops = len(ops)
-
-    def tname(i: int) -> str:
-        n = tensors[i].name
-        return n.decode() if isinstance(n, bytes) else str(n or f"t{i}")
-
-    def io(op) -> tuple[list[int], list[int]]:
-        return ([int(i) for i in (op.inputs if op.inputs is not None else []) if int(i) >= 0],
-                [int(i) for i in (op.outputs if op.outputs is not None else []) if int(i) >= 0])
-
-    op_io = [io(op) for op in ops]
-    gin = [int(i) for i in (g.inputs if g.inputs is not None else [])]
-    gout = [int(i) for i in (g.outputs if g.outputs is not None else [])]
+    art = read_artifact(model)
+    tensors = art.tensors
+    names = [layer_op(op) for op in art.ops]
     timeline = activation_timeline(
-        n_ops, op_io, {i: (tname(i), tshape(t), tdtype(t)) for i, t in enumerate(tensors)},
-        constants=frozenset(i for i, c in is_const.items() if c), graph_inputs=gin, graph_outputs=gout,
-        variables=[i for i, t in enumerate(tensors) if t.isVariable])
-
-    # ---- parameters ----
-    seen_buffers: set[int] = set()
-    params: list[ParamTensor] = []
-    structural = 0
-    per_layer: dict[int, list[ParamTensor]] = {}
-    for k, op in enumerate(ops):
-        slots = PARAM_SLOTS.get(names[k], ())
-        for slot, i in enumerate(op.inputs if op.inputs is not None else []):
-            i = int(i)
-            if i < 0 or not is_const.get(i):
-                continue
-            t = tensors[i]
-            key = t.buffer
-            if key in seen_buffers:
-                continue
-            seen_buffers.add(key)
-            dt = tdtype(t)
-            raw = const[i]
-            count = _prod(tshape(t))
-            if slot in slots:
-                role = "bias" if (slot == 2 and names[k] != "TRANSPOSE_CONV") or slot == 3 else "weight"
-                if names[k] == "BATCH_MATMUL":
-                    role = "weight"
-            elif dt in DATA_DTYPES:
-                role = "constant"
-            else:
-                structural += len(raw)
-                continue
-            pt = ParamTensor(name=tname(i), dtype=dt, shape=tshape(t), role=role, count=count,
-                             nonzero=_nonzero(raw, dt, count), bytes=len(raw), layer=k)
-            params.append(pt)
-            per_layer.setdefault(k, []).append(pt)
-
-    # ---- layers ----
-    layers: list[Layer] = []
-    for k, op in enumerate(ops):
-        name = names[k]
-        ins, outs = op_io[k]
-        in_shapes = tuple(tshape(tensors[i]) for i in ins if not is_const.get(i))
-        out_shapes = tuple(tshape(tensors[i]) for i in outs)
-        out_elems = sum(_prod(s) for s in out_shapes)
-        macs, other = _macs(name, op, tensors, ins, outs, tshape, out_elems)
-        elements, broadcast = _work(name, [tshape(tensors[i]) for i in ins], out_shapes, out_elems)
-        lp = per_layer.get(k, [])
-        layers.append(Layer(
-            index=k, op=name, name=tname(outs[0]) if outs else "",
-            input_shapes=in_shapes, output_shapes=out_shapes,
-            params=sum(p.count for p in lp), param_bytes=sum(p.bytes for p in lp),
-            nonzero_params=sum(p.nonzero for p in lp), macs=macs, other_ops=other, elements=elements,
-            broadcast=broadcast, activation_bytes=timeline.live_bytes[k],
-        ))
+        len(art.ops), [(op.present_inputs, op.outputs) for op in art.ops],
+        {t.index: (t.name, t.shape, t.dtype) for t in tensors},
+        constants=frozenset(t.index for t in tensors if t.constant), graph_inputs=art.inputs,
+        graph_outputs=art.outputs, variables=[t.index for t in tensors if t.variable])
+    params, structural = _param_tensors(art, names)
+    layers = _layers(art, names, params, timeline)
     counts: dict[str, int] = {}
     for n in names:
         counts[n] = counts.get(n, 0) + 1
     return ModelGraph(
-        file_bytes=len(buf), layers=tuple(layers), param_tensors=tuple(params), structural_constant_bytes=structural,
-        input_shapes=tuple(tshape(tensors[i]) for i in gin), input_dtypes=tuple(tdtype(tensors[i]) for i in gin),
-        output_shapes=tuple(tshape(tensors[i]) for i in gout), output_dtypes=tuple(tdtype(tensors[i]) for i in gout),
-        activations=timeline, op_counts=counts, subgraphs=len(m.subgraphs),
+        file_bytes=art.file_bytes, layers=layers, param_tensors=params, structural_constant_bytes=structural,
+        input_shapes=tuple(tensors[i].shape for i in art.inputs),
+        input_dtypes=tuple(tensors[i].dtype for i in art.inputs),
+        output_shapes=tuple(tensors[i].shape for i in art.outputs),
+        output_dtypes=tuple(tensors[i].dtype for i in art.outputs),
+        activations=timeline, op_counts=counts, subgraphs=art.subgraph_count,
     )
+
+
+def layer_op(op: Op) -> str:
+    """The report's name of an operator: its builtin name, or ``'CUSTOM:<code>'`` for a custom operator."""
+    return f"CUSTOM:{op.name}" if op.custom else op.name
+
+
+def _param_tensors(art: Artifact, names: Sequence[str]) -> tuple[tuple[ParamTensor, ...], int]:
+    """(parameter tensors in order of first use, bytes of structural constants); see "Parameters" above."""
+    tensors = art.tensors
+    seen_buffers: set[int] = set()
+    params: list[ParamTensor] = []
+    structural = 0
+    for k, op in enumerate(art.ops):
+        slots = PARAM_SLOTS.get(names[k], ())
+        for slot, i in enumerate(op.inputs):
+            if i < 0 or not tensors[i].constant or tensors[i].buffer in seen_buffers:
+                continue
+            t = tensors[i]
+            seen_buffers.add(t.buffer)
+            if slot in slots:
+                role = "bias" if (slot == 2 and names[k] != "TRANSPOSE_CONV") or slot == 3 else "weight"
+                if names[k] == "BATCH_MATMUL":
+                    role = "weight"
+            elif t.dtype in DATA_DTYPES:
+                role = "constant"
+            else:
+                structural += len(t.data)
+                continue
+            count = _prod(t.shape)
+            params.append(ParamTensor(name=t.name, dtype=t.dtype, shape=t.shape, role=role, count=count,
+                                      nonzero=_nonzero(t.data, t.dtype, count), bytes=len(t.data), layer=k))
+    return tuple(params), structural
+
+
+def _layers(art: Artifact, names: Sequence[str], params: Sequence[ParamTensor],
+            timeline: ActivationTimeline) -> tuple[Layer, ...]:
+    """One :class:`Layer` per op: shapes, its parameters, MACs, other ops, work elements, live bytes."""
+    tensors = art.tensors
+    per_layer: dict[int, list[ParamTensor]] = {}
+    for p in params:
+        per_layer.setdefault(p.layer, []).append(p)
+    layers = []
+    for k, op in enumerate(art.ops):
+        name = names[k]
+        ins, outs = op.present_inputs, op.outputs
+        in_shapes = [tensors[i].shape for i in ins]
+        out_shapes = tuple(tensors[i].shape for i in outs)
+        out_elems = sum(_prod(s) for s in out_shapes)
+        macs, other = _macs(name, op, in_shapes, out_elems)
+        elements, broadcast = _work(name, in_shapes, out_shapes, out_elems)
+        lp = per_layer.get(k, [])
+        layers.append(Layer(
+            index=k, op=name, name=tensors[outs[0]].name if outs else "",
+            input_shapes=tuple(tensors[i].shape for i in ins if not tensors[i].constant), output_shapes=out_shapes,
+            params=sum(p.count for p in lp), param_bytes=sum(p.bytes for p in lp),
+            nonzero_params=sum(p.nonzero for p in lp), macs=macs, other_ops=other, elements=elements,
+            broadcast=broadcast, activation_bytes=timeline.live_bytes[k],
+        ))
+    return tuple(layers)
 
 
 def _work(name: str, in_shapes: list[tuple[int, ...]], out_shapes: tuple[tuple[int, ...], ...],
@@ -509,11 +429,11 @@ def _work(name: str, in_shapes: list[tuple[int, ...]], out_shapes: tuple[tuple[i
     return out_elems, elementwise and len(set(in_shapes)) > 1
 
 
-def _macs(name, op, tensors, ins, outs, tshape, out_elems) -> tuple[int, int]:
-    """(MACs, other ops) of one op; see the module docstring."""
+def _macs(name: str, op: Op, in_shapes: Sequence[tuple[int, ...]], out_elems: int) -> tuple[int, int]:
+    """(MACs, other ops) of one op; see the module docstring. ``in_shapes``: its inputs' shapes, constants included."""
 
     def shape(slot: int) -> tuple[int, ...]:
-        return tshape(tensors[ins[slot]]) if slot < len(ins) else ()
+        return in_shapes[slot] if slot < len(in_shapes) else ()
 
     if name == "CONV_2D":
         f = shape(1)  # [Cout, kh, kw, Cin/groups]
@@ -532,12 +452,11 @@ def _macs(name, op, tensors, ins, outs, tshape, out_elems) -> tuple[int, int]:
         return out_elems * (f[-1] if f else 0), 0
     if name == "BATCH_MATMUL":
         a = shape(0)
-        opts = op.builtinOptions
-        k = (a[-2] if getattr(opts, "adjX", False) else a[-1]) if a else 0
+        k = (a[-2] if op.options.get("adj_x", False) else a[-1]) if a else 0
         return out_elems * k, 0
     if name in POOL_OPS:
-        o = op.builtinOptions
-        return 0, out_elems * max(1, int(getattr(o, "filterHeight", 1)) * int(getattr(o, "filterWidth", 1)))
+        o = op.options
+        return 0, out_elems * max(1, int(o.get("filter_height", 1)) * int(o.get("filter_width", 1)))
     if name in REDUCE_OPS:
         return 0, _prod(shape(0))
     if name in MOVE_OPS:

@@ -247,10 +247,8 @@ def write_png(r: Report, path: str | os.PathLike) -> None:
         MissingExtraError: matplotlib is not installed.
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # A Figure of its own, not pyplot: drawing a report must not switch the caller's matplotlib backend.
+        from matplotlib.figure import Figure
     except ImportError as exc:
         raise MissingExtraError("matplotlib", "bench", "the PNG report") from exc
     import numpy as np
@@ -262,7 +260,8 @@ def write_png(r: Report, path: str | os.PathLike) -> None:
     pbytes = np.array([x.param_bytes for x in ls], dtype=float)
     scale = r.macs_per_second_1s / r.macs_per_inference if r.macs_per_inference else 1.0
     macs = np.array([x.macs * scale for x in ls], dtype=float)
-    fig, axes = plt.subplots(3, 1, figsize=(max(8.0, 0.45 * len(ls) + 3), 10.5), constrained_layout=True)
+    fig = Figure(figsize=(max(8.0, 0.45 * len(ls) + 3), 10.5), layout="constrained")
+    axes = fig.subplots(3, 1)
     for ax, vals, limit, what in ((axes[0], pbytes, DCASE2022_MAX_PARAM_BYTES, "parameter bytes (as stored)"),
                                   (axes[1], macs, DCASE2022_MAX_MACS_PER_SECOND, "MACs per 1 s of audio")):
         x = np.arange(len(vals))
@@ -279,7 +278,6 @@ def write_png(r: Report, path: str | os.PathLike) -> None:
     _activation_panel(axes[2], r, np)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
 
 
 def _activation_panel(ax, r: Report, np) -> None:

@@ -275,7 +275,7 @@ def build_report(model: str | os.PathLike, *, hop_seconds: float | None = None, 
     results = tuple(evaluate_target(t, graph=graph, hop_s=hop_s, tflm=tflm, vela=vela.get(t.vela_accelerator),
                                     host=host) for t in chosen)
     if host is not None:
-        results = (host_result(host, hop_s=hop_s, graph=graph),) + results
+        results = (host_result(host, hop_s=hop_s, graph=graph), *results)
     return Report(
         model=str(p), sha256=hashlib.sha256(data).hexdigest(), graph=graph,
         card=card.to_dict() if card is not None else None, window_seconds=win_s, window_frames=win_frames,

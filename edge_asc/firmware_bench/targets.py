@@ -26,13 +26,12 @@ import os
 import platform
 import statistics
 import time
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import tomllib
 
 from ..errors import ConfigError, MissingExtraError
 from .graph import MAC_OPS
@@ -346,7 +345,8 @@ class HostLatency:
 
     def to_dict(self) -> dict[str, Any]:
         return {"host": self.host, "machine": self.machine, "interpreter": self.interpreter,
-                "seconds": {str(k): v for k, v in self.seconds.items()}, "runs": {str(k): v for k, v in self.runs.items()}}
+                "seconds": {str(k): v for k, v in self.seconds.items()},
+                "runs": {str(k): v for k, v in self.runs.items()}}
 
 
 def _example_input(shape, dtype):

@@ -1,10 +1,10 @@
 """Tensor arena of a model measured with the TensorFlow Lite Micro Python interpreter (``tflite-micro`` package).
 
-The interpreter is created with a generous arena, fed seeded random input, invoked once, and its ``RecordingMicroAllocator``
-report (``print_allocations``, written by C++ to stderr) gives the bytes the arena really used: head (the planned
-activation buffers, reused between ops) + tail (persistent interpreter data: tensor structs, quantisation data, op
-state). That total is the ``arena_size`` a firmware needs with the same kernels; with ``confirm=True`` the model is run
-again with exactly that arena to prove it.
+The interpreter is created with a generous arena, fed seeded random input, invoked once, and its
+``RecordingMicroAllocator`` report (``print_allocations``, written by C++ to stderr) gives the bytes the arena really
+used: head (the planned activation buffers, reused between ops) + tail (persistent interpreter data: tensor structs,
+quantisation data, op state). That total is the ``arena_size`` a firmware needs with the same kernels; with
+``confirm=True`` the model is run again with exactly that arena to prove it.
 
 Every run happens in a child process: TFLite Micro aborts the process (segmentation fault) on some allocation
 failures, and its messages go to the C-level stderr. Ops missing from the interpreter are found twice: statically
@@ -138,9 +138,8 @@ def _run_child(path: str, arena: int, n_inputs: int, timeout: float) -> tuple[di
         stage = "invoke" if "STAGE allocated" in proc.stdout else "allocation (op Prepare)"
         sig = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
         last = next((ln.strip() for ln in reversed(proc.stderr.splitlines()) if ln.strip()), "")
-        out = {"ok": False, "stage": "crash",
-               "error": f"TFLM aborted ({sig}) during {stage}" + (f": {last[:160]}" if last else
-                                                                   " without a message (an op/type it does not support?)")}
+        why = f": {last[:160]}" if last else " without a message (an op/type it does not support?)"
+        out = {"ok": False, "stage": "crash", "error": f"TFLM aborted ({sig}) during {stage}{why}"}
     return out, proc.stderr
 
 
@@ -181,7 +180,7 @@ def measure_arena(model: str | os.PathLike | bytes, *, op_names: list[str] | tup
             if out.get("stage") == "import":
                 raise MissingExtraError("tflite_micro", "bench", "measuring the TFLite Micro arena")
             req = [int(x) for x in _REQUESTED.findall(err)]
-            if out["ok"] or "allocate" != out.get("stage") or not req or max(req) < arena:
+            if out["ok"] or out.get("stage") != "allocate" or not req or max(req) < arena:
                 break
             arena = min(2 * max(max(req), arena), MAX_ARENA_BYTES)  # the arena was too small: grow and retry
         missing = _MISSING.findall(err) + [f"CUSTOM:{c}" for c in _MISSING_CUSTOM.findall(err)]

@@ -96,8 +96,8 @@ def run_vela(model: str | os.PathLike | bytes, *, accelerator: str = "ethos-u55-
         else:
             shutil.copyfile(model, src)
         out_dir = Path(tmp) / "out"
-        args = cmd + ["--config", "Arm/vela.ini", "--accelerator-config", accelerator, "--system-config",
-                      system_config, "--memory-mode", memory_mode, "--output-dir", str(out_dir), str(src)]
+        args = [*cmd, "--config", "Arm/vela.ini", "--accelerator-config", accelerator, "--system-config",
+                system_config, "--memory-mode", memory_mode, "--output-dir", str(out_dir), str(src)]
         try:
             proc = subprocess.run(args, capture_output=True, check=False, text=True, timeout=timeout, cwd=tmp)
         except subprocess.TimeoutExpired:
@@ -120,7 +120,8 @@ def run_vela(model: str | os.PathLike | bytes, *, accelerator: str = "ethos-u55-
                 if layer.op == "CUSTOM:ethos-u":
                     npu_ops += 1
                 else:
-                    cpu_ops.append(CpuOp(op=layer.op, tensor=layer.name, reason=reasons.get((layer.op, layer.name), "")))
+                    reason = reasons.get((layer.op, layer.name), "")
+                    cpu_ops.append(CpuOp(op=layer.op, tensor=layer.name, reason=reason))
         m_npu = re.search(r"NPU operators = (\d+)", text)
         from importlib.metadata import version
 
@@ -130,7 +131,8 @@ def run_vela(model: str | os.PathLike | bytes, *, accelerator: str = "ethos-u55-
             clock_hz=float(row["core_clock"]), cycles=int(float(row["cycles_total"])),
             inference_seconds=float(row["inference_time"]),
             sram_bytes=round(float(row["sram_memory_used"]) * kib),
-            flash_bytes=round((float(row["off_chip_flash_memory_used"]) + float(row["on_chip_flash_memory_used"])) * kib),
+            flash_bytes=round((float(row["off_chip_flash_memory_used"])
+                               + float(row["on_chip_flash_memory_used"])) * kib),
             nn_macs=int(float(row["nn_macs"])), npu_ops=int(m_npu.group(1)) if m_npu else npu_ops,
             cpu_ops=tuple(cpu_ops), vela_version=version("ethos-u-vela"),
         )

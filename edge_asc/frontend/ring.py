@@ -34,10 +34,6 @@ class RingBuffer:
         """Unread samples currently held."""
         return self._write - self._read
 
-    @property
-    def total_written(self) -> int:
-        return self._write
-
     def write(self, block: np.ndarray) -> None:
         """Copy ``block`` (float[n] or float[n, 1]) into the ring; overwrite the oldest unread samples if full."""
         src = block.reshape(-1)

@@ -16,23 +16,16 @@ classifier     dense u1, ReLU, dropout; dense u2, ReLU, dropout; dense n_classes
 
 ``c1, c2 = round(64 * width), round(128 * width)``. Six convolutions in all.
 
-Parameter count of the ``paper`` preset: **374,218** (``count_params``) against the paper's **478,218**. The paper's
-text leaves these choices open, and we resolved them as follows (the exact 104,000 gap could not be attributed to any
-single natural reading; a brute-force search over the plausible readings with round dense widths finds no exact match):
+The paper's text leaves some choices open; they are resolved as follows, which gives the ``paper`` preset 374,218
+trainable parameters (``count_params``) against the paper's 478,218 (the readings considered, and why none matches
+exactly: ``docs/model-design.md``):
 
-- *Decoder widths.* "DeConv blocks with 128 then 64 maps": SegNet unpooling needs the decoder tensor to have the
-  channels of the encoder activation whose max positions it reuses, so DeConv_block1 ends at c1 = 64 (to be unpooled
-  with the 64-channel mask of pool 1) and DeConv_block2 has 64 maps. A decoder with 128-map convolutions before the
-  second unpooling (128 -> 128, 128 -> 128, then 128 -> 64) would have 395,008 conv parameters instead of 321,216.
-- *Dense widths.* The paper gives no units for the two dense layers; we use 256 and 128 (51,850 parameters with the
-  event head's 68 inputs). Non-round widths 252 and 524, with Keras-style 4-per-channel BN counting and a non-affine
-  instance norm, hit 478,218 exactly; the paper's count may include non-trainable BN statistics (we count trainable
-  parameters only) and wider dense layers than ours.
-- *Normalisation parameters.* MixupNorm's instance normalisation is affine (scale + shift per channel, 2 x 64 x 2);
-  BN counts its trainable scale + shift only (running mean / variance are buffers).
-- *Biases.* Every convolution and dense layer has a bias (Keras default), although a bias before BN is redundant.
-- *Pooling.* 2x3 max-pooling twice: 256x400 -> 128x133 -> 64x44. The unpooling zero-pads the dropped remainder
-  (133 = 3 x 44 + 1) back, exactly as ``MaxUnpool2d(output_size=...)`` does.
+- *Decoder widths*: DeConv_block1 ends at c1 channels, because SegNet unpooling reuses the c1-channel mask of pool 1.
+- *Dense widths*: not given in the paper; 256 and 128 here.
+- *Parameters counted*: trainable ones only (BatchNorm's running statistics are buffers); the instance norm is affine.
+- *Biases*: every convolution and dense layer has one (the Keras default).
+- *Pooling*: the unpooling zero-pads the remainder the pooling dropped (``paper``: 133 = 3 x 44 + 1 frames), as
+  ``MaxUnpool2d(output_size=...)`` does.
 """
 
 from __future__ import annotations
@@ -108,7 +101,7 @@ class MiniSegNetConfig:
     act_bound: float | None = None
     """upper bound of the convolution blocks' ReLUs (``min(max(x, 0), act_bound)``; 6 is ReLU6), or None for plain
     ReLU. A bound caps the range the int8 model calibrates for each activation, so its step is at most
-    ``act_bound / 255`` instead of being set by rare outliers (see the README's "int8 fidelity"). Only 6 is a fused
+    ``act_bound / 255`` instead of being set by rare outliers (see ``docs/int8-fidelity.md``). Only 6 is a fused
     activation in TFLite (RELU6); another bound adds MINIMUM/MAXIMUM ops after int8 outputs already quantised over
     their whole range."""
     int8_native: bool = False
@@ -126,9 +119,11 @@ class MiniSegNetConfig:
             object.__setattr__(self, name, tuple(int(i) for i in v))
         for name in ("in_channels", "n_mels", "n_frames", "n_classes"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be a positive integer, got {v!r}")
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                   f"{name} must be a positive integer, got {v!r}")
         _check(self.n_classes >= 2, f"n_classes must be >= 2, got {self.n_classes}")
-        _check(isinstance(self.width, (int, float)) and 0 < self.width <= 8, f"width must be in (0, 8], got {self.width!r}")
+        _check(isinstance(self.width, (int, float)) and 0 < self.width <= 8,
+               f"width must be in (0, 8], got {self.width!r}")
         object.__setattr__(self, "width", float(self.width))
         _check(self.unpool in ("mask", "soft", "nearest"),
                f"unpool must be 'mask', 'soft' or 'nearest', got {self.unpool!r}")
@@ -145,9 +140,11 @@ class MiniSegNetConfig:
         _check(isinstance(self.topk, int) and self.topk >= 1, f"topk must be a positive integer, got {self.topk!r}")
         if self.head == "events":
             _check(self.topk <= self.channels[0],
-                   f"topk={self.topk} exceeds the {self.channels[0]} channels the event block ranks: lower topk or raise width")
-        _check(self.act_bound is None or (isinstance(self.act_bound, (int, float)) and not isinstance(self.act_bound, bool)
-                                          and 0 < float(self.act_bound) < 1e6),
+                   f"topk={self.topk} exceeds the {self.channels[0]} channels the event block ranks: "
+                   "lower topk or raise width")
+        bound = self.act_bound
+        _check(bound is None or (isinstance(bound, (int, float)) and not isinstance(bound, bool)
+                                 and 0 < float(bound) < 1e6),
                f"act_bound must be None or a positive number, got {self.act_bound!r}")
         if self.act_bound is not None:
             object.__setattr__(self, "act_bound", float(self.act_bound))
@@ -223,22 +220,17 @@ class ModelPreset:
     description: str = ""
 
 
-#: Named presets. ``paper``: the paper's model on the ``paper`` front end (3 x 256 mels x 400 frames, 2x3 pooling).
-#: ``paper-half``: the paper's model at width 0.5. ``edge``: on the ``edge`` front end (1 x 64 mels x 61 frames =
-#: 1 s), width 0.25, 2x3 pooling, dense 64/32, and GAP over 8 mel bands instead of 1 (``gap_bands=8``): with one
-#: global average the network must infer spectral position from padding effects; on the synthetic set this costs
-#: ~0.1 -> ~0.7 macro accuracy after 6 epochs (``mixup``/``events``, measured with benchmarks/ablation.py-style runs).
-#: ``edge`` uses the *soft* SegNet unpooling (``unpool="soft"``): on the same data and seed (synthetic 100 clips/class,
-#: 30 epochs) it matched the hard mask's float accuracy (seen/unseen 0.467/0.383 vs 0.487/0.375) and its int8 export
-#: agreed better with the float model (top-1 0.933 vs 0.914, event top-4 set 0.667 vs 0.133 on 360 windows); at
-#: 70 epochs float 0.500/0.417 vs 0.546/0.458 (one seed), agreement 0.942 vs 0.833, event set 0.608 vs 0.081.
-#: ``edge`` bounds its ReLUs at 6 (``act_bound=6``, ReLU6, fused into the int8 convolutions and ADDs): on the same
-#: data and seed at 30 epochs, float seen/unseen 0.471/0.358 vs 0.467/0.383 unbounded, and its int8 export's mean /
-#: max logit error 0.042 / 0.49 vs 0.067 / 0.89, top-1 agreement 0.942 vs 0.933 (the int8 output grid alone allows
-#: 0.981 / 0.986), event top-4 set 0.839 vs 0.667 (360 windows): unbounded, rare activations up to 20-50x the
-#: standard deviation set the int8 ranges.
-#: Within the DCASE budget (<= 128,000 params, <= 30 M MACs per 1-s input).
+#: Named presets (``edge-asc train --preset NAME[:field=value,...]``, see :func:`resolve_preset`).
+#: ``paper``: the paper's model on the ``paper`` front end (3 x 256 mels x 400 frames, 2x3 pooling).
+#: ``paper-half``: the paper's model at width 0.5.
+#: ``edge``: within the DCASE budget (<= 128,000 params, <= 30 M MACs per 1-s input) on the ``edge`` front end
+#: (1 x 64 mels x 61 frames = 1 s): width 0.25, 2x3 pooling, dense 64/32; GAP over 8 mel bands (``gap_bands=8``:
+#: with one global average the network must infer spectral position from padding effects); soft SegNet unpooling
+#: and ReLU6 (``act_bound=6``, fused into the int8 convolutions and ADDs) so that int8 noise moves values a little
+#: instead of moving them to another cell, and rare outliers do not set the int8 ranges.
+#: ``micro``: ``edge`` at width 0.125 with 2x2 pooling (Ethos-U upsamples by 2, 4 or 8 only).
 #: ``edge-gap``: ``edge`` with GAP head and BN (a simpler, export-easiest baseline).
+#: The measurements behind these choices: ``docs/model-design.md`` and ``docs/int8-fidelity.md``.
 MODEL_PRESETS: dict[str, ModelPreset] = {
     "paper": ModelPreset(
         name="paper", frontend="paper",
@@ -260,7 +252,8 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
                                 pool=(2, 3), unpool="soft", unpool_softness=4.0, norm="mixup", mixup_lambda=0.1,
                                 norm_stat="mad", head="events", topk=4, act_bound=6.0,
                                 gap_bands=8, dense_units=(64, 32), dropout=0.2, int8_native=True),
-        description="1-s window on the 'edge' front end (16 kHz, 64 mels); fits the DCASE 128 K params / 30 M MACs budget",
+        description="1-s window on the 'edge' front end (16 kHz, 64 mels); fits the DCASE 128 K params / 30 M MACs "
+                    "budget",
     ),
     "micro": ModelPreset(
         name="micro", frontend="edge",
@@ -371,7 +364,8 @@ def split_preset(text: str) -> tuple[str, dict[str, Any]]:
             value that does not have its field's form. The message is one line naming the valid choices.
     """
     if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"empty model preset: give NAME or NAME:field=value,... with NAME one of {sorted(MODEL_PRESETS)}")
+        raise ConfigError("empty model preset: give NAME or NAME:field=value,... with NAME one of "
+                          f"{sorted(MODEL_PRESETS)}")
     name, sep, rest = text.strip().partition(":")
     name = name.strip()
     if name not in MODEL_PRESETS:
@@ -425,7 +419,8 @@ def resolve_preset(text: str) -> ModelPreset:
         raise ConfigError(f"model preset {text.strip()!r}: {exc}") from None
     canonical = format_preset(name, cfg)
     return ModelPreset(name=canonical, config=cfg, frontend=base.frontend,
-                       description=base.description if canonical == name else f"'{name}' with {canonical[len(name) + 1:]}")
+                       description=(base.description if canonical == name
+                                    else f"'{name}' with {canonical[len(name) + 1:]}"))
 
 
 def format_preset(base: str, config: MiniSegNetConfig) -> str:

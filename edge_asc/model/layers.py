@@ -42,14 +42,12 @@ class SamePadConv2d(nn.Module):
         return self.conv(self.pad(x))
 
 
-#: Floor of the per-(sample, channel) standard deviation in the instance norms: the int8 model computes
-#: 1 / sqrt(var + eps) with an int8 DIV, which fails ("data[i] != zero_point") when the divisor rounds to the zero
-#: point, i.e. on near-constant channels: silence or a muted microphone (-80 dBFS noise) made the exported 'edge'
-#: model fail on every window, and a trained model failed on real windows too. The floor is applied to the standard
-#: deviation, after the square root (a floor on the variance is lost: the int8 variance tensor's step was 0.08): the
-#: divisor is then >= 0.1, which stays above the zero point while the calibrated std range is below 51 (int8 step
-#: max/255; measured maxima 2.5-4.6, i.e. >= 5 steps). In float it only caps the gain of channels whose std is below
-#: 0.1 at 10 (instead of up to 1/sqrt(eps) = 316).
+#: Floor of the per-(sample, channel) scale of the instance norms. Without it a near-constant channel (silence, a
+#: muted microphone) gives an int8 divisor that rounds to its zero point, which TFLite's int8 DIV rejects at run time
+#: ("data[i] != zero_point"). The floor is applied to the standard deviation, after the square root (a floor on the
+#: variance is lost to the int8 variance tensor's step): the divisor is then >= 0.1, which stays above the zero point
+#: while the calibrated std range is below 51 (int8 step max/255). In float it only caps the gain of channels whose
+#: std is below 0.1 at 10 (instead of up to 1/sqrt(eps) = 316). The measurements: ``docs/int8-fidelity.md``.
 STD_FLOOR = 0.1
 
 
@@ -59,8 +57,8 @@ MAD_TO_STD = 1.2533141373155003
 
 
 #: Knots of :class:`PiecewiseReciprocal` for the int8-native instance norms, in units of the scale statistic:
-#: geometric from ``STD_FLOOR`` to 16 (28 segments, ratio 1.2). Linear interpolation of 1/s between them is within
-#: 0.9% of 1/s; measured scales of trained models lie in 0.2..4.
+#: geometric from ``STD_FLOOR`` to 16 (28 segments, ratio 1.2), a range that covers the scales of trained models
+#: (0.2..4). Linear interpolation of 1/s between them is within 0.9% of 1/s.
 RECIP_KNOTS = tuple(STD_FLOOR * 160.0 ** (i / 28) for i in range(29))
 
 
@@ -119,18 +117,15 @@ def _mixup_instance_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     ``b = lam * mu + (1 - lam) * bias`` (three full-size ops instead of eight). ``stat`` chooses the scale ``s``:
 
     - ``'std'``: ``max(sqrt(var + eps), STD_FLOOR)``, the textbook instance norm. Not int8-friendly: the int8 graph
-      squares ``d`` into a tensor whose step is (max |d|)^2 / 255 (measured: 4.9 on a trained 'edge' model, so
-      every |d| < 1.6 squared to 0 and the variance came from outliers alone), and needs an int8 SQRT, which
-      TFLite Micro does not have.
+      squares ``d`` into a tensor whose step is (max |d|)^2 / 255, so small deviations square to 0 and outliers
+      alone set the variance, and it needs an int8 SQRT, which TFLite Micro does not have.
     - ``'mad'``: ``max(MAD_TO_STD * mean|x - mu|, STD_FLOOR)``, the mean absolute deviation scaled to equal the
       standard deviation for Gaussian activations (``eps`` is unused: the floor bounds the divisor). |d| keeps the
       range of d, nothing is squared and no SQRT is needed. This is the form the presets use.
 
-    Measured on one trained 'edge' checkpoint (360 held-out windows, float-vs-int8 top-1 agreement / int8 LiteRT
-    latency per window on the x86 host, 1 thread): 'mad' as written here 0.78 / 1.6 ms; 'mad' with the division
-    done at full resolution (``d / s``) 0.81 / 5.7 ms (LiteRT's int8 DIV is a slow reference kernel: not worth it).
-    The remaining disagreement comes from the argmax-based unpooling and event block amplifying int8 noise (see
-    the README's "int8 fidelity").
+    The division is applied to the per-(N, C) scalars, not at full resolution (``d / s``): LiteRT's int8 DIV is a
+    slow reference kernel, and dividing the whole tensor costs far more latency than it gains agreement (the
+    measurement, and what limits agreement instead: ``docs/int8-fidelity.md``).
     """
     mu = x.mean(dim=(2, 3), keepdim=True)
     d = x - mu
@@ -292,8 +287,9 @@ class EventExtraction(nn.Module):
        (``prior < 0.5`` again, as a [C, C] matmul); its index / C is output (as ``min_c(index/C + 1 - pick)``);
        it is then set to -1 in ``avail``.
 
-    All tensors beyond step 1 are 2-D (onnx2tf keeps their layout; its NCHW->NHWC guessing broke an earlier
-    pairwise [N, C, C] formulation). Not differentiable (constant w.r.t. x), as in the paper.
+    All tensors beyond step 1 are 2-D: onnx2tf keeps the layout of 2-D tensors, while it guesses an NCHW->NHWC
+    transposition for higher ranks, which breaks a pairwise [N, C, C] formulation. Not differentiable (constant
+    w.r.t. x), as in the paper.
 
     With ``int8_native`` every comparison is a ramp one int8 step wide (``CELL_SLOPE``), so the graph has no
     EQUAL/LESS/CAST and no bool or float tensor: per cell ``e = [x == max_c x]`` is

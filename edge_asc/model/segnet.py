@@ -38,12 +38,16 @@ class MiniSegNet(nn.Module):
         c1, c2 = cfg.channels
         k = cfg.kernel
         b = cfg.act_bound
-        self.enc1 = _ConvNormReLU(cfg.in_channels, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat, cfg.int8_native), b)
+
+        def outer_norm() -> nn.Module:  # the norm of the first and last convolution (MixupNorm in the presets)
+            return make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat, cfg.int8_native)
+
+        self.enc1 = _ConvNormReLU(cfg.in_channels, c1, k, outer_norm(), b)
         self.enc2a = _ConvNormReLU(c1, c2, k, nn.BatchNorm2d(c2), b)
         self.enc2b = _ConvNormReLU(c2, c2, k, nn.BatchNorm2d(c2), b)
         self.dec1a = _ConvNormReLU(c2, c2, k, nn.BatchNorm2d(c2), b)
         self.dec1b = _ConvNormReLU(c2, c1, k, nn.BatchNorm2d(c1), b)
-        self.dec2 = _ConvNormReLU(c1, c1, k, make_norm(cfg.norm, c1, cfg.mixup_lambda, cfg.norm_stat, cfg.int8_native), b)
+        self.dec2 = _ConvNormReLU(c1, c1, k, outer_norm(), b)
         self.events = EventExtraction(c1, cfg.topk, cfg.int8_native) if cfg.head == "events" else None
         u1, u2 = cfg.dense_units
         self.fc1 = nn.Linear(cfg.head_features, u1)

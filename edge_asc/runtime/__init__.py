@@ -4,9 +4,11 @@ Device-safe: numpy, soundfile, soxr, sounddevice and a LiteRT interpreter only (
 because importing it fails where PortAudio is missing).
 """
 
-from .classifier import Classifier, softmax
+from ..frontend import WindowAssembler
+from ..metrics import softmax
+from .classifier import Classifier
 from .interpreter import interpreter_backend, load_interpreter
-from .pipeline import ClipResult, StreamPipeline, WindowAssembler, WindowResult, classify_audio, hop_frames_for
+from .pipeline import ClipResult, StreamPipeline, WindowResult, classify_audio, hop_frames_for
 from .tracker import SceneChange, SceneTracker, top_k
 
 __all__ = [

@@ -11,19 +11,12 @@ import numpy as np
 
 from ..errors import ModelContractError
 from ..frontend import normalize
+from ..metrics import softmax
 from ..spec import ModelCard, QuantParams
 from ..tflite_meta import read_model_card
 from .interpreter import _model_bytes, load_interpreter
 
 _NP_DTYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "float32": np.float32}
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax over the last axis; float32."""
-    z = np.asarray(x, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def _quant_of(detail: dict) -> tuple[float, int]:

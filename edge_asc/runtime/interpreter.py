@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from ..artifact import load_bytes, read_artifact
 from ..errors import ConfigError, DeviceError, MissingExtraError, ModelContractError
 
 #: Shared library of the Coral Edge TPU runtime (``apt-get install libedgetpu1-std``).
@@ -20,61 +20,51 @@ EDGETPU_LIBRARY = "libedgetpu.so.1"
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 
 
+# Why an installed interpreter package may still not load: absent (ImportError), a binary wheel that fails to link
+# (ImportError, OSError), or one built against another numpy (tflite-runtime 2.14 on numpy >= 2: AttributeError).
+_UNLOADABLE = (ImportError, OSError, AttributeError)
+
+
 def interpreter_backend() -> tuple[str, type, Callable[..., Any]]:
     """``(module name, Interpreter class, load_delegate function)`` of the first interpreter that imports.
 
     Raises:
-        MissingExtraError: none of ai_edge_litert, tflite_runtime, tensorflow is importable.
+        MissingExtraError: none of ai_edge_litert, tflite_runtime, tensorflow is importable; names why each failed.
     """
     reasons = []
     try:
         from ai_edge_litert.interpreter import Interpreter, load_delegate
 
         return "ai_edge_litert", Interpreter, load_delegate
-    except Exception as exc:  # ImportError, or a binary wheel that fails to load
+    except _UNLOADABLE as exc:
         reasons.append(f"ai_edge_litert: {type(exc).__name__}")
     try:
         from tflite_runtime.interpreter import Interpreter, load_delegate
 
         return "tflite_runtime", Interpreter, load_delegate
-    except Exception as exc:  # tflite-runtime 2.14 raises on numpy >= 2 (AttributeError / ImportError)
+    except _UNLOADABLE as exc:
         reasons.append(f"tflite_runtime: {type(exc).__name__}")
     try:
         import tensorflow as tf  # last resort: a development machine with full TensorFlow
 
         return "tensorflow", tf.lite.Interpreter, tf.lite.experimental.load_delegate
-    except Exception:
-        raise MissingExtraError("ai_edge_litert", "pi", "running .tflite models") from None
+    except _UNLOADABLE as exc:
+        reasons.append(f"tensorflow: {type(exc).__name__}")
+    raise MissingExtraError("ai_edge_litert", "pi", f"running .tflite models; tried {', '.join(reasons)}")
 
 
 def _model_bytes(model: str | os.PathLike | bytes) -> bytes:
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        return bytes(model)
-    p = Path(model)
-    if not p.exists():
-        raise ModelContractError(f"{p}: no such model file: check the path or export one with 'edge-asc export'")
-    if p.is_dir():
-        raise ModelContractError(f"{p}: is a directory, expected a .tflite file")
-    return p.read_bytes()
+    return load_bytes(model)[0]
 
 
 def custom_op_names(model: bytes) -> set[str]:
-    """Custom operator codes of a TFLite FlatBuffer (standard library walk; empty on a model without any)."""
-    from ..tflite_meta import _check_tflite
+    """Custom operator codes of a TFLite model (empty on a model without any).
 
-    fb = _check_tflite(model, "<model>")
-    try:
-        root = fb.u32(0)
-        start, n = fb.vector(root, 1)  # Model.operator_codes
-        names = set()
-        for i in range(n):
-            code = fb.deref(start + 4 * i)
-            s = fb.string(code, 1)  # OperatorCode.custom_code
-            if s:
-                names.add(s)
-        return names
-    except Exception:  # a corrupt table: the interpreter will say so with its own message
-        return set()
+    Raises:
+        ModelContractError: not a TFLite model, or a corrupt one.
+    """
+    art = read_artifact(model)
+    return {op.name for op in art.ops if op.custom}
 
 
 def load_interpreter(model: str | os.PathLike | bytes, *, threads: int = 1, edgetpu: bool = False):

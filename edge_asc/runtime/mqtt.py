@@ -45,7 +45,7 @@ from .sinks import Sink
 from .tracker import SceneChange
 
 USER_ENV = "EDGE_ASC_MQTT_USER"
-PASSWORD_ENV = "EDGE_ASC_MQTT_PASSWORD"
+PASSWORD_ENV = "EDGE_ASC_MQTT_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _TOPIC_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,7}$")

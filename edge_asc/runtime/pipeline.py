@@ -2,7 +2,8 @@
 
 ring buffer (native rate) -> streaming resampler -> StreamingFrontend -> window assembler -> Classifier ->
 SceneTracker. ``classify_audio`` drives it from an array; ``edge-asc listen`` drives it from a microphone callback
-or a paced file; both call :meth:`StreamPipeline.process`.
+or a paced file; both call :meth:`StreamPipeline.process`. Windows start where :mod:`edge_asc.frontend.windows`
+says (every hop, no end-aligned window, a stream shorter than a window tiled to one at its end).
 """
 
 from __future__ import annotations
@@ -16,62 +17,18 @@ import numpy as np
 
 from ..audio import AudioWarning, StreamResampler
 from ..errors import AudioInputError, ConfigError
-from ..frontend import RingBuffer, StreamingFrontend
+from ..frontend import RingBuffer, StreamingFrontend, WindowAssembler, hop_frames
 from .tracker import SceneChange, SceneTracker, top_k
 
 
 def hop_frames_for(card, hop_seconds: float | None) -> int:
-    """Window hop in front-end frames: ``max(1, round(hop_seconds * sr / hop_length))``, default half a window.
+    """Window hop in front-end frames for a model card: :func:`edge_asc.frontend.hop_frames` with the card's front
+    end and window (default half a window; seconds rounded to whole frames, at least 1).
 
     Raises:
         ConfigError: ``hop_seconds`` <= 0 or not finite.
     """
-    if hop_seconds is None:
-        return max(1, card.window_frames // 2)
-    try:
-        hop = float(hop_seconds)
-    except (TypeError, ValueError):
-        hop = float("nan")
-    if not (np.isfinite(hop) and hop > 0):
-        raise ConfigError(f"hop must be a positive number of seconds, got {hop_seconds!r}")
-    f = card.frontend
-    return max(1, round(hop * f.sample_rate / f.hop_length))
-
-
-class WindowAssembler:
-    """Cuts a stream of feature frames into windows of ``window_frames`` starting every ``hop_frames`` frames.
-
-    Window ``k`` covers stream frames ``[k*hop_frames, k*hop_frames + window_frames)``, exactly like slicing the
-    offline features. ``push(frames)`` takes float32[C, n_mels, n_new] and returns ``[(start_frame, window), ...]``
-    with each window a new float32[C, n_mels, window_frames] array.
-    """
-
-    def __init__(self, window_frames: int, hop_frames: int) -> None:
-        if window_frames < 1 or hop_frames < 1:
-            raise ConfigError(f"window ({window_frames}) and hop ({hop_frames}) must be >= 1 frame")
-        self.window_frames, self.hop_frames = int(window_frames), int(hop_frames)
-        self.reset()
-
-    def reset(self) -> None:
-        self._pending: np.ndarray | None = None
-        self._base = 0  # stream frame index of _pending[..., 0]
-        self._next = 0  # stream frame index where the next window starts
-
-    def push(self, frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        if frames.shape[-1] == 0:
-            return []
-        p = frames if self._pending is None or self._pending.shape[-1] == 0 else np.concatenate(
-            [self._pending, frames], axis=-1)
-        out = []
-        W = self.window_frames
-        while self._next + W <= self._base + p.shape[-1]:
-            s = self._next - self._base
-            out.append((self._next, np.ascontiguousarray(p[..., s : s + W])))
-            self._next += self.hop_frames
-        drop = min(self._next - self._base, p.shape[-1])
-        self._pending = p[..., drop:].copy() if drop else p
-        self._base += drop
-        return out
+    return hop_frames(card.frontend, card.window_frames, hop_seconds)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +66,7 @@ class StreamPipeline:
         classifier: a :class:`~edge_asc.runtime.Classifier` (anything with ``card``, ``labels``, ``probabilities``
             and ``last_latency_s``).
         input_rate: Hz of the audio written into the ring (default: the model's rate; otherwise resampled with soxr).
-        hop_seconds: seconds between window starts (default: half a window).
+        hop_seconds: seconds between window starts (default: half a window; :func:`hop_frames_for`).
         smooth, margin, patience: :class:`SceneTracker` settings.
         ring_seconds: ring capacity in seconds of input audio; when the consumer falls further behind, the oldest
             audio is overwritten and counted (``ring.overrun_samples``).
@@ -160,7 +117,9 @@ class StreamPipeline:
         self.assembler.reset()
 
     def process(self, *, end: bool = False) -> list[WindowResult]:
-        """Drain the ring through the chain; with ``end``, also flush the resampler's tail. Returns new windows."""
+        """Drain the ring through the chain and return the new windows. With ``end`` (no more audio will come),
+        also flush the resampler's tail and the window assembler (a segment shorter than a window gives one tiled
+        window)."""
         results: list[WindowResult] = []
         while True:
             dropped = self.ring.overrun_samples - self._seen_overrun
@@ -173,15 +132,17 @@ class StreamPipeline:
             self._push(self.resampler.process(x), results)
         if end:
             self._push(self.resampler.flush(), results)
+            self._classify(self.assembler.flush(), results)
         return results
 
     def _push(self, y: np.ndarray, results: list[WindowResult]) -> None:
-        if y.size == 0:
-            return
+        if y.size:
+            self._classify(self.assembler.push(self.frontend.push(y)), results)
+
+    def _classify(self, wins: list[tuple[int, np.ndarray]], results: list[WindowResult]) -> None:
         seg_offset = self._offset_s
-        frames = self.frontend.push(y)
         spec = self.spec
-        for start_frame, window in self.assembler.push(frames):
+        for start_frame, window in wins:
             probs = self.classifier.probabilities(window)
             start_s = seg_offset + start_frame * spec.hop_length / spec.sample_rate
             change = self.tracker.update(probs, start_s)
@@ -229,12 +190,13 @@ def classify_audio(classifier, audio: np.ndarray, *, hop_seconds: float | None =
         smooth, margin, patience: scene tracker settings (they affect only ``scene_changes``).
 
     Returns:
-        :class:`ClipResult`; window ``k`` covers offline feature frames ``[k*hop, k*hop + window_frames)``.
-        A clip shorter than one window is zero-padded at the end to exactly one window (with an
+        :class:`ClipResult` with the windows of :func:`edge_asc.frontend.windows` on the clip's offline features:
+        window ``k`` covers frames ``[k*hop, k*hop + window_frames)``, no end-aligned extra window. A clip shorter
+        than one window gives one window, its frames repeated cyclically (with an
         :class:`~edge_asc.audio.AudioWarning`).
 
     Raises:
-        AudioInputError: empty, non-1-D, non-float or non-finite audio.
+        AudioInputError: empty, non-1-D, non-float or non-finite audio, or a clip too short for one feature frame.
         ConfigError: bad hop or block.
     """
     a = np.asarray(audio)
@@ -247,11 +209,15 @@ def classify_audio(classifier, audio: np.ndarray, *, hop_seconds: float | None =
     if not np.all(np.isfinite(a)):
         raise AudioInputError("audio contains NaN or infinite samples: clean or re-record the input")
     card = classifier.card
+    first = card.frontend.samples_for_frames(1)
+    if a.size < first:
+        raise AudioInputError(f"clip of {a.size} samples is too short for one feature frame ({first} samples at "
+                              f"{card.frontend.sample_rate} Hz): use a longer clip")
     need = card.frontend.samples_for_frames(card.window_frames)
     if a.size < need:
         warnings.warn(f"clip of {a.size} samples is shorter than one model window ({need} samples, "
-                      f"{card.window_seconds:.3f} s): zero-padded to one window", AudioWarning, stacklevel=2)
-        a = np.concatenate([a.astype(np.float32), np.zeros(need - a.size, dtype=np.float32)])
+                      f"{card.window_seconds:.3f} s): its frames are repeated (tiled) to fill one window",
+                      AudioWarning, stacklevel=2)
     pipe = StreamPipeline(classifier, hop_seconds=hop_seconds, smooth=smooth, margin=margin, patience=patience,
                           block=block, ring_seconds=0.0)
     results: list[WindowResult] = []

@@ -195,7 +195,7 @@ class TerminalView(Sink):
         for lbl, p in zip(self.labels, probs):
             mark = "[bold green]" if r is not None and lbl == r.label else ""
             end = "[/]" if mark else ""
-            t.add_row(f"{mark}{lbl}{end}", f"{float(p):.2f}", "█" * int(round(float(p) * 30)))
+            t.add_row(f"{mark}{lbl}{end}", f"{float(p):.2f}", "█" * round(float(p) * 30))
         lat = f"{r.latency_s * 1e3:.2f} ms" if r is not None else "-"
         t.caption = (f"scene: {r.label if r else '-'} ({r.confidence:.2f})  t={r.start_s:.1f} s  latency {lat}  "
                      f"CPU {self.stats.cpu_percent:.0f}%  RSS {self.stats.rss_mb():.0f} MB  "

@@ -6,6 +6,7 @@ Both only ever call ``ring.write(block)`` from their producer side, so the consu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -60,7 +61,7 @@ def input_devices(sd) -> list[InputDevice]:
     """Every device with at least one input channel."""
     try:
         devs = sd.query_devices()
-    except Exception as exc:  # PortAudioError: the host API could not be queried
+    except sd.PortAudioError as exc:  # the host API could not be queried
         raise DeviceNotFound(f"cannot list audio devices ({exc}): check that the sound system is running") from None
     out = []
     for i, d in enumerate(devs):
@@ -128,7 +129,7 @@ def refresh_devices(sd) -> None:
     try:
         terminate()
         initialize()
-    except Exception as exc:  # PortAudioError: the sound system is not up yet; the next try sees it again
+    except sd.PortAudioError as exc:  # the sound system is not up yet; the next try sees it again
         raise DeviceNotFound(f"cannot re-scan audio devices ({_first_line(exc)})") from None
 
 
@@ -232,7 +233,7 @@ class MicSource:
                                          dtype="float32", blocksize=self.blocksize, callback=self._callback,
                                          finished_callback=self._on_finished)
             stream.start()
-        except Exception as exc:  # sounddevice.PortAudioError, ValueError for an invalid setting
+        except (self.sd.PortAudioError, ValueError) as exc:  # ValueError: a setting the device does not support
             raise DeviceError(f"cannot open input device {self.device.describe()}: {_first_line(exc)}") from None
         self._stream = stream
         self._last_count = self.callbacks
@@ -245,7 +246,7 @@ class MicSource:
             raise DeviceLost(f"input device '{self.name}' is not open")
         try:
             active = bool(getattr(s, "active", True))
-        except Exception as exc:  # PortAudioError from Pa_IsStreamActive on a vanished device
+        except self.sd.PortAudioError as exc:  # from Pa_IsStreamActive on a vanished device
             raise DeviceLost(f"input device '{self.name}' failed ({_first_line(exc)})") from None
         if self._finished or not active:
             raise DeviceLost(f"input device '{self.name}' stopped delivering audio")
@@ -270,10 +271,9 @@ class MicSource:
         if s is None:
             return
         for op in ("stop", "close"):
-            try:
+            # a vanished device: PortAudio errors on stop/close are expected and harmless
+            with contextlib.suppress(self.sd.PortAudioError):
                 getattr(s, op)()
-            except Exception:  # a vanished device: PortAudio errors on stop/close are expected and harmless
-                pass
 
     def wait(self, seconds: float, stop: threading.Event) -> None:
         stop.wait(seconds)
@@ -328,7 +328,7 @@ class FileSource:
         self._ring = ring
         try:
             self._file = sf.SoundFile(self.path)
-        except Exception as exc:
+        except (sf.SoundFileError, OSError) as exc:
             raise AudioInputError(f"{self.path}: not a readable audio file ({_first_line(exc)})") from None
         if self.realtime:
             self._thread = threading.Thread(target=self._pace, name="edge-asc-file-source", daemon=True)

@@ -1,6 +1,7 @@
 """Training, checkpoints and evaluation of Mini-SegNet.
 
-This package ``__init__`` imports nothing heavy: :mod:`edge_asc.train.features` (window slicing, shared with the
-export verifier and the runtime) is numpy-only; torch is imported by the modules that need it
-(``loop``, ``checkpoint``, ``evaluate``, ``augment``).
+Nothing here imports torch at module level: ``loop``, ``checkpoint`` and ``evaluate`` import it inside the functions
+that run a model, so :func:`edge_asc.train.evaluate.evaluate_tflite` and the metrics work without it. Module
+dependencies run one way: ``loop`` -> ``evaluate`` -> ``splits`` (the resolved dataset split both read). Window
+slicing and the metrics live in the device-safe :mod:`edge_asc.frontend.windows` and :mod:`edge_asc.metrics`.
 """

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..frontend import tile_to_window, window_starts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,14 +78,15 @@ class AugmentConfig:
 def crop(features: np.ndarray, window_frames: int, rng: np.random.Generator | None) -> np.ndarray:
     """One window float32[C, n_mels, window_frames] of a clip float[C, n_mels, T].
 
-    ``rng`` given: start uniform in [0, T - window_frames]; None: the centre window (start (T - W) // 2).
-    A clip shorter than the window is repeated cyclically (as :func:`edge_asc.train.features.windows` does).
+    The start is one of :func:`edge_asc.frontend.window_starts` at hop 1 (every frame): ``rng`` given, uniform over
+    them (``[0, T - window_frames]``); None, the centre one (``(T - W) // 2``). A clip shorter than the window is
+    repeated cyclically (:func:`edge_asc.frontend.tile_to_window`, as every window of the runtime is).
     """
     t = features.shape[2]
     if t <= window_frames:
-        reps = -(-window_frames // t)
-        return np.tile(features, (1, 1, reps))[:, :, :window_frames]
-    start = int(rng.integers(0, t - window_frames + 1)) if rng is not None else (t - window_frames) // 2
+        return tile_to_window(features, window_frames)
+    starts = window_starts(t, window_frames, 1)
+    start = starts[int(rng.integers(0, len(starts)))] if rng is not None else starts[(len(starts) - 1) // 2]
     return features[:, :, start:start + window_frames]
 
 

@@ -6,7 +6,8 @@ Layout of a cache entry ``<cache_dir>/<spec.feature_hash()>-<clip-list hash>/``:
     index.json     clip ids, frame counts T_i and element offsets; written last (its presence = the entry is complete)
 
 Keyed by :meth:`FrontendSpec.feature_hash` (normalisation excluded) and by the clip list (path, size, mtime), so a
-changed front end or changed audio gives a new entry. numpy only (plus :mod:`edge_asc.audio` / :mod:`edge_asc.frontend`).
+changed front end or changed audio gives a new entry. numpy only (plus :mod:`edge_asc.audio` /
+:mod:`edge_asc.frontend`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,8 @@ CACHE_VERSION = 1
 
 @dataclass(frozen=True)
 class FeatureStore:
-    """Read-only view of a cache entry: ``store[i]`` is clip i's features float32[C, n_mels, T_i] (dB, memory-mapped)."""
+    """Read-only view of a cache entry: ``store[i]`` is clip i's features float32[C, n_mels, T_i] (dB,
+    memory-mapped)."""
 
     path: Path
     clip_ids: tuple[str, ...]
@@ -137,8 +139,3 @@ def build_cache(paths: Sequence[str | os.PathLike], clip_ids: Sequence[str], spe
         "offsets": offsets.tolist(), "channels": spec.channels, "n_mels": spec.n_mels}))
     return _open(entry)
 
-
-def iter_batches(n: int, batch_size: int, order: Iterable[int] | None = None) -> list[np.ndarray]:
-    """Split ``order`` (default ``range(n)``) into index batches of ``batch_size`` (last one may be smaller)."""
-    idx = np.arange(n) if order is None else np.asarray(list(order))
-    return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]

@@ -116,7 +116,9 @@ def resolve_run_dir(path: str | os.PathLike) -> Path:
     if p.name in (META_FILE, WEIGHTS_FILE, OPTIMIZER_FILE):
         return p.parent
     if not p.exists():
-        raise ModelContractError(f"checkpoint {str(p)!r} does not exist: pass a run directory written by 'edge-asc train'")
+        raise ModelContractError(
+            f"checkpoint {str(p)!r} does not exist: pass a run directory written by 'edge-asc train'"
+        )
     raise ModelContractError(f"{str(p)!r} is not a checkpoint: pass the run directory or its {META_FILE}")
 
 

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,12 @@ import numpy as np
 
 from .._io import append_jsonl
 from ..errors import ConfigError, DatasetError, ModelContractError
-from ..spec import frontend_for_model, frontend_preset
+from ..spec import FrontendSpec, frontend_for_model, frontend_preset
 from .augment import AugmentConfig, crop, mixup, random_shift, spec_augment
 from .cache import FeatureStore, build_cache
 from .checkpoint import HISTORY_FILE, META_FILE, CheckpointMeta, load_optimizer_state, read_meta, save_checkpoint
+from .evaluate import compute_report, predict_clips
+from .splits import SplitData, resolve_split
 
 
 def sgdr_lr(t: float, *, lr_max: float = 0.1, lr_min: float = 1e-5, t0: float = 10, t_mult: float = 2) -> float:
@@ -96,38 +98,6 @@ class TrainConfig:
         return cls(**kw)
 
 
-@dataclass(frozen=True, kw_only=True)
-class SplitData:
-    """A dataset split resolved to files: paths, ids, integer labels, devices."""
-
-    paths: tuple[Path, ...]
-    clip_ids: tuple[str, ...]
-    y: np.ndarray
-    devices: tuple[str, ...]
-
-
-def resolve_split(dataset, split: str, labels: Sequence[str]) -> SplitData:
-    """Clips of ``dataset.split(split)`` with labels mapped to indices of ``labels``.
-
-    Raises:
-        DatasetError: a clip's label is not in ``labels``.
-    """
-    root = Path(getattr(dataset, "root", "") or "")
-    index = {name: i for i, name in enumerate(labels)}
-    paths, ids, ys, devs = [], [], [], []
-    for c in dataset.split(split):
-        if c.label not in index:
-            raise DatasetError(f"clip {c.clip_id!r} has label {c.label!r}, which is not one of the model's "
-                               f"{len(labels)} labels {list(labels)}: use a matching dataset or retrain")
-        p = Path(c.path)
-        # edge_asc.data gives usable paths (absolute, or under a relative root); a bare name is under root
-        paths.append(p if p.is_absolute() or p.exists() or not root.parts else root / p)
-        ids.append(str(c.clip_id))
-        ys.append(index[c.label])
-        devs.append(str(c.device))
-    return SplitData(paths=tuple(paths), clip_ids=tuple(ids), y=np.asarray(ys, dtype=np.int64), devices=tuple(devs))
-
-
 def _progress(total: int, desc: str, enabled: bool):
     try:
         from tqdm.auto import tqdm
@@ -161,33 +131,40 @@ class TrainResult:
     history: tuple[Mapping[str, Any], ...]
 
 
-def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: bool = False,
-          cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-          log: Callable[[str], None] | None = None) -> TrainResult:
-    """Train (or resume) a Mini-SegNet run in ``out_dir`` on ``dataset`` (an :mod:`edge_asc.data` Dataset: ``.labels``,
-    ``.split('train' | 'evaluate')`` of clips with ``path, label, device, clip_id``).
+@dataclass(frozen=True, kw_only=True)
+class _Plan:
+    """What a run trains, resolved from the config and the dataset."""
 
-    Writes ``model.safetensors``, ``optimizer.safetensors``, ``checkpoint.json`` after every epoch and appends
-    a line per epoch to ``history.jsonl``: ``train_loss`` (soft-label cross-entropy on the augmented, mixed batches),
-    ``train_acc`` (argmax vs each clip's own label on those mixed batches: a rough signal, low under mixup), ``lr``,
-    ``clips_per_s``, and with validation ``val_macro_acc`` / ``val_log_loss`` / ``val_{seen,unseen}_macro_acc``. Features are cached under ``cache_dir`` (default
-    ``<out_dir>/../feature-cache``).
+    config: TrainConfig
+    """with ``augment`` filled in."""
+    model_config: Any
+    """the MiniSegNetConfig, ``n_classes`` = the dataset's label count."""
+    preset_string: str
+    labels: tuple[str, ...]
+    spec: FrontendSpec
+    """the front end, not yet normalised."""
+    window: int
+    """frames per model window."""
 
-    Raises:
-        DatasetError: empty training split, or labels outside the dataset's label set.
-        ConfigError: ``out_dir`` already holds a run and ``resume`` is False, or the resumed run used other settings;
-            a malformed preset string, one whose ``n_classes`` contradicts the dataset, or an ``in_channels`` no
-            front end gives (1 or 3).
-        ModelContractError: a corrupt checkpoint on resume.
-    """
-    import torch
-    import torch.nn.functional as F
 
-    from ..model import build_model, format_preset, resolve_preset, split_preset
+@dataclass(frozen=True, kw_only=True)
+class _Data:
+    """The run's splits and their cached features."""
 
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    progress = sys.stderr.isatty() if progress is None else progress
-    out = Path(out_dir)
+    train: SplitData
+    train_store: FeatureStore
+    val: SplitData | None
+    val_store: FeatureStore | None
+    spec: FrontendSpec
+    """the front end with the training features' per-channel normalisation."""
+    mean: np.ndarray
+    std: np.ndarray
+    """float32[1, C, 1, 1] normalisation of a batch."""
+
+
+def _plan(dataset, config: TrainConfig) -> _Plan:
+    from ..model import format_preset, resolve_preset, split_preset
+
     preset = resolve_preset(config.preset)
     cfg = preset.config.replace(**config.model_overrides) if config.model_overrides else preset.config
     labels = tuple(dataset.labels)
@@ -202,36 +179,43 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     # class count the dataset implies
     preset_string = format_preset(preset.name, cfg.replace(n_classes=preset.config.n_classes))
     spec = frontend_for_model(frontend_preset(preset.frontend), n_mels=cfg.n_mels, channels=cfg.in_channels)
-    window = cfg.n_frames
-    aug = config.augment or AugmentConfig.for_window(cfg.n_mels, window)
-    config = dataclasses.replace(config, augment=aug)
+    aug = config.augment or AugmentConfig.for_window(cfg.n_mels, cfg.n_frames)
+    return _Plan(config=dataclasses.replace(config, augment=aug), model_config=cfg, preset_string=preset_string,
+                 labels=labels, spec=spec, window=cfg.n_frames)
 
-    prior: CheckpointMeta | None = None
-    if (out / META_FILE).exists():
-        if not resume:
-            raise ConfigError(f"{str(out)!r} already holds a training run: pass --resume to continue it "
-                              "or choose another --out")
-        prior = read_meta(out)
-        if prior.labels != labels:
-            raise DatasetError(f"the dataset's labels {list(labels)} differ from the checkpoint's "
-                               f"{list(prior.labels)}: resume on the same dataset")
-        old = TrainConfig.from_dict(prior.train_config)
-        if dataclasses.replace(old, epochs=config.epochs) != config:
-            raise ConfigError("--resume needs the same settings as the original run (preset, seed, batch, "
-                              "augmentation...); only --epochs may change")
-    elif resume:
-        raise ModelContractError(f"nothing to resume: {str(out)!r} has no {META_FILE}")
 
-    train_split = resolve_split(dataset, "train", labels)
+def _prior_run(out: Path, plan: _Plan, resume: bool) -> CheckpointMeta | None:
+    """The checkpoint to resume from (None for a new run), checked against the plan."""
+    if not (out / META_FILE).exists():
+        if resume:
+            raise ModelContractError(f"nothing to resume: {str(out)!r} has no {META_FILE}")
+        return None
+    if not resume:
+        raise ConfigError(f"{str(out)!r} already holds a training run: pass --resume to continue it "
+                          "or choose another --out")
+    prior = read_meta(out)
+    if prior.labels != plan.labels:
+        raise DatasetError(f"the dataset's labels {list(plan.labels)} differ from the checkpoint's "
+                           f"{list(prior.labels)}: resume on the same dataset")
+    old = TrainConfig.from_dict(prior.train_config)
+    if dataclasses.replace(old, epochs=plan.config.epochs) != plan.config:
+        raise ConfigError("--resume needs the same settings as the original run (preset, seed, batch, "
+                          "augmentation...); only --epochs may change")
+    return prior
+
+
+def _load_data(dataset, plan: _Plan, cache: Path, prior: CheckpointMeta | None, progress: bool,
+               log: Callable[[str], None]) -> _Data:
+    """Resolve the splits, build (or reuse) their feature caches, and take the normalisation from the training one."""
+    train_split = resolve_split(dataset, "train", plan.labels)
     if not train_split.paths:
         raise DatasetError("the dataset's 'train' split is empty: check the dataset folder (edge-asc data check)")
-    val_split = resolve_split(dataset, "evaluate", labels) if config.val_every else None
-    cache = Path(cache_dir) if cache_dir is not None else out.parent / "feature-cache"
+    val_split = resolve_split(dataset, "evaluate", plan.labels) if plan.config.val_every else None
 
     def cached(split: SplitData, what: str) -> FeatureStore:
         bar = _progress(len(split.paths), f"features ({what})", progress)
         t = time.perf_counter()
-        store = build_cache(split.paths, split.clip_ids, spec, cache,
+        store = build_cache(split.paths, split.clip_ids, plan.spec, cache,
                             on_clip=(lambda d, n: bar.update(1)) if bar is not None else None)
         if bar is not None:
             bar.close()
@@ -241,84 +225,138 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     train_store = cached(train_split, "train")
     val_store = cached(val_split, "evaluate") if val_split is not None and val_split.paths else None
     mean_t, std_t = train_store.channel_stats()
-    spec_n = spec.replace(norm_mean=mean_t, norm_std=std_t)
+    spec_n = plan.spec.replace(norm_mean=mean_t, norm_std=std_t)
     if prior is not None and prior.frontend != spec_n:
         raise ConfigError("the training features changed since the run started (different audio or front end): "
                           "start a new run")
-    mean = np.asarray(mean_t, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(std_t, np.float32).reshape(1, -1, 1, 1)
+    return _Data(train=train_split, train_store=train_store, val=val_split, val_store=val_store, spec=spec_n,
+                 mean=np.asarray(mean_t, np.float32).reshape(1, -1, 1, 1),
+                 std=np.asarray(std_t, np.float32).reshape(1, -1, 1, 1))
 
+
+def _setup_model(plan: _Plan, out: Path, prior: CheckpointMeta | None, log: Callable[[str], None]):
+    """Model and SGD optimiser, seeded; on resume, their state from the checkpoint.
+
+    Returns ``(model, optimizer, start_epoch, run_id, history)``.
+    """
+    import torch
+
+    from ..model import build_model
+
+    config = plan.config
     torch.manual_seed(config.seed)
-    model = build_model(cfg)
+    model = build_model(plan.model_config)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr_max, momentum=config.momentum,
                           weight_decay=config.weight_decay)
-    start_epoch = 0
-    history: list[Mapping[str, Any]] = []
-    run_id = f"{out.name}-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
-    if prior is not None:
-        from .checkpoint import WEIGHTS_FILE, _read_tensors
+    if prior is None:
+        run_id = f"{out.name}-{_dt.datetime.now(_dt.UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        return model, opt, 0, run_id, []
+    from .checkpoint import WEIGHTS_FILE, _read_tensors
 
-        model.load_state_dict(_read_tensors(out / WEIGHTS_FILE, prior.weights_sha256, "weights"))
-        ostate = load_optimizer_state(out, prior)
-        if ostate is not None:
-            opt.load_state_dict(ostate)
-        start_epoch, run_id = prior.epoch, prior.run_id
-        history = _read_history(out)[:start_epoch]
-        log(f"resuming {run_id} after epoch {start_epoch}")
-    meta = prior
-    n = len(train_store)
+    model.load_state_dict(_read_tensors(out / WEIGHTS_FILE, prior.weights_sha256, "weights"))
+    ostate = load_optimizer_state(out, prior)
+    if ostate is not None:
+        opt.load_state_dict(ostate)
+    log(f"resuming {prior.run_id} after epoch {prior.epoch}")
+    return model, opt, prior.epoch, prior.run_id, _read_history(out)[:prior.epoch]
+
+
+def _train_epoch(model, opt, plan: _Plan, data: _Data, epoch: int, progress: bool) -> dict[str, Any]:
+    """One pass over the shuffled training clips; returns the epoch's training metrics."""
+    import torch
+    import torch.nn.functional as F
+
+    config, aug, y = plan.config, plan.config.augment, data.train.y
+    rng = np.random.default_rng([config.seed, epoch])
+    torch.manual_seed(config.seed * 1_000_003 + epoch + 1)
+    model.train()
+    n = len(data.train_store)
     nb = max(1, math.ceil(n / config.batch_size))
-    for epoch in range(start_epoch, config.epochs):
-        rng = np.random.default_rng([config.seed, epoch])
-        torch.manual_seed(config.seed * 1_000_003 + epoch + 1)
-        model.train()
-        order = rng.permutation(n)
-        bar = _progress(n, f"epoch {epoch + 1}/{config.epochs}", progress)
-        t_start = time.perf_counter()
-        loss_sum = correct = seen = 0.0
-        lr = config.lr_max
-        for b in range(nb):
-            idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples; a single leftover clip waits for the next epoch
-                continue
-            x, t = make_batch(train_store, idx, train_split.y, len(labels), window, mean, std, aug, rng)
-            lr = sgdr_lr(epoch + b / nb, lr_max=config.lr_max, lr_min=config.lr_min, t0=config.t0,
-                         t_mult=config.t_mult)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            logits = model(torch.from_numpy(x))
-            loss = -(torch.from_numpy(t) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            k = len(idx)
-            loss_sum += float(loss.detach()) * k
-            correct += float((logits.detach().argmax(1).numpy() == train_split.y[idx]).sum())
-            seen += k
-            if bar is not None:
-                bar.update(k)
-                el = time.perf_counter() - t_start
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.2e}",
-                                clips_s=f"{seen / max(el, 1e-9):.0f}", refresh=False)
+    order = rng.permutation(n)
+    bar = _progress(n, f"epoch {epoch + 1}/{config.epochs}", progress)
+    t_start = time.perf_counter()
+    loss_sum = correct = seen = 0.0
+    lr = config.lr_max
+    for b in range(nb):
+        idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+        if len(idx) < 2:  # BatchNorm needs two samples; a single leftover clip waits for the next epoch
+            continue
+        x, t = make_batch(data.train_store, idx, y, len(plan.labels), plan.window, data.mean, data.std, aug, rng)
+        lr = sgdr_lr(epoch + b / nb, lr_max=config.lr_max, lr_min=config.lr_min, t0=config.t0,
+                     t_mult=config.t_mult)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        logits = model(torch.from_numpy(x))
+        loss = -(torch.from_numpy(t) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        k = len(idx)
+        loss_sum += float(loss.detach()) * k
+        correct += float((logits.detach().argmax(1).numpy() == y[idx]).sum())
+        seen += k
         if bar is not None:
-            bar.close()
-        secs = time.perf_counter() - t_start
-        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-                                   "train_acc": correct / max(seen, 1), "lr": lr, "seconds": secs,
-                                   "clips_per_s": seen / max(secs, 1e-9)}
-        if val_store is not None and config.val_every and ((epoch + 1) % config.val_every == 0
-                                                           or epoch + 1 == config.epochs):
-            from .evaluate import compute_report, predict_clips
+            bar.update(k)
+            el = time.perf_counter() - t_start
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.2e}",
+                            clips_s=f"{seen / max(el, 1e-9):.0f}", refresh=False)
+    if bar is not None:
+        bar.close()
+    secs = time.perf_counter() - t_start
+    return {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+            "lr": lr, "seconds": secs, "clips_per_s": seen / max(secs, 1e-9)}
 
-            probs = predict_clips(model, [val_store[i] for i in range(len(val_store))], spec_n, window)
-            rep = compute_report(probs, val_split.y, labels, val_split.devices, split="evaluate")
-            metrics.update(val_macro_acc=rep.overall.macro_accuracy, val_acc=rep.overall.accuracy,
-                           val_log_loss=rep.overall.log_loss)
-            for gname, gs in rep.groups.items():
-                metrics[f"val_{gname}_macro_acc"] = gs.macro_accuracy
+
+def _validate(model, plan: _Plan, data: _Data) -> dict[str, Any]:
+    """Clip-level scores on the 'evaluate' split (windows of :mod:`edge_asc.frontend.windows`, default hop)."""
+    store = data.val_store
+    probs = predict_clips(model, [store[i] for i in range(len(store))], data.spec, plan.window)
+    rep = compute_report(probs, data.val.y, plan.labels, data.val.devices, split="evaluate")
+    metrics: dict[str, Any] = {"val_macro_acc": rep.overall.macro_accuracy, "val_acc": rep.overall.accuracy,
+                               "val_log_loss": rep.overall.log_loss}
+    for gname, gs in rep.groups.items():
+        metrics[f"val_{gname}_macro_acc"] = gs.macro_accuracy
+    return metrics
+
+
+def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: bool = False,
+          cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
+          log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train (or resume) a Mini-SegNet run in ``out_dir`` on ``dataset`` (an :mod:`edge_asc.data` Dataset: ``.labels``,
+    ``.split('train' | 'evaluate')`` of clips with ``path, label, device, clip_id``).
+
+    Writes ``model.safetensors``, ``optimizer.safetensors``, ``checkpoint.json`` after every epoch and appends
+    a line per epoch to ``history.jsonl``: ``train_loss`` (soft-label cross-entropy on the augmented, mixed batches),
+    ``train_acc`` (argmax vs each clip's own label on those mixed batches: a rough signal, low under mixup), ``lr``,
+    ``clips_per_s``, and with validation ``val_macro_acc`` / ``val_log_loss`` / ``val_{seen,unseen}_macro_acc``.
+    Features are cached under ``cache_dir`` (default ``<out_dir>/../feature-cache``).
+
+    Raises:
+        DatasetError: empty training split, or labels outside the dataset's label set.
+        ConfigError: ``out_dir`` already holds a run and ``resume`` is False, or the resumed run used other settings;
+            a malformed preset string, one whose ``n_classes`` contradicts the dataset, or an ``in_channels`` no
+            front end gives (1 or 3).
+        ModelContractError: a corrupt checkpoint on resume.
+    """
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    progress = sys.stderr.isatty() if progress is None else progress
+    out = Path(out_dir)
+    plan = _plan(dataset, config)
+    config = plan.config
+    prior = _prior_run(out, plan, resume)
+    cache = Path(cache_dir) if cache_dir is not None else out.parent / "feature-cache"
+    data = _load_data(dataset, plan, cache, prior, progress, log)
+    model, opt, start_epoch, run_id, history = _setup_model(plan, out, prior, log)
+    meta = prior
+    for epoch in range(start_epoch, config.epochs):
+        metrics = _train_epoch(model, opt, plan, data, epoch, progress)
+        if data.val_store is not None and config.val_every and ((epoch + 1) % config.val_every == 0
+                                                                or epoch + 1 == config.epochs):
+            metrics.update(_validate(model, plan, data))
         meta = save_checkpoint(out, model, CheckpointMeta(
-            model_config=cfg, frontend=spec_n, labels=labels, window_frames=window, epoch=epoch + 1,
-            metrics=metrics, run_id=run_id, preset=preset_string, train_config=config.to_dict()), opt)
+            model_config=plan.model_config, frontend=data.spec, labels=plan.labels, window_frames=plan.window,
+            epoch=epoch + 1, metrics=metrics, run_id=run_id, preset=plan.preset_string,
+            train_config=config.to_dict()), opt)
         append_jsonl(out / HISTORY_FILE, metrics)
         history.append(metrics)
         log(_summary(metrics, config.epochs))
