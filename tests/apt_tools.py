@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import in_ci
 
 SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/local/sbin"
 
@@ -32,7 +33,7 @@ def require_binary(package: str, binary: str) -> str:
     path = _apt_install(package, binary)
     if path is None:
         msg = f"{binary} not found and could not be installed: run 'sudo apt-get install {package}'"
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail(msg)
         pytest.skip(msg)
     return path
