@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("info", "print the model card embedded in a .tflite file"),
     "classify": ("classify", "classify audio files through the streaming runtime path"),
     "listen": ("listen", "classify live microphone audio on the device"),
+    "service": ("service", "run 'listen' as a systemd service: install, status, uninstall"),
     "report": ("report", "size, MACs, memory and latency of a .tflite against DCASE budgets and targets"),
     "fit": ("fit", "search Mini-SegNet configurations that meet a parameter / MAC / RAM budget"),
 }

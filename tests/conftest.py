@@ -17,6 +17,7 @@ import pytest
 OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "ai_edge_litert": ("pi", "ai-edge-litert"),
     "sounddevice": ("pi", "sounddevice"),
+    "paho": ("pi", "paho-mqtt"),
     "torch": ("train", "torch"),
     "librosa": ("train", "librosa"),
     "matplotlib": ("train", "matplotlib"),

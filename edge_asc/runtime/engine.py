@@ -63,6 +63,10 @@ def run_listen(pipeline: StreamPipeline, source, sinks: Sequence[Sink], *, stop:
         for s in sinks:
             s.event(kind, message, **fields)
 
+    def tick() -> None:
+        for s in sinks:
+            s.tick()
+
     def dispatch(results) -> None:
         nonlocal windows, changes, last_label
         for r in results:
@@ -82,12 +86,13 @@ def run_listen(pipeline: StreamPipeline, source, sinks: Sequence[Sink], *, stop:
     try:
         while not stop.is_set():
             source.wait(poll_s, stop)
+            tick()
             try:
                 source.check()
             except DeviceLost as exc:
                 losses += 1
                 dispatch(pipeline.process())  # what arrived before the loss still counts
-                gap = _recover(source, stop, exc, backoff_s, emit)
+                gap = _recover(source, stop, exc, backoff_s, emit, tick, poll_s)
                 if gap is None:
                     break
                 pipeline.restart(gap, input_rate=source.sample_rate)
@@ -126,8 +131,9 @@ def run_listen(pipeline: StreamPipeline, source, sinks: Sequence[Sink], *, stop:
 
 
 def _recover(source, stop: threading.Event, exc: DeviceLost, backoff_s: tuple[float, float],
-             emit) -> float | None:
-    """Re-open a lost device with exponential back-off. Returns the outage in seconds, or None if stopped."""
+             emit, tick, tick_s: float = 0.1) -> float | None:
+    """Re-open a lost device with exponential back-off, ticking the sinks at least every ``tick_s`` seconds while
+    waiting (so a watchdog keeps seeing a live process). Returns the outage in seconds, or None if stopped."""
     t_lost = time.monotonic()
     first, cap = backoff_s
     msg = f"edge-asc: {exc}; retrying every {first:g}-{cap:g} s (Ctrl-C to stop)"
@@ -136,7 +142,10 @@ def _recover(source, stop: threading.Event, exc: DeviceLost, backoff_s: tuple[fl
     delay = first
     attempts = 0
     while not stop.is_set():
-        stop.wait(delay)
+        until = time.monotonic() + delay
+        while not stop.is_set() and (left := until - time.monotonic()) > 0:
+            stop.wait(min(left, tick_s))
+            tick()
         if stop.is_set():
             break
         attempts += 1

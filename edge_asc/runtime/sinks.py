@@ -1,6 +1,7 @@
 """Where detections go: a live terminal view, JSON lines, and an SQLite database (WAL).
 
-Every sink has ``window(result)``, ``change(scene_change)``, ``event(kind, message, **fields)`` and ``close()``.
+Every sink has ``window(result)``, ``change(scene_change)``, ``event(kind, message, **fields)``, ``tick()`` (called
+by the listen loop on every pass, also while a lost device is retried: heartbeats, refreshed counters) and ``close()``.
 JSONL lines and SQLite rows are written (and flushed / committed) as they happen, so an abrupt stop (kill -9, power
 loss aside) loses at most the record being written and never corrupts what is there.
 """
@@ -31,6 +32,9 @@ class Sink:
         pass
 
     def event(self, kind: str, message: str = "", **fields: Any) -> None:
+        pass
+
+    def tick(self) -> None:
         pass
 
     def close(self) -> None:

@@ -15,13 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AudioInputError, DeviceError, MissingExtraError
+from ..errors import AudioInputError, ConfigError, DeviceError, MissingExtraError
 
 PORTAUDIO_HINT = "install it with 'sudo apt-get install libportaudio2'"
 
 
 class DeviceLost(DeviceError):
     """The input device stopped delivering audio (unplugged, driver error, stalled stream)."""
+
+
+class DeviceNotFound(DeviceError):
+    """No input device (or none matching the requested name / index) exists right now; it may appear later."""
 
 
 def import_sounddevice():
@@ -58,7 +62,7 @@ def input_devices(sd) -> list[InputDevice]:
     try:
         devs = sd.query_devices()
     except sd.PortAudioError as exc:  # the host API could not be queried
-        raise DeviceError(f"cannot list audio devices ({exc}): check that the sound system is running") from None
+        raise DeviceNotFound(f"cannot list audio devices ({exc}): check that the sound system is running") from None
     out = []
     for i, d in enumerate(devs):
         if int(d.get("max_input_channels", 0)) > 0:
@@ -82,7 +86,7 @@ def resolve_device(sd, device: str | int | None) -> InputDevice:
     """
     devs = input_devices(sd)
     if not devs:
-        raise DeviceError("no audio input device found: plug in a USB microphone (and check 'arecord -l')")
+        raise DeviceNotFound("no audio input device found: plug in a USB microphone (and check 'arecord -l')")
     if device is None or device == "":
         default = getattr(getattr(sd, "default", None), "device", -1)
         try:
@@ -100,8 +104,8 @@ def resolve_device(sd, device: str | int | None) -> InputDevice:
         for d in devs:
             if d.index == idx:
                 return d
-        raise DeviceError(f"input device index {idx} does not exist or has no input channels: "
-                          f"available inputs: {_listing(devs)}")
+        raise DeviceNotFound(f"input device index {idx} does not exist or has no input channels: "
+                             f"available inputs: {_listing(devs)}")
     name = str(device).strip().lower()
     exact = [d for d in devs if d.name.lower() == name]
     if len(exact) == 1:
@@ -110,9 +114,64 @@ def resolve_device(sd, device: str | int | None) -> InputDevice:
     if len(hits) == 1:
         return hits[0]
     if not hits:
-        raise DeviceError(f"no input device matches {device!r}: available inputs: {_listing(devs)}")
+        raise DeviceNotFound(f"no input device matches {device!r}: available inputs: {_listing(devs)}")
     raise DeviceError(f"input device name {device!r} is ambiguous ({len(hits)} match): use an index: "
                       f"{_listing(hits)}")
+
+
+def refresh_devices(sd) -> None:
+    """Make PortAudio list devices again. PortAudio enumerates devices once, when it is initialised, so a USB
+    microphone plugged in later is invisible until it is re-initialised; sounddevice offers that as
+    ``_terminate()`` + ``_initialize()`` (its documented way to rescan). Only call it with no stream open."""
+    terminate, initialize = getattr(sd, "_terminate", None), getattr(sd, "_initialize", None)
+    if terminate is None or initialize is None:
+        return
+    try:
+        terminate()
+        initialize()
+    except sd.PortAudioError as exc:  # the sound system is not up yet; the next try sees it again
+        raise DeviceNotFound(f"cannot re-scan audio devices ({_first_line(exc)})") from None
+
+
+def wait_for_device(sd, device: str | int | None, *, stop: threading.Event, poll_s: tuple[float, float] = (0.5, 5.0),
+                    tick=None, tick_s: float = 0.1, log=None) -> InputDevice | None:
+    """Wait until :func:`resolve_device` finds ``device`` (at boot the USB microphone may appear after the service
+    starts), re-scanning PortAudio's device list between tries.
+
+    Args:
+        poll_s: first and maximum seconds between tries (doubling in between).
+        tick: called every ``tick_s`` seconds while waiting (watchdog heartbeats).
+        log: called with one line when the wait starts and one when the device appears.
+
+    Returns:
+        The device, or None when ``stop`` was set first.
+
+    Raises:
+        DeviceError: a problem that waiting does not fix (an ambiguous name, the device list cannot be read).
+    """
+    t0 = time.monotonic()
+    delay, cap = poll_s
+    tries = 0
+    while not stop.is_set():
+        tries += 1
+        try:
+            if tries > 1:
+                refresh_devices(sd)
+            dev = resolve_device(sd, device)
+        except DeviceNotFound as exc:
+            if tries == 1 and log is not None:
+                log(f"edge-asc: waiting for the input device ({exc}); checking every {poll_s[0]:g}-{cap:g} s")
+            until = time.monotonic() + delay
+            while not stop.is_set() and (left := until - time.monotonic()) > 0:
+                stop.wait(min(left, tick_s))
+                if tick is not None:
+                    tick()
+            delay = min(delay * 2, cap)
+            continue
+        if tries > 1 and log is not None:
+            log(f"edge-asc: input device {dev.describe()} appeared after {time.monotonic() - t0:.1f} s")
+        return dev
+    return None
 
 
 class MicSource:
@@ -223,19 +282,27 @@ class MicSource:
 class FileSource:
     """A file as a stream: read in ``block``-sample pieces at the file's own rate, downmixed to mono.
 
-    With ``realtime`` a producer thread writes one block every ``block / rate`` seconds of wall time, exactly like a
-    microphone callback (so ring overruns can happen when the consumer is slow); otherwise :meth:`wait` writes the
-    next blocks synchronously whenever the ring has room (fast, lossless).
+    With ``realtime`` a producer thread writes one block every ``block / rate / speed`` seconds of wall time, exactly
+    like a microphone callback (so ring overruns can happen when the consumer is slow); ``speed`` > 1 plays faster
+    than real time (soak tests), with blocks of ``block * max(1, speed // 25)`` samples so the producer wakes a few
+    hundred times a second at most. Otherwise :meth:`wait` writes the next blocks synchronously whenever the ring has
+    room (fast, lossless). ``loops`` plays the file that many times back to back (0 = forever); stream time runs on.
 
     Raises:
         AudioInputError: missing or unreadable file.
+        ConfigError: ``speed`` not in (0, 1000] or ``loops`` < 0.
     """
 
     kind = "file"
 
-    def __init__(self, path: str | os.PathLike, *, realtime: bool = False, block: int = 1024) -> None:
+    def __init__(self, path: str | os.PathLike, *, realtime: bool = False, block: int = 1024, speed: float = 1.0,
+                 loops: int = 1) -> None:
         from ..audio import audio_info
 
+        if not (isinstance(speed, (int, float)) and 0 < speed <= 1000):
+            raise ConfigError(f"speed must be in (0, 1000] times real time, got {speed!r}")
+        if not isinstance(loops, int) or loops < 0:
+            raise ConfigError(f"loops must be an integer >= 0 (0 = forever), got {loops!r}")
         info = audio_info(path)
         if info.frames == 0:
             raise AudioInputError(f"{path}: contains no audio (0 samples): pick a non-empty file")
@@ -244,7 +311,10 @@ class FileSource:
         self.sample_rate = info.sample_rate
         self.realtime = realtime
         self.paced = realtime
-        self.block = int(block)
+        self.speed = float(speed)
+        self.loops = loops
+        self.played = 0  # complete passes through the file so far
+        self.block = int(block) * (max(1, int(self.speed // 25)) if realtime else 1)
         self.overflows = 0
         self.exhausted = False
         self._ring = None
@@ -267,17 +337,24 @@ class FileSource:
     def _next_block(self) -> np.ndarray | None:
         data = self._file.read(self.block, dtype="float32", always_2d=True)
         if data.shape[0] == 0:
-            return None
+            self.played += 1
+            if self.loops and self.played >= self.loops:
+                return None
+            self._file.seek(0)
+            data = self._file.read(self.block, dtype="float32", always_2d=True)
+            if data.shape[0] == 0:
+                return None
         return data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
 
     def _pace(self) -> None:
-        period = self.block / self.sample_rate
+        rate = self.sample_rate * self.speed  # samples per wall second
+        period = self.block / rate
         deadline = time.monotonic()
         while not self._halt.is_set():
             b = self._next_block()
             if b is None:
                 break
-            deadline += b.shape[0] / self.sample_rate
+            deadline += b.shape[0] / rate
             self._ring.write(b)
             delay = deadline - time.monotonic()
             if delay > 0:
@@ -285,9 +362,10 @@ class FileSource:
         self.exhausted = True
 
     def wait(self, seconds: float, stop: threading.Event) -> None:
-        """Realtime: sleep ``seconds``. Otherwise: fill the ring up to half its capacity (no sleeping)."""
+        """Realtime: sleep ``seconds`` (less when playing fast: at most a quarter of the ring's duration in wall time).
+        Otherwise: fill the ring up to half its capacity (no sleeping)."""
         if self.realtime:
-            stop.wait(seconds)
+            stop.wait(min(seconds, self._ring.capacity / self.sample_rate / self.speed / 4))
             return
         while not self.exhausted and len(self._ring) + self.block <= self._ring.capacity // 2:
             b = self._next_block()
