@@ -1,0 +1,125 @@
+"""Static memory plan: every activation tensor gets a fixed offset in one arena, sized at generation time.
+
+Lifetimes come from the op order: a tensor lives from the op that writes it (graph inputs: before the first op) to
+the last op that reads it (graph outputs: after the last op). Tensors joined by a pure re-view op (RESHAPE, SQUEEZE,
+EXPAND_DIMS) share one buffer whose lifetime is the union. Buffers are placed largest first at the lowest offset
+that does not overlap any already placed buffer alive at the same time (the greedy strategy of TFLite Micro's
+GreedyMemoryPlanner), each aligned to :data:`ALIGN` bytes. :func:`check_plan` proves that no two buffers that are
+alive together overlap in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import ModelContractError
+from .graph import Model
+from .lower import ALIAS_OPS
+
+#: alignment of every buffer in the arena (bytes)
+ALIGN = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class Buffer:
+    """One arena buffer: ``tensors`` share it, alive from op ``first`` to op ``last`` (inclusive)."""
+
+    tensors: tuple[int, ...]
+    size: int
+    first: int
+    last: int
+    offset: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryPlan:
+    """``arena_bytes``: the arena size; ``offsets``: tensor index -> byte offset in the arena (activations only);
+    ``peak_live_bytes``: the largest sum of (aligned) buffer sizes alive at one op, a lower bound of the arena."""
+
+    buffers: tuple[Buffer, ...]
+    arena_bytes: int
+    offsets: dict[int, int]
+    peak_live_bytes: int
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def plan_memory(model: Model) -> MemoryPlan:
+    """Plan the arena of ``model`` (constants stay in flash and are not planned).
+
+    Raises:
+        ModelContractError: an activation tensor is read before it is written.
+    """
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        while parent.get(i, i) != i:
+            i = parent[i]
+        return i
+
+    const = {t.index for t in model.tensors if t.is_const}
+    for op in model.ops:
+        if op.name in ALIAS_OPS and op.inputs[0] not in const:
+            parent[root(op.outputs[0])] = root(op.inputs[0])
+    n_ops = len(model.ops)
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for i in model.inputs:
+        first[i] = 0
+    for k, op in enumerate(model.ops):
+        for i in op.outputs:
+            if i >= 0 and i not in const:
+                first.setdefault(i, k)
+                last[i] = max(last.get(i, k), k)
+        for i in op.inputs:
+            if i < 0 or i in const:
+                continue
+            if i not in first:
+                raise ModelContractError(f"tensor {i} ({model.tensors[i].name}) is read by op {k} ({op.name}) "
+                                         "before any op writes it")
+            last[i] = max(last.get(i, k), k)
+    for i in model.outputs:
+        last[i] = n_ops - 1
+        first.setdefault(i, 0)
+    groups: dict[int, list[int]] = {}
+    for i in first:
+        groups.setdefault(root(i), []).append(i)
+    bufs = []
+    for members in groups.values():
+        size = max(model.tensors[i].nbytes for i in members)
+        bufs.append({"tensors": tuple(sorted(members)), "size": _align(max(size, 1)),
+                     "first": min(first[i] for i in members), "last": max(last[i] for i in members)})
+    order = sorted(range(len(bufs)), key=lambda b: (-bufs[b]["size"], bufs[b]["first"], bufs[b]["tensors"]))
+    placed: list[dict] = []
+    for b in order:
+        buf = bufs[b]
+        clashes = sorted((p["offset"], p["offset"] + p["size"]) for p in placed
+                         if p["first"] <= buf["last"] and buf["first"] <= p["last"])
+        offset = 0
+        for lo, hi in clashes:
+            if offset + buf["size"] <= lo:
+                break
+            offset = max(offset, hi)
+        buf["offset"] = offset
+        placed.append(buf)
+    arena = max((p["offset"] + p["size"] for p in placed), default=0)
+    peak = max((sum(p["size"] for p in placed if p["first"] <= k <= p["last"]) for k in range(n_ops)), default=0)
+    buffers = tuple(Buffer(**p) for p in sorted(placed, key=lambda p: (p["offset"], p["first"])))
+    offsets = {i: p.offset for p in buffers for i in p.tensors}
+    plan = MemoryPlan(buffers=buffers, arena_bytes=arena, offsets=offsets, peak_live_bytes=peak)
+    check_plan(plan)
+    return plan
+
+
+def check_plan(plan: MemoryPlan) -> None:
+    """Raise AssertionError if two buffers alive at the same op overlap in memory (or one leaves the arena)."""
+    bs = plan.buffers
+    for i, a in enumerate(bs):
+        if a.offset % ALIGN or a.offset + a.size > plan.arena_bytes:
+            raise AssertionError(f"buffer {a} is misaligned or outside the {plan.arena_bytes}-byte arena")
+        for b in bs[i + 1:]:
+            if a.first <= b.last and b.first <= a.last and not (a.offset + a.size <= b.offset
+                                                                 or b.offset + b.size <= a.offset):
+                raise AssertionError(f"buffers alive together overlap: {a} and {b}")
