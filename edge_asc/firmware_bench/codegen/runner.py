@@ -209,12 +209,14 @@ def run_qemu(project: Project, inputs: np.ndarray | None = None, *, timeout_s: f
     cmd = ["qemu-system-arm", "-M", project.chip.qemu_machine, "-nographic", "-monitor", "none", "-serial", "none",
            "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
     try:
-        proc = subprocess.run(cmd, cwd=d, capture_output=True, text=True, timeout=timeout_s, check=False)
+        # QEMU writes the semihosting console to stderr when stdout is not a terminal: read both as one stream
+        proc = subprocess.run(cmd, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
         raise ToolchainError(f"QEMU ({project.chip.qemu_machine}) did not finish within {timeout_s:.0f} s") from exc
     console = proc.stdout
     if proc.returncode or "EK done" not in console:
-        last = (console.strip().splitlines() or [proc.stderr.strip()])[-1]
+        last = (console.strip().splitlines() or ["no output"])[-1]
         raise ToolchainError(f"the firmware failed under QEMU {project.chip.qemu_machine} "
                              f"(exit {proc.returncode}): {last[:200]}")
     cal = re.search(r"^EK calibrate (\d+) (\d+)", console, re.M)
