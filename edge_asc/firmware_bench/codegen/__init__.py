@@ -162,7 +162,7 @@ def firmware(model_path: str | os.PathLike, target: str, out_dir: str | os.PathL
     comparisons: list[dict] = []
     measured: RunResult | None = None
     n_in = max(n_verify, 1 if run else 0)
-    inputs = seeded_inputs(project, buf, n_in, seed) if n_in else None
+    inputs = seeded_inputs(buf, n_in, seed) if n_in else None
     ref = tflm_reference(path, inputs)[0] if (host or run) and n_verify else None
     failures = []
     for where, wanted in (("host", host), ("qemu", run)):

@@ -91,13 +91,24 @@ def tflm_reference(model_path: str | os.PathLike, inputs: np.ndarray, *, tensors
             return z["outputs"].copy(), {int(k[1:]): z[k].copy() for k in z.files if k.startswith("t")}
 
 
-def seeded_inputs(project: Project, model_bytes: bytes, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` seeded int8 inputs (uniform over [-128, 127]) for the model: int8[n, input bytes]."""
+def seeded_inputs(model_bytes: bytes, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` seeded inputs as raw bytes, int8[n, input bytes]: int8 tensors uniform over [-128, 127] (saturation
+    included), float32 tensors standard normal x 4 (the QUANTIZE at the boundary saturates some)."""
     from .graph import read_model
 
     model = read_model(model_bytes)
-    nbytes = sum(model.tensors[i].nbytes for i in model.inputs)
-    return np.random.default_rng(seed).integers(-128, 128, size=(n, nbytes), dtype=np.int8)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for i in model.inputs:
+        t = model.tensors[i]
+        if t.dtype == "float32":
+            v = (rng.standard_normal((n, t.size)) * 4.0).astype(np.float32)
+            parts.append(v.view(np.int8).reshape(n, -1))
+        elif t.dtype == "int8":
+            parts.append(rng.integers(-128, 128, size=(n, t.size), dtype=np.int8))
+        else:
+            raise ModelContractError(f"input tensor {i} has dtype {t.dtype}: the firmware takes int8 or float32")
+    return np.concatenate(parts, axis=1)
 
 
 @dataclass(frozen=True, kw_only=True)
