@@ -266,6 +266,7 @@ def test_exported_preset_runs_bit_exact_on_the_m4(preset, arm_toolchain, tmp_pat
     from edge_asc.export import export_untrained_int8
     from edge_asc.model import resolve_preset
 
+    (tmp_path / "export").mkdir()
     model, _ = export_untrained_int8(resolve_preset(preset).config, tmp_path / "export")
     out = tmp_path / "fw"
     assert main(["firmware", str(model), "--target", "nrf52840", "--out", str(out), "--run", "--verify", "20"]) == 0

@@ -36,15 +36,19 @@ class Lowered:
     body: list[str] = field(default_factory=list)
     macs: int = 0
     work: int = 0
+    scratch: int = 0  # bytes of scratch memory the op needs while it runs (planned in the arena)
 
 
 class Context:
     """What a lowering may ask: tensors, the C expression of a tensor's data pointer, unique C names."""
 
-    def __init__(self, model: Model, ptr: Callable[[int], str], *, single_rounding: bool = False) -> None:
+    def __init__(self, model: Model, ptr: Callable[[int], str], scratch: Callable[[int], str] | None = None, *,
+                 single_rounding: bool = False, fast: bool = True) -> None:
         self.model = model
         self.ptr = ptr
+        self.scratch = scratch or (lambda k: "NULL")
         self.single_rounding = single_rounding
+        self.fast = fast
 
     def t(self, index: int) -> Tensor:
         return self.model.tensors[index]
@@ -126,6 +130,61 @@ def broadcast(shape1: Sequence[int], shape2: Sequence[int], out_shape: Sequence[
     return {"size": size, "nd": len(dims), "dims": _pad6(dims), "st1": _pad6(c1), "st2": _pad6(c2)}
 
 
+def grouped(shape1: Sequence[int], shape2: Sequence[int], out_shape: Sequence[int]) -> dict | None:
+    """``ek_grouped_t`` fields: iterate the smaller operand's elements (s dims) and, for each, the output elements
+    that use it (b dims). None when neither operand is smaller than the output."""
+    n = len(out_shape)
+    size1 = int(np.prod(shape1, dtype=np.int64)) if shape1 else 1
+    size2 = int(np.prod(shape2, dtype=np.int64)) if shape2 else 1
+    size = int(np.prod(out_shape, dtype=np.int64)) if out_shape else 1
+    if min(size1, size2) >= size:
+        return None
+    small_first = size1 < size2
+    s1 = [1] * (n - len(shape1)) + list(shape1)
+    s2 = [1] * (n - len(shape2)) + list(shape2)
+    st1 = [0 if a == 1 and o != 1 else s for a, o, s in zip(s1, out_shape, _strides(s1))]
+    st2 = [0 if a == 1 and o != 1 else s for a, o, s in zip(s2, out_shape, _strides(s2))]
+    dims, (c1, c2, co) = _collapse(list(out_shape), st1, st2, _strides(out_shape))
+    small, big = (c1, c2) if small_first else (c2, c1)
+    s_idx = [i for i in range(len(dims)) if small[i] != 0]
+    b_idx = [i for i in range(len(dims)) if small[i] == 0]
+    if len(s_idx) > MAXD or len(b_idx) > MAXD:
+        raise UnsupportedOpError(f"broadcast over too many dims ({len(dims)})")
+    return {"n_s": len(s_idx), "n_b": len(b_idx), "small_first": int(small_first),
+            "s_dims": _pad6([dims[i] for i in s_idx]), "s_out": _pad6([co[i] for i in s_idx]),
+            "s_big": _pad6([big[i] for i in s_idx]), "s_small": _pad6([small[i] for i in s_idx]),
+            "b_dims": _pad6([dims[i] for i in b_idx]), "b_out": _pad6([co[i] for i in b_idx]),
+            "b_big": _pad6([big[i] for i in b_idx]), "_n_small": min(size1, size2)}
+
+
+#: instructions per element of the direct kernels and per table entry of the table builds (Cortex-M4, measured
+#: once: they only choose between two exact ways of computing the same result)
+_DIRECT_COST = {"ADD": 26, "SUB": 26, "MUL": 24, "MAXIMUM": 8, "MINIMUM": 8}
+_ENTRY_COST = {"ADD": 70, "SUB": 70, "MUL": 35, "MAXIMUM": 12, "MINIMUM": 12}
+_OP_CODE = {"ADD": "EK_OP_ADD", "SUB": "EK_OP_SUB", "MUL": "EK_OP_MUL", "MAXIMUM": "EK_OP_MAX", "MINIMUM": "EK_OP_MIN"}
+
+
+def _binary_call(op: Op, ctx: Context, a: Tensor, b: Tensor, o: Tensor, bc: dict, struct: str | None,
+                 direct: str) -> tuple[list[str], list[str], int]:
+    """(extra decls, body, scratch bytes): the direct kernel call, or the per-value table kernel when cheaper."""
+    g = grouped(a.shape, b.shape, o.shape) if ctx.fast else None
+    n = bc["size"]
+    if g is not None:
+        table_cost = g["_n_small"] * 256 * _ENTRY_COST[op.name] + n * 7
+        if table_cost < n * _DIRECT_COST[op.name]:
+            gname = f"ek_g{op.index}"
+            big, small = (b, a) if g["small_first"] else (a, b)
+            fields = {k: v for k, v in g.items() if not k.startswith("_")}
+            params = f"&{struct}" if struct else "NULL"
+            return ([_struct("ek_grouped_t", gname, fields)],
+                    [f"ek_binary_grouped_s8(&{gname}, {_OP_CODE[op.name]}, {params}, {ctx.ptr(big.index)}, "
+                     f"{ctx.ptr(small.index)}, {ctx.ptr(o.index)}, {ctx.scratch(op.index)});"], 256)
+    if ctx.fast and op.name in ("ADD", "SUB") and n >= 1024:
+        return ([], [f"ek_addsub_tab_s8(&{struct}, {int(op.name == 'SUB')}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, "
+                     f"{ctx.ptr(o.index)}, (int32_t *){ctx.scratch(op.index)});"], 2048)
+    return [], [direct], 0
+
+
 # ---- element-wise binary ops --------------------------------------------------------------------------------------
 
 def _binary_common(op: Op, ctx: Context) -> tuple[Tensor, Tensor, Tensor, dict]:
@@ -153,9 +212,10 @@ def lower_add_sub(op: Op, ctx: Context) -> Lowered:
               "in1_mult": m1, "in2_mult": m2, "out_mult": mo, "in1_shift": s1, "in2_shift": s2, "out_shift": s_o,
               "left_shift": left_shift, "act_min": lo, "act_max": hi}
     fn = "ek_add_s8" if op.name == "ADD" else "ek_sub_s8"
-    return Lowered(op.index, op.name, decls=[_struct("ek_addsub_t", name, fields)],
-                   body=[f"{fn}(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});"],
-                   work=bc["size"])
+    extra, body, scratch = _binary_call(op, ctx, a, b, o, bc, name,
+                                        f"{fn}(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});")
+    return Lowered(op.index, op.name, decls=[_struct("ek_addsub_t", name, fields)] + extra, body=body,
+                   work=bc["size"], scratch=scratch)
 
 
 def lower_mul(op: Op, ctx: Context) -> Lowered:
@@ -166,18 +226,20 @@ def lower_mul(op: Op, ctx: Context) -> Lowered:
     name = f"ek_p{op.index}"
     fields = {"b": bc, "in1_offset": -a.zero_point, "in2_offset": -b.zero_point, "out_offset": o.zero_point,
               "out_mult": m, "out_shift": s, "act_min": lo, "act_max": hi}
-    return Lowered(op.index, op.name, decls=[_struct("ek_mul_t", name, fields)],
-                   body=[f"ek_mul_s8(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});"],
-                   work=bc["size"])
+    extra, body, scratch = _binary_call(op, ctx, a, b, o, bc, name,
+                                        f"ek_mul_s8(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});")
+    return Lowered(op.index, op.name, decls=[_struct("ek_mul_t", name, fields)] + extra, body=body,
+                   work=bc["size"], scratch=scratch)
 
 
 def lower_max_min(op: Op, ctx: Context) -> Lowered:
     a, b, o, bc = _binary_common(op, ctx)
     name = f"ek_p{op.index}"
     fn = "ek_maximum_s8" if op.name == "MAXIMUM" else "ek_minimum_s8"
-    return Lowered(op.index, op.name, decls=[_struct("ek_bcast_t", name, bc)],
-                   body=[f"{fn}(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});"],
-                   work=bc["size"])
+    extra, body, scratch = _binary_call(op, ctx, a, b, o, bc, None,
+                                        f"{fn}(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});")
+    return Lowered(op.index, op.name, decls=[_struct("ek_bcast_t", name, bc)] + extra, body=body,
+                   work=bc["size"], scratch=scratch)
 
 
 # ---- convolutions and dense -------------------------------------------------------------------------------------
@@ -210,6 +272,31 @@ def _bias(op: Op, ctx: Context, slot: int = 2) -> str:
     return "NULL"
 
 
+def _ceil4(n: int) -> int:
+    return (n + 3) // 4 * 4
+
+
+def fast_weight_layout(w: np.ndarray, row: int) -> np.ndarray:
+    """The fast kernels' weight layout of int8 ``w[rows, k]``: every row zero-padded to ``row`` bytes (a multiple
+    of 4), rows taken in pairs and each pair word-interleaved (4 bytes of row 2q, 4 of row 2q + 1, ...), an odd last
+    row left plain. Returns int8[rows * row]."""
+    rows, k = w.shape
+    padded = np.zeros((rows, row), dtype=np.int8)
+    padded[:, :k] = w
+    out = []
+    for q in range(0, rows - 1, 2):
+        pair = padded[q:q + 2].reshape(2, row // 4, 4).transpose(1, 0, 2)
+        out.append(pair.reshape(-1))
+    if rows % 2:
+        out.append(padded[-1])
+    return np.concatenate(out) if out else np.zeros(0, np.int8)
+
+
+def _padded_weights(name: str, w: np.ndarray, row: int) -> str:
+    data = fast_weight_layout(w, row)
+    return f"static const int8_t {name}[{data.size}] __attribute__((aligned(4))) = {{\n    {_c_ints(data, 32)}}};"
+
+
 def _arrays(name: str, mults: list[int], shifts: list[int]) -> list[str]:
     return [f"static const int32_t {name}_m[{len(mults)}] = {{\n    {_c_ints(mults)}}};",
             f"static const int32_t {name}_s[{len(shifts)}] = {{\n    {_c_ints(shifts)}}};"]
@@ -232,15 +319,23 @@ def lower_conv2d(op: Op, ctx: Context) -> Lowered:
     mults, shifts = _per_channel(ctx, x, w, o, oc)
     lo, hi = activation_range(opt.get("fusedActivationFunction", 0), o.scale, o.zero_point)
     name = f"ek_p{op.index}"
+    fast = ctx.fast and kc == ic and w.data is not None
+    patch = _ceil4(kh * kw * kc) if fast else 0
     fields = {"in_h": ih, "in_w": iw, "in_c": ic, "out_h": oh, "out_w": ow, "out_c": oc, "k_h": kh, "k_w": kw,
               "k_c": kc, "stride_h": sh, "stride_w": sw, "dil_h": dh, "dil_w": dw, "pad_h": ph, "pad_w": pw,
-              "in_offset": -x.zero_point, "out_offset": o.zero_point, "act_min": lo, "act_max": hi}
+              "in_offset": -x.zero_point, "out_offset": o.zero_point, "act_min": lo, "act_max": hi, "patch": patch}
+    decls = _arrays(name, mults, shifts) + [_struct("ek_conv_t", name, fields)]
+    if fast:
+        decls.insert(0, _padded_weights(f"{name}_w", w.data.reshape(oc, -1), patch))
+        call, wptr, extra = "ek_conv2d_s8_fast", f"{name}_w", f", {ctx.scratch(op.index)}"
+    else:
+        call, wptr, extra = "ek_conv2d_s8", ctx.ptr(w.index), ""
     body = []
     for b in range(n):
-        body.append(f"ek_conv2d_s8(&{name}, {ctx.ptr(x.index)} + {b * ih * iw * ic}, {ctx.ptr(w.index)}, "
-                    f"{_bias(op, ctx)}, {name}_m, {name}_s, {ctx.ptr(o.index)} + {b * oh * ow * oc});")
-    return Lowered(op.index, op.name, decls=_arrays(name, mults, shifts) + [_struct("ek_conv_t", name, fields)],
-                   body=body, macs=n * oh * ow * oc * kh * kw * kc)
+        body.append(f"{call}(&{name}, {ctx.ptr(x.index)} + {b * ih * iw * ic}, {wptr}, "
+                    f"{_bias(op, ctx)}, {name}_m, {name}_s, {ctx.ptr(o.index)} + {b * oh * ow * oc}{extra});")
+    return Lowered(op.index, op.name, decls=decls, body=body, macs=n * oh * ow * oc * kh * kw * kc,
+                   scratch=4 * patch)
 
 
 def lower_dwconv2d(op: Op, ctx: Context) -> Lowered:
@@ -282,13 +377,23 @@ def lower_fc(op: Op, ctx: Context) -> Lowered:
         mults, shifts = [m], [s]
     lo, hi = activation_range(op.options.get("fusedActivationFunction", 0), o.scale, o.zero_point)
     name = f"ek_p{op.index}"
-    fields = {"batches": batches, "accum_depth": accum, "out_depth": out_depth, "per_channel": int(per_channel),
-              "in_offset": -x.zero_point, "w_offset": -w.zero_point, "out_offset": o.zero_point,
-              "act_min": lo, "act_max": hi}
-    return Lowered(op.index, op.name, decls=_arrays(name, mults, shifts) + [_struct("ek_fc_t", name, fields)],
-                   body=[f"ek_fc_s8(&{name}, {ctx.ptr(x.index)}, {ctx.ptr(w.index)}, {_bias(op, ctx)}, "
-                         f"{name}_m, {name}_s, {ctx.ptr(o.index)});"],
-                   macs=batches * out_depth * accum)
+    fast = ctx.fast and w.zero_point == 0 and w.data is not None
+    depth4 = _ceil4(accum) if fast else 0
+    if fast and not per_channel:  # the fast kernel indexes the multipliers per channel
+        mults, shifts = mults * out_depth, shifts * out_depth
+    fields = {"batches": batches, "accum_depth": accum, "out_depth": out_depth,
+              "per_channel": int(per_channel or fast), "in_offset": -x.zero_point, "w_offset": -w.zero_point,
+              "out_offset": o.zero_point, "act_min": lo, "act_max": hi, "depth4": depth4}
+    decls = _arrays(name, mults, shifts) + [_struct("ek_fc_t", name, fields)]
+    if fast:
+        decls.insert(0, _padded_weights(f"{name}_w", w.data.reshape(out_depth, accum), depth4))
+        body = [f"ek_fc_s8_fast(&{name}, {ctx.ptr(x.index)}, {name}_w, {_bias(op, ctx)}, {name}_m, {name}_s, "
+                f"{ctx.ptr(o.index)}, {ctx.scratch(op.index)});"]
+    else:
+        body = [f"ek_fc_s8(&{name}, {ctx.ptr(x.index)}, {ctx.ptr(w.index)}, {_bias(op, ctx)}, "
+                f"{name}_m, {name}_s, {ctx.ptr(o.index)});"]
+    return Lowered(op.index, op.name, decls=decls, body=body, macs=batches * out_depth * accum,
+                   scratch=depth4 if depth4 != accum else 0)
 
 
 # ---- pooling and reductions -----------------------------------------------------------------------------------------
@@ -471,6 +576,10 @@ def lower_relu(op: Op, ctx: Context) -> Lowered:
         name = f"ek_p{op.index}"
         fields = {"size": o.size, "in_zp": x.zero_point, "out_zp": o.zero_point, "mult": m, "shift": s,
                   "act_min": lo, "act_max": 127}
+        if ctx.fast and o.size >= 1024:
+            return Lowered(op.index, op.name, decls=[_struct("ek_requant_t", name, fields)], work=o.size, scratch=256,
+                           body=[f"ek_requant_tab_s8(&{name}, {ctx.ptr(x.index)}, {ctx.ptr(o.index)}, "
+                                 f"{ctx.scratch(op.index)});"])
         return Lowered(op.index, op.name, decls=[_struct("ek_requant_t", name, fields)],
                        body=[f"ek_relu_requant_s8(&{name}, {ctx.ptr(x.index)}, {ctx.ptr(o.index)});"], work=o.size)
     # RELU6 / RELU_N1_TO_1: clamp in the input's quantisation (FloatToQuantizedType)
@@ -496,6 +605,10 @@ def lower_quantize(op: Op, ctx: Context) -> Lowered:
     name = f"ek_p{op.index}"
     fields = {"size": o.size, "in_zp": x.zero_point, "out_zp": o.zero_point, "mult": m, "shift": s,
               "act_min": -128, "act_max": 127}
+    if ctx.fast and o.size >= 1024:
+        return Lowered(op.index, op.name, decls=[_struct("ek_requant_t", name, fields)], work=o.size, scratch=256,
+                       body=[f"ek_requant_tab_s8(&{name}, {ctx.ptr(x.index)}, {ctx.ptr(o.index)}, "
+                             f"{ctx.scratch(op.index)});"])
     return Lowered(op.index, op.name, decls=[_struct("ek_requant_t", name, fields)], work=o.size,
                    body=[f"ek_requantize_s8(&{name}, {ctx.ptr(x.index)}, {ctx.ptr(o.index)});"])
 
@@ -537,8 +650,15 @@ def check_supported(model: Model) -> None:
                                  f"{', '.join(missing)} (supported: {', '.join(sorted(LOWERINGS))})")
 
 
-def lower_model(model: Model, ptr: Callable[[int], str], *, single_rounding: bool = False) -> list[Lowered]:
-    """Lower every op of ``model`` in execution order (see :func:`check_supported` for the errors)."""
+def lower_model(model: Model, ptr: Callable[[int], str], scratch: Callable[[int], str] | None = None, *,
+                single_rounding: bool = False, fast: bool = True) -> list[Lowered]:
+    """Lower every op of ``model`` in execution order (see :func:`check_supported` for the errors).
+
+    Args:
+        ptr: C expression of a tensor's data pointer.
+        scratch: C expression of an op's scratch memory (see :attr:`Lowered.scratch`).
+        fast: use the fast kernels (dual-MAC convolutions and dense layers) where they apply.
+    """
     check_supported(model)
-    ctx = Context(model, ptr, single_rounding=single_rounding)
+    ctx = Context(model, ptr, scratch, single_rounding=single_rounding, fast=fast)
     return [LOWERINGS[op.name](op, ctx) for op in model.ops]

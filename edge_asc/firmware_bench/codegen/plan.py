@@ -10,7 +10,7 @@ alive together overlap in memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...errors import ModelContractError
 from .graph import Model
@@ -34,20 +34,25 @@ class Buffer:
 @dataclass(frozen=True, kw_only=True)
 class MemoryPlan:
     """``arena_bytes``: the arena size; ``offsets``: tensor index -> byte offset in the arena (activations only);
-    ``peak_live_bytes``: the largest sum of (aligned) buffer sizes alive at one op, a lower bound of the arena."""
+    ``scratch_offsets``: op index -> offset of the op's scratch memory; ``peak_live_bytes``: the largest sum of
+    (aligned) buffer sizes alive at one op, a lower bound of the arena."""
 
     buffers: tuple[Buffer, ...]
     arena_bytes: int
     offsets: dict[int, int]
     peak_live_bytes: int
+    scratch_offsets: dict[int, int] = field(default_factory=dict)
 
 
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def plan_memory(model: Model) -> MemoryPlan:
+def plan_memory(model: Model, scratch: dict[int, int] | None = None) -> MemoryPlan:
     """Plan the arena of ``model`` (constants stay in flash and are not planned).
+
+    Args:
+        scratch: op index -> bytes of scratch memory the op needs while it runs (alive at that op only).
 
     Raises:
         ModelContractError: an activation tensor is read before it is written.
@@ -91,6 +96,9 @@ def plan_memory(model: Model) -> MemoryPlan:
         size = max(model.tensors[i].nbytes for i in members)
         bufs.append({"tensors": tuple(sorted(members)), "size": _align(max(size, 1)),
                      "first": min(first[i] for i in members), "last": max(last[i] for i in members)})
+    for k, nbytes in sorted((scratch or {}).items()):
+        if nbytes > 0:  # scratch of op k: tensor id -(k + 1)
+            bufs.append({"tensors": (-(k + 1),), "size": _align(nbytes), "first": k, "last": k})
     order = sorted(range(len(bufs)), key=lambda b: (-bufs[b]["size"], bufs[b]["first"], bufs[b]["tensors"]))
     placed: list[dict] = []
     for b in order:
@@ -107,8 +115,10 @@ def plan_memory(model: Model) -> MemoryPlan:
     arena = max((p["offset"] + p["size"] for p in placed), default=0)
     peak = max((sum(p["size"] for p in placed if p["first"] <= k <= p["last"]) for k in range(n_ops)), default=0)
     buffers = tuple(Buffer(**p) for p in sorted(placed, key=lambda p: (p["offset"], p["first"])))
-    offsets = {i: p.offset for p in buffers for i in p.tensors}
-    plan = MemoryPlan(buffers=buffers, arena_bytes=arena, offsets=offsets, peak_live_bytes=peak)
+    offsets = {i: p.offset for p in buffers for i in p.tensors if i >= 0}
+    scratch_offsets = {-i - 1: p.offset for p in buffers for i in p.tensors if i < 0}
+    plan = MemoryPlan(buffers=buffers, arena_bytes=arena, offsets=offsets, peak_live_bytes=peak,
+                      scratch_offsets=scratch_offsets)
     check_plan(plan)
     return plan
 

@@ -76,6 +76,74 @@ void ek_minimum_s8(const ek_bcast_t *p, const int8_t *a, const int8_t *b, int8_t
     EK_BINARY(p, a, b, out, x < y ? x : y);
 }
 
+/* ---- table-driven element-wise ops ------------------------------------------------------------------------------ */
+
+void ek_addsub_tab_s8(const ek_addsub_t *p, int sub, const int8_t *a, const int8_t *b, int8_t *out, int32_t *scratch) {
+    int32_t *t1 = scratch, *t2 = scratch + 256;
+    for (int32_t v = -128; v < 128; ++v) {
+        const int32_t a_ = (int32_t)((uint32_t)(v + p->in1_offset) << p->left_shift);
+        const int32_t b_ = (int32_t)((uint32_t)(v + p->in2_offset) << p->left_shift);
+        t1[(uint8_t)v] = ek_mbqm(a_, p->in1_mult, p->in1_shift);
+        const int32_t sb = ek_mbqm(b_, p->in2_mult, p->in2_shift);
+        t2[(uint8_t)v] = sub ? -sb : sb;
+    }
+    const int32_t mo = p->out_mult, so = p->out_shift, oo = p->out_offset, lo = p->act_min, hi = p->act_max;
+    EK_BINARY(&p->b, a, b, out, ek_clamp(ek_mbqm(t1[(uint8_t)x] + t2[(uint8_t)y], mo, so) + oo, lo, hi));
+}
+
+static int32_t ek_binary_one(int op, const void *params, int32_t x, int32_t y) {
+    switch (op) {
+        case EK_OP_ADD: return ek_addsub_one((const ek_addsub_t *)params, x, y, 0);
+        case EK_OP_SUB: return ek_addsub_one((const ek_addsub_t *)params, x, y, 1);
+        case EK_OP_MUL: return ek_mul_one((const ek_mul_t *)params, x, y);
+        case EK_OP_MAX: return x > y ? x : y;
+        default: return x < y ? x : y;
+    }
+}
+
+void ek_binary_grouped_s8(const ek_grouped_t *g, int op, const void *params, const int8_t *big, const int8_t *small,
+                          int8_t *out, int8_t *scratch) {
+    int32_t si[EK_MAXD] = {0};
+    int32_t s_out = 0, s_big = 0, s_small = 0;
+    const int nb = g->n_b;
+    const int32_t inner = nb ? g->b_dims[nb - 1] : 1, io = nb ? g->b_out[nb - 1] : 0, ib = nb ? g->b_big[nb - 1] : 0;
+    for (;;) {
+        const int32_t v = small[s_small];
+        for (int32_t x = -128; x < 128; ++x)
+            scratch[(uint8_t)x] = (int8_t)(g->small_first ? ek_binary_one(op, params, v, x)
+                                                          : ek_binary_one(op, params, x, v));
+        int32_t bi[EK_MAXD] = {0};
+        int32_t b_out = 0, b_big = 0;
+        for (;;) {
+            int8_t *po = out + s_out + b_out;
+            const int8_t *pb = big + s_big + b_big;
+            for (int32_t k = 0; k < inner; ++k) po[k * io] = scratch[(uint8_t)pb[k * ib]];
+            int d = nb - 2;
+            for (; d >= 0; --d) {
+                b_out += g->b_out[d];
+                b_big += g->b_big[d];
+                if (++bi[d] < g->b_dims[d]) break;
+                b_out -= g->b_out[d] * g->b_dims[d];
+                b_big -= g->b_big[d] * g->b_dims[d];
+                bi[d] = 0;
+            }
+            if (d < 0) break;
+        }
+        int e = g->n_s - 1;
+        for (; e >= 0; --e) {
+            s_out += g->s_out[e];
+            s_big += g->s_big[e];
+            s_small += g->s_small[e];
+            if (++si[e] < g->s_dims[e]) break;
+            s_out -= g->s_out[e] * g->s_dims[e];
+            s_big -= g->s_big[e] * g->s_dims[e];
+            s_small -= g->s_small[e] * g->s_dims[e];
+            si[e] = 0;
+        }
+        if (e < 0) break;
+    }
+}
+
 /* ---- convolutions ----------------------------------------------------------------------------------------------- */
 
 void ek_conv2d_s8(const ek_conv_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
@@ -106,6 +174,259 @@ void ek_conv2d_s8(const ek_conv_t *p, const int8_t *in, const int8_t *w, const i
                 out[((size_t)oy * p->out_w + ox) * p->out_c + oc] = (int8_t)ek_clamp(acc, p->act_min, p->act_max);
             }
         }
+    }
+}
+
+/* ---- dual 16-bit MAC dot products (Cortex-M DSP extension: SXTB16 / SXTAB16 / SMLAD) ------------------------ */
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define EK_DSP 1
+EK_INLINE uint32_t ek_ld32(const int8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+EK_INLINE uint32_t ek_sxtb16(uint32_t x) {
+    uint32_t r;
+    __asm__("sxtb16 %0, %1" : "=r"(r) : "r"(x));
+    return r;
+}
+EK_INLINE uint32_t ek_sxtb16_r8(uint32_t x) {
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+EK_INLINE uint32_t ek_sxtab16(uint32_t a, uint32_t x) {
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
+EK_INLINE uint32_t ek_sxtab16_r8(uint32_t a, uint32_t x) {
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
+EK_INLINE int32_t ek_smlad(uint32_t a, uint32_t b, int32_t acc) {
+    int32_t r;
+    __asm__("smlad %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+#else
+#define EK_DSP 0
+#endif
+
+/* Dot products of the fast kernels. Operand layouts: a "pair" holds two int8 vectors of n bytes word-interleaved
+ * (4 bytes of the first, 4 of the second, ...), so one LDRD fetches both; every x is offset by `off`
+ * (SXTAB16 adds it to the sign-extended halves); n is a multiple of 4. */
+
+EK_INLINE uint32_t ek_off2(int32_t off) { return ((uint32_t)(uint16_t)off << 16) | (uint16_t)off; }
+
+/* acc[0..3] += (x0 . w0, x0 . w1, x1 . w0, x1 . w1); x: pair of pixels, w: pair of channels */
+EK_INLINE void ek_dot_pp(const int8_t *x, const int8_t *w, int32_t n, int32_t off, int32_t *acc) {
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+#if EK_DSP
+    const uint32_t off2 = ek_off2(off);
+    const uint32_t *px = (const uint32_t *)(const void *)x, *pw = (const uint32_t *)(const void *)w;
+    for (int32_t i = n >> 2; i > 0; --i) {
+        const uint32_t x0 = px[0], x1 = px[1], w0 = pw[0], w1 = pw[1];
+        px += 2;
+        pw += 2;
+        const uint32_t x0l = ek_sxtab16(off2, x0), x0h = ek_sxtab16_r8(off2, x0);
+        const uint32_t x1l = ek_sxtab16(off2, x1), x1h = ek_sxtab16_r8(off2, x1);
+        uint32_t wl = ek_sxtb16(w0), wh = ek_sxtb16_r8(w0);
+        a0 = ek_smlad(wl, x0l, a0);
+        a0 = ek_smlad(wh, x0h, a0);
+        a2 = ek_smlad(wl, x1l, a2);
+        a2 = ek_smlad(wh, x1h, a2);
+        wl = ek_sxtb16(w1);
+        wh = ek_sxtb16_r8(w1);
+        a1 = ek_smlad(wl, x0l, a1);
+        a1 = ek_smlad(wh, x0h, a1);
+        a3 = ek_smlad(wl, x1l, a3);
+        a3 = ek_smlad(wh, x1h, a3);
+    }
+#else
+    for (int32_t i = 0; i < n; i += 4) {
+        for (int32_t j = 0; j < 4; ++j) {
+            const int32_t x0 = x[2 * i + j] + off, x1 = x[2 * i + 4 + j] + off;
+            const int32_t w0 = w[2 * i + j], w1 = w[2 * i + 4 + j];
+            a0 += w0 * x0;
+            a1 += w1 * x0;
+            a2 += w0 * x1;
+            a3 += w1 * x1;
+        }
+    }
+#endif
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* acc[0..1] += (x . w0, x . w1); x: one vector, w: pair of channels */
+EK_INLINE void ek_dot_1p(const int8_t *x, const int8_t *w, int32_t n, int32_t off, int32_t *acc) {
+    int32_t a0 = acc[0], a1 = acc[1];
+#if EK_DSP
+    const uint32_t off2 = ek_off2(off);
+    const uint32_t *pw = (const uint32_t *)(const void *)w;
+    for (int32_t i = 0; i < n; i += 4) {
+        const uint32_t x0 = ek_ld32(x + i), w0 = pw[0], w1 = pw[1];
+        pw += 2;
+        const uint32_t xl = ek_sxtab16(off2, x0), xh = ek_sxtab16_r8(off2, x0);
+        a0 = ek_smlad(ek_sxtb16(w0), xl, a0);
+        a0 = ek_smlad(ek_sxtb16_r8(w0), xh, a0);
+        a1 = ek_smlad(ek_sxtb16(w1), xl, a1);
+        a1 = ek_smlad(ek_sxtb16_r8(w1), xh, a1);
+    }
+#else
+    for (int32_t i = 0; i < n; i += 4) {
+        for (int32_t j = 0; j < 4; ++j) {
+            const int32_t x0 = x[i + j] + off;
+            a0 += w[2 * i + j] * x0;
+            a1 += w[2 * i + 4 + j] * x0;
+        }
+    }
+#endif
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/* x . w with every x offset by `off`; x at stride `xs` words apart (1: plain vector, 2: one half of a pair) */
+EK_INLINE int32_t ek_dot_11(const int8_t *x, int32_t xs, const int8_t *w, int32_t n, int32_t off) {
+    int32_t a0 = 0;
+#if EK_DSP
+    const uint32_t off2 = ek_off2(off);
+    for (int32_t i = 0; i < n; i += 4) {
+        const uint32_t x0 = ek_ld32(x + i * xs), w0 = ek_ld32(w + i);
+        a0 = ek_smlad(ek_sxtb16(w0), ek_sxtab16(off2, x0), a0);
+        a0 = ek_smlad(ek_sxtb16_r8(w0), ek_sxtab16_r8(off2, x0), a0);
+    }
+#else
+    for (int32_t i = 0; i < n; i += 4)
+        for (int32_t j = 0; j < 4; ++j) a0 += w[i + j] * (x[i * xs + j] + off);
+#endif
+    return a0;
+}
+
+EK_INLINE int8_t ek_requant(int32_t acc, const int32_t *bias, int32_t c, const int32_t *mult, const int32_t *shift,
+                            int32_t out_offset, int32_t lo, int32_t hi) {
+    if (bias) acc += bias[c];
+    return (int8_t)ek_clamp(ek_mbqm(acc, mult[c], shift[c]) + out_offset, lo, hi);
+}
+
+EK_INLINE void ek_copy_small(int8_t *d, const int8_t *s, int32_t n) {
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t v;
+        memcpy(&v, s + i, 4);
+        memcpy(d + i, &v, 4);
+    }
+    for (; i < n; ++i) d[i] = s[i];
+}
+
+/* The receptive field of output pixel `pix` as one contiguous patch (ky, kx, c), out-of-image taps = input zero
+ * point (so that x + in_offset = 0, as TFLite skips them), padded to p->patch bytes. */
+static void ek_im2col(const ek_conv_t *p, const int8_t *in, int32_t pix, int8_t *dst) {
+    const int32_t oy = pix / p->out_w, ox = pix - oy * p->out_w;
+    const int32_t iy0 = oy * p->stride_h - p->pad_h, ix0 = ox * p->stride_w - p->pad_w;
+    const int8_t zp = (int8_t)(-p->in_offset);
+    const int32_t row = p->k_w * p->in_c;
+    int8_t *d = dst;
+    for (int32_t ky = 0; ky < p->k_h; ++ky, d += row) {
+        const int32_t iy = iy0 + ky * p->dil_h;
+        if (iy < 0 || iy >= p->in_h) {
+            memset(d, zp, (size_t)row);
+            continue;
+        }
+        const int8_t *src = in + (size_t)iy * p->in_w * p->in_c;
+        if (p->dil_w == 1 && ix0 >= 0 && ix0 + p->k_w <= p->in_w) {
+            ek_copy_small(d, src + (size_t)ix0 * p->in_c, row);
+            continue;
+        }
+        for (int32_t kx = 0; kx < p->k_w; ++kx) {
+            const int32_t ix = ix0 + kx * p->dil_w;
+            if (ix < 0 || ix >= p->in_w) memset(d + kx * p->in_c, zp, (size_t)p->in_c);
+            else ek_copy_small(d + kx * p->in_c, src + (size_t)ix * p->in_c, p->in_c);
+        }
+    }
+    for (int32_t i = p->k_h * row; i < p->patch; ++i) dst[i] = zp;
+}
+
+/* word-interleave two n-byte vectors (n a multiple of 4) into a pair */
+static void ek_interleave(const int8_t *a, const int8_t *b, int32_t n, int8_t *pair) {
+    uint32_t *d = (uint32_t *)(void *)pair;
+    for (int32_t i = 0; i < n; i += 4) {
+        uint32_t va, vb;
+        memcpy(&va, a + i, 4);
+        memcpy(&vb, b + i, 4);
+        *d++ = va;
+        *d++ = vb;
+    }
+}
+
+/* Weights: output channels in pairs, each pair word-interleaved (2 * patch bytes), an odd last channel plain.
+ * Scratch: 4 * patch bytes, word aligned. */
+void ek_conv2d_s8_fast(const ek_conv_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                       const int32_t *mult, const int32_t *shift, int8_t *out, int8_t *scratch) {
+    const int32_t L = p->patch, n_pix = p->out_h * p->out_w, oc_n = p->out_c;
+    const int32_t off = p->in_offset, oo = p->out_offset, lo = p->act_min, hi = p->act_max;
+    int8_t *pa = scratch, *pb = scratch + L, *pair = scratch + 2 * L;
+    for (int32_t pix = 0; pix < n_pix; pix += 2) {
+        const int two = pix + 1 < n_pix;
+        ek_im2col(p, in, pix, pa);
+        int8_t *oa = out + (size_t)pix * oc_n, *ob = oa + oc_n;
+        int32_t oc = 0;
+        if (two) {
+            ek_im2col(p, in, pix + 1, pb);
+            ek_interleave(pa, pb, L, pair);
+            for (; oc + 1 < oc_n; oc += 2) {
+                int32_t acc[4] = {0, 0, 0, 0};
+                ek_dot_pp(pair, w + (size_t)oc * L, L, off, acc);
+                oa[oc] = ek_requant(acc[0], bias, oc, mult, shift, oo, lo, hi);
+                oa[oc + 1] = ek_requant(acc[1], bias, oc + 1, mult, shift, oo, lo, hi);
+                ob[oc] = ek_requant(acc[2], bias, oc, mult, shift, oo, lo, hi);
+                ob[oc + 1] = ek_requant(acc[3], bias, oc + 1, mult, shift, oo, lo, hi);
+            }
+            if (oc < oc_n) {
+                const int8_t *wa = w + (size_t)oc * L;
+                oa[oc] = ek_requant(ek_dot_11(pair, 2, wa, L, off), bias, oc, mult, shift, oo, lo, hi);
+                ob[oc] = ek_requant(ek_dot_11(pair + 4, 2, wa, L, off), bias, oc, mult, shift, oo, lo, hi);
+            }
+        } else {
+            for (; oc + 1 < oc_n; oc += 2) {
+                int32_t acc[2] = {0, 0};
+                ek_dot_1p(pa, w + (size_t)oc * L, L, off, acc);
+                oa[oc] = ek_requant(acc[0], bias, oc, mult, shift, oo, lo, hi);
+                oa[oc + 1] = ek_requant(acc[1], bias, oc + 1, mult, shift, oo, lo, hi);
+            }
+            if (oc < oc_n) oa[oc] = ek_requant(ek_dot_11(pa, 1, w + (size_t)oc * L, L, off), bias, oc, mult,
+                                               shift, oo, lo, hi);
+        }
+    }
+}
+
+/* Weights as for ek_conv2d_s8_fast with patch = depth4; scratch: depth4 bytes, word aligned. */
+void ek_fc_s8_fast(const ek_fc_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                   const int32_t *mult, const int32_t *shift, int8_t *out, int8_t *scratch) {
+    const int32_t L = p->depth4, n = p->accum_depth, off = p->in_offset;
+    const int32_t oo = p->out_offset, lo = p->act_min, hi = p->act_max;
+    for (int32_t b = 0; b < p->batches; ++b) {
+        const int8_t *x = in + (size_t)b * n;
+        if (L != n) {  /* pad the input row to whole words; weights are zero there */
+            ek_copy_small(scratch, x, n);
+            for (int32_t i = n; i < L; ++i) scratch[i] = 0;
+            x = scratch;
+        }
+        int8_t *o = out + (size_t)b * p->out_depth;
+        int32_t oc = 0;
+        for (; oc + 1 < p->out_depth; oc += 2) {
+            int32_t acc[2] = {0, 0};
+            ek_dot_1p(x, w + (size_t)oc * L, L, off, acc);
+            o[oc] = ek_requant(acc[0], bias, oc, mult, shift, oo, lo, hi);
+            o[oc + 1] = ek_requant(acc[1], bias, oc + 1, mult, shift, oo, lo, hi);
+        }
+        if (oc < p->out_depth)
+            o[oc] = ek_requant(ek_dot_11(x, 1, w + (size_t)oc * L, L, off), bias, oc, mult, shift, oo, lo, hi);
     }
 }
 
@@ -329,6 +650,13 @@ void ek_relu_requant_s8(const ek_requant_t *p, const int8_t *in, int8_t *out) {
         const int32_t v = ek_mbqm(in[i] - p->in_zp, p->mult, p->shift) + p->out_zp;
         out[i] = (int8_t)ek_clamp(v, p->act_min, p->act_max);
     }
+}
+
+void ek_requant_tab_s8(const ek_requant_t *p, const int8_t *in, int8_t *out, int8_t *scratch) {
+    for (int32_t v = -128; v < 128; ++v)
+        scratch[(uint8_t)v] = (int8_t)ek_clamp(ek_mbqm(v - p->in_zp, p->mult, p->shift) + p->out_zp, p->act_min,
+                                               p->act_max);
+    for (int32_t i = 0; i < p->size; ++i) out[i] = scratch[(uint8_t)in[i]];
 }
 
 void ek_clamp_s8(int32_t size, int32_t lo, int32_t hi, const int8_t *in, int8_t *out) {

@@ -44,7 +44,13 @@ EK_INLINE int32_t ek_rdbpot(int32_t x, int e) {
     return (x >> e) + (remainder > threshold ? 1 : 0);
 }
 
-/* x * M * 2^shift (MultiplyByQuantizedMultiplier). */
+/* ek_srdhm for a multiplier m >= 0 (every requantisation multiplier): round(a * m / 2^31) with ties away from
+ * zero equals floor((a * m + 2^30) / 2^31) -- one multiply-accumulate and a shift; no saturation case exists. */
+EK_INLINE int32_t ek_srdhm_pos(int32_t a, int32_t m) {
+    return (int32_t)(((int64_t)a * m + ((int64_t)1 << 30)) >> 31);
+}
+
+/* x * M * 2^shift (MultiplyByQuantizedMultiplier); M >= 0. */
 EK_INLINE int32_t ek_mbqm(int32_t x, int32_t m, int shift) {
 #if EK_SINGLE_ROUNDING
     const int total = 31 - shift;
@@ -53,7 +59,7 @@ EK_INLINE int32_t ek_mbqm(int32_t x, int32_t m, int shift) {
 #else
     const int left = shift > 0 ? shift : 0;
     const int right = shift > 0 ? 0 : -shift;
-    return ek_rdbpot(ek_srdhm((int32_t)((uint32_t)x << left), m), right);
+    return ek_rdbpot(ek_srdhm_pos((int32_t)((uint32_t)x << left), m), right);
 #endif
 }
 
@@ -87,10 +93,23 @@ typedef struct {            /* MUL (int8) */
     int32_t act_min, act_max;
 } ek_mul_t;
 
+/* A binary op evaluated through 256-entry tables: for every element v of the small operand, the table
+ * t[x] = f(x, v) (or f(v, x)) is built, then applied to the output elements that use v. s_* dims: where the small
+ * operand varies (its strides in s_small); b_* dims: where it is constant. Strides in elements of the output and of
+ * the big operand. */
+typedef struct {
+    int32_t n_s, n_b, small_first;
+    int32_t s_dims[EK_MAXD], s_out[EK_MAXD], s_big[EK_MAXD], s_small[EK_MAXD];
+    int32_t b_dims[EK_MAXD], b_out[EK_MAXD], b_big[EK_MAXD];
+} ek_grouped_t;
+
+enum { EK_OP_ADD = 0, EK_OP_SUB = 1, EK_OP_MUL = 2, EK_OP_MAX = 3, EK_OP_MIN = 4 };
+
 typedef struct {            /* CONV_2D (int8, per-channel requantisation) */
     int32_t in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, k_c;  /* k_c: filter input depth (grouped conv) */
     int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
     int32_t in_offset, out_offset, act_min, act_max;
+    int32_t patch;          /* fast kernel: weights per output channel padded to a multiple of 4 bytes */
 } ek_conv_t;
 
 typedef struct {            /* DEPTHWISE_CONV_2D (int8, per-channel) */
@@ -102,6 +121,7 @@ typedef struct {            /* DEPTHWISE_CONV_2D (int8, per-channel) */
 typedef struct {            /* FULLY_CONNECTED (int8); per_channel: mult/shift arrays have out_depth entries */
     int32_t batches, accum_depth, out_depth, per_channel;
     int32_t in_offset, w_offset, out_offset, act_min, act_max;
+    int32_t depth4;         /* fast kernel: weights per output channel padded to a multiple of 4 bytes */
 } ek_fc_t;
 
 typedef struct {            /* AVERAGE_POOL_2D / MAX_POOL_2D (int8) */
@@ -142,11 +162,23 @@ typedef struct {            /* RELU family with requantisation (int8 RELU) */
 void ek_add_s8(const ek_addsub_t *p, const int8_t *a, const int8_t *b, int8_t *out);
 void ek_sub_s8(const ek_addsub_t *p, const int8_t *a, const int8_t *b, int8_t *out);
 void ek_mul_s8(const ek_mul_t *p, const int8_t *a, const int8_t *b, int8_t *out);
+/* ADD / SUB with the two inputs' rescaling tabulated (scratch: 512 int32) */
+void ek_addsub_tab_s8(const ek_addsub_t *p, int sub, const int8_t *a, const int8_t *b, int8_t *out, int32_t *scratch);
+/* any binary op through per-value tables (scratch: 256 bytes); params: ek_addsub_t or ek_mul_t (NULL: MAX/MIN) */
+void ek_binary_grouped_s8(const ek_grouped_t *g, int op, const void *params, const int8_t *big, const int8_t *small,
+                          int8_t *out, int8_t *scratch);
 void ek_maximum_s8(const ek_bcast_t *p, const int8_t *a, const int8_t *b, int8_t *out);
 void ek_minimum_s8(const ek_bcast_t *p, const int8_t *a, const int8_t *b, int8_t *out);
 
 void ek_conv2d_s8(const ek_conv_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                   const int32_t *mult, const int32_t *shift, int8_t *out);
+/* Fast paths (groups == 1 for conv; w_offset == 0 for dense): weights as [out channel][patch] with the patch
+ * (k_h * k_w * k_c, resp. accum_depth) zero-padded to a multiple of 4; scratch: 2 * patch bytes (conv) or depth4
+ * bytes (dense). Dual 16-bit MACs (SMLAD) where the core has the DSP extension, portable C elsewhere. */
+void ek_conv2d_s8_fast(const ek_conv_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                       const int32_t *mult, const int32_t *shift, int8_t *out, int8_t *scratch);
+void ek_fc_s8_fast(const ek_fc_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                   const int32_t *mult, const int32_t *shift, int8_t *out, int8_t *scratch);
 void ek_dwconv2d_s8(const ek_dwconv_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                     const int32_t *mult, const int32_t *shift, int8_t *out);
 void ek_fc_s8(const ek_fc_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
@@ -167,6 +199,8 @@ void ek_resize_nearest_s8(const ek_resize_t *p, const int16_t *src_y, const int1
 void ek_concat_part_s8(int32_t outer, int32_t chunk, int32_t out_row, int32_t offset, const int8_t *in, int8_t *out);
 
 void ek_relu_requant_s8(const ek_requant_t *p, const int8_t *in, int8_t *out);   /* RELU: requantise and clamp */
+/* RELU / int8 QUANTIZE through a 256-entry table built at run time (scratch: 256 bytes) */
+void ek_requant_tab_s8(const ek_requant_t *p, const int8_t *in, int8_t *out, int8_t *scratch);
 void ek_clamp_s8(int32_t size, int32_t lo, int32_t hi, const int8_t *in, int8_t *out);  /* RELU6, RELU_N1_TO_1 */
 void ek_requantize_s8(const ek_requant_t *p, const int8_t *in, int8_t *out);     /* QUANTIZE int8 -> int8 */
 void ek_quantize_f32_s8(int32_t size, float scale, int32_t zp, const float *in, int8_t *out);
