@@ -297,6 +297,40 @@ def _padded_weights(name: str, w: np.ndarray, row: int) -> str:
     return f"static const int8_t {name}[{data.size}] __attribute__((aligned(4))) = {{\n    {_c_ints(data, 32)}}};"
 
 
+def _round_fast(shifts: list[int], depth: int, bias: np.ndarray | None) -> int:
+    """1 when the fast kernels may round with one add: every shift <= 0 and no requantised value (at most the
+    accumulator: depth int8 products of |x + offset| <= 255 and |w| <= 128, plus the bias) plus 2^(e-1) reaches
+    2^31, so that (v + 2^(e-1) - (v < 0)) >> e equals RoundingDivideByPOT(v, e)."""
+    if any(sh > 0 for sh in shifts):
+        return 0
+    bound = depth * 255 * 128 + (int(np.abs(bias.astype(np.int64)).max()) if bias is not None and bias.size else 0)
+    e = max(-sh for sh in shifts)
+    return int(bound + ((1 << (e - 1)) if e else 0) < (1 << 31))
+
+
+def _bias_data(op: Op, ctx: Context, slot: int = 2) -> np.ndarray | None:
+    if len(op.inputs) > slot and op.inputs[slot] >= 0:
+        return ctx.t(op.inputs[slot]).data
+    return None
+
+
+def _rq_array(name: str, bias: np.ndarray | None, mults: list[int], shifts: list[int]) -> str:
+    """``ek_rq_t`` per channel (bias, multiplier, right shift e, 2^(e-1)) for the fast kernels' requantisation."""
+    b = [0] * len(mults) if bias is None else [int(v) for v in np.asarray(bias).reshape(-1)]
+    rows = [f"{{{bb}, {m}, {-sh}, {(1 << (-sh - 1)) if sh < 0 else 0}}}" for bb, m, sh in zip(b, mults, shifts)]
+    return f"static const ek_rq_t {name}_rq[{len(rows)}] = {{\n    " + ",\n    ".join(rows) + "};"
+
+
+def _fast_args(op: Op, ctx: Context, name: str, mults: list[int], shifts: list[int], depth: int
+               ) -> tuple[int, list[str], str]:
+    """(round_fast, decls, the requantisation arguments 'rq, mult, shift, bias') of a fast conv / dense call."""
+    bias = _bias_data(op, ctx)
+    rf = _round_fast(shifts, depth, bias)
+    if rf:
+        return rf, [_rq_array(name, bias, mults, shifts)], f"{name}_rq, NULL, NULL, NULL"
+    return rf, _arrays(name, mults, shifts), f"NULL, {name}_m, {name}_s, {_bias(op, ctx)}"
+
+
 def _arrays(name: str, mults: list[int], shifts: list[int]) -> list[str]:
     return [f"static const int32_t {name}_m[{len(mults)}] = {{\n    {_c_ints(mults)}}};",
             f"static const int32_t {name}_s[{len(shifts)}] = {{\n    {_c_ints(shifts)}}};"]
@@ -323,19 +357,24 @@ def lower_conv2d(op: Op, ctx: Context) -> Lowered:
     patch = _ceil4(kh * kw * kc) if fast else 0
     fields = {"in_h": ih, "in_w": iw, "in_c": ic, "out_h": oh, "out_w": ow, "out_c": oc, "k_h": kh, "k_w": kw,
               "k_c": kc, "stride_h": sh, "stride_w": sw, "dil_h": dh, "dil_w": dw, "pad_h": ph, "pad_w": pw,
-              "in_offset": -x.zero_point, "out_offset": o.zero_point, "act_min": lo, "act_max": hi, "patch": patch}
-    decls = _arrays(name, mults, shifts) + [_struct("ek_conv_t", name, fields)]
-    if fast:
-        decls.insert(0, _padded_weights(f"{name}_w", w.data.reshape(oc, -1), patch))
-        call, wptr, extra = "ek_conv2d_s8_fast", f"{name}_w", f", {ctx.scratch(op.index)}"
-    else:
-        call, wptr, extra = "ek_conv2d_s8", ctx.ptr(w.index), ""
+              "in_offset": -x.zero_point, "out_offset": o.zero_point, "act_min": lo, "act_max": hi, "patch": patch,
+              "round_fast": 0}
     body = []
-    for b in range(n):
-        body.append(f"{call}(&{name}, {ctx.ptr(x.index)} + {b * ih * iw * ic}, {wptr}, "
-                    f"{_bias(op, ctx)}, {name}_m, {name}_s, {ctx.ptr(o.index)} + {b * oh * ow * oc}{extra});")
+    if fast:
+        rf, decls, rq_args = _fast_args(op, ctx, name, mults, shifts, kh * kw * kc)
+        fields["round_fast"] = rf
+        decls = [_padded_weights(f"{name}_w", w.data.reshape(oc, -1), patch)] + decls
+        for b in range(n):
+            body.append(f"ek_conv2d_s8_fast(&{name}, {ctx.ptr(x.index)} + {b * ih * iw * ic}, {name}_w, {rq_args}, "
+                        f"{ctx.ptr(o.index)} + {b * oh * ow * oc}, {ctx.scratch(op.index)});")
+    else:
+        decls = _arrays(name, mults, shifts)
+        for b in range(n):
+            body.append(f"ek_conv2d_s8(&{name}, {ctx.ptr(x.index)} + {b * ih * iw * ic}, {ctx.ptr(w.index)}, "
+                        f"{_bias(op, ctx)}, {name}_m, {name}_s, {ctx.ptr(o.index)} + {b * oh * ow * oc});")
+    decls.append(_struct("ek_conv_t", name, fields))
     return Lowered(op.index, op.name, decls=decls, body=body, macs=n * oh * ow * oc * kh * kw * kc,
-                   scratch=4 * patch)
+                   scratch=4 * patch + 8 * oc if fast else 0)
 
 
 def lower_dwconv2d(op: Op, ctx: Context) -> Lowered:
@@ -383,17 +422,20 @@ def lower_fc(op: Op, ctx: Context) -> Lowered:
         mults, shifts = mults * out_depth, shifts * out_depth
     fields = {"batches": batches, "accum_depth": accum, "out_depth": out_depth,
               "per_channel": int(per_channel or fast), "in_offset": -x.zero_point, "w_offset": -w.zero_point,
-              "out_offset": o.zero_point, "act_min": lo, "act_max": hi, "depth4": depth4}
-    decls = _arrays(name, mults, shifts) + [_struct("ek_fc_t", name, fields)]
+              "out_offset": o.zero_point, "act_min": lo, "act_max": hi, "depth4": depth4, "round_fast": 0}
     if fast:
-        decls.insert(0, _padded_weights(f"{name}_w", w.data.reshape(out_depth, accum), depth4))
-        body = [f"ek_fc_s8_fast(&{name}, {ctx.ptr(x.index)}, {name}_w, {_bias(op, ctx)}, {name}_m, {name}_s, "
-                f"{ctx.ptr(o.index)}, {ctx.scratch(op.index)});"]
+        rf, decls, rq_args = _fast_args(op, ctx, name, mults, shifts, accum)
+        fields["round_fast"] = rf
+        decls = [_padded_weights(f"{name}_w", w.data.reshape(out_depth, accum), depth4)] + decls
+        decls.append(_struct("ek_fc_t", name, fields))
+        body = [f"ek_fc_s8_fast(&{name}, {ctx.ptr(x.index)}, {name}_w, {rq_args}, {ctx.ptr(o.index)}, "
+                f"{ctx.scratch(op.index)});"]
     else:
+        decls = _arrays(name, mults, shifts) + [_struct("ek_fc_t", name, fields)]
         body = [f"ek_fc_s8(&{name}, {ctx.ptr(x.index)}, {ctx.ptr(w.index)}, {_bias(op, ctx)}, "
                 f"{name}_m, {name}_s, {ctx.ptr(o.index)});"]
     return Lowered(op.index, op.name, decls=decls, body=body, macs=batches * out_depth * accum,
-                   scratch=depth4 if depth4 != accum else 0)
+                   scratch=depth4 + 4 * out_depth if fast else 0)
 
 
 # ---- pooling and reductions -----------------------------------------------------------------------------------------

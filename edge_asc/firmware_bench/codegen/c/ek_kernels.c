@@ -5,6 +5,9 @@
 
 #include <string.h>
 
+/* Rounding of an element-wise result v = SRDHM(x, m) by 2^e (e = -shift >= 0), |x| < 2^30: see ek_mbqm_s. */
+#define EK_ROUND_E(v, e, half) ((e) ? ((v) + (half) + ((v) >> 31)) >> (e) : (v))
+
 /* ---- binary element-wise ops with broadcasting ---------------------------------------------------------------- */
 
 /* Calls BODY(x, y) -> int8 for every output element; x from a, y from b (both int32). */
@@ -45,9 +48,9 @@
 EK_INLINE int32_t ek_addsub_one(const ek_addsub_t *p, int32_t x, int32_t y, int sub) {
     const int32_t a = (int32_t)((uint32_t)(x + p->in1_offset) << p->left_shift);
     const int32_t b = (int32_t)((uint32_t)(y + p->in2_offset) << p->left_shift);
-    const int32_t sa = ek_mbqm(a, p->in1_mult, p->in1_shift);
-    const int32_t sb = ek_mbqm(b, p->in2_mult, p->in2_shift);
-    const int32_t raw = ek_mbqm(sub ? sa - sb : sa + sb, p->out_mult, p->out_shift) + p->out_offset;
+    const int32_t sa = ek_mbqm_s(a, p->in1_mult, p->in1_shift);
+    const int32_t sb = ek_mbqm_s(b, p->in2_mult, p->in2_shift);
+    const int32_t raw = ek_mbqm_s(sub ? sa - sb : sa + sb, p->out_mult, p->out_shift) + p->out_offset;
     return ek_clamp(raw, p->act_min, p->act_max);
 }
 
@@ -60,11 +63,25 @@ void ek_sub_s8(const ek_addsub_t *p, const int8_t *a, const int8_t *b, int8_t *o
 }
 
 EK_INLINE int32_t ek_mul_one(const ek_mul_t *p, int32_t x, int32_t y) {
-    const int32_t raw = ek_mbqm((x + p->in1_offset) * (y + p->in2_offset), p->out_mult, p->out_shift) + p->out_offset;
+    const int32_t raw = ek_mbqm_s((x + p->in1_offset) * (y + p->in2_offset), p->out_mult, p->out_shift) + p->out_offset;
     return ek_clamp(raw, p->act_min, p->act_max);
 }
 
 void ek_mul_s8(const ek_mul_t *p, const int8_t *a, const int8_t *b, int8_t *out) {
+#if !EK_SINGLE_ROUNDING
+    if (p->b.nd == 0 && p->out_shift <= 0) {
+        const int32_t o1 = p->in1_offset, o2 = p->in2_offset, m = p->out_mult, e = -p->out_shift;
+        const int32_t half = e ? 1 << (e - 1) : 0, oo = p->out_offset, lo = p->act_min, hi = p->act_max;
+        const int32_t n = p->b.size;
+        for (int32_t i = 0; i < n; ++i) {
+            int32_t v = ek_srdhm_pos((a[i] + o1) * (b[i] + o2), m);
+            v = EK_ROUND_E(v, e, half) + oo;
+            v = v < lo ? lo : v;
+            out[i] = (int8_t)(v > hi ? hi : v);
+        }
+        return;
+    }
+#endif
     EK_BINARY(&p->b, a, b, out, ek_mul_one(p, x, y));
 }
 
@@ -83,12 +100,24 @@ void ek_addsub_tab_s8(const ek_addsub_t *p, int sub, const int8_t *a, const int8
     for (int32_t v = -128; v < 128; ++v) {
         const int32_t a_ = (int32_t)((uint32_t)(v + p->in1_offset) << p->left_shift);
         const int32_t b_ = (int32_t)((uint32_t)(v + p->in2_offset) << p->left_shift);
-        t1[(uint8_t)v] = ek_mbqm(a_, p->in1_mult, p->in1_shift);
-        const int32_t sb = ek_mbqm(b_, p->in2_mult, p->in2_shift);
+        t1[(uint8_t)v] = ek_mbqm_s(a_, p->in1_mult, p->in1_shift);
+        const int32_t sb = ek_mbqm_s(b_, p->in2_mult, p->in2_shift);
         t2[(uint8_t)v] = sub ? -sb : sb;
     }
     const int32_t mo = p->out_mult, so = p->out_shift, oo = p->out_offset, lo = p->act_min, hi = p->act_max;
-    EK_BINARY(&p->b, a, b, out, ek_clamp(ek_mbqm(t1[(uint8_t)x] + t2[(uint8_t)y], mo, so) + oo, lo, hi));
+#if !EK_SINGLE_ROUNDING
+    if (p->b.nd == 0 && so <= 0) {
+        const int32_t e = -so, half = e ? 1 << (e - 1) : 0, n = p->b.size;
+        for (int32_t i = 0; i < n; ++i) {
+            int32_t v = ek_srdhm_pos(t1[(uint8_t)a[i]] + t2[(uint8_t)b[i]], mo);
+            v = EK_ROUND_E(v, e, half) + oo;
+            v = v < lo ? lo : v;
+            out[i] = (int8_t)(v > hi ? hi : v);
+        }
+        return;
+    }
+#endif
+    EK_BINARY(&p->b, a, b, out, ek_clamp(ek_mbqm_s(t1[(uint8_t)x] + t2[(uint8_t)y], mo, so) + oo, lo, hi));
 }
 
 static int32_t ek_binary_one(int op, const void *params, int32_t x, int32_t y) {
@@ -308,12 +337,6 @@ EK_INLINE int32_t ek_dot_11(const int8_t *x, int32_t xs, const int8_t *w, int32_
     return a0;
 }
 
-EK_INLINE int8_t ek_requant(int32_t acc, const int32_t *bias, int32_t c, const int32_t *mult, const int32_t *shift,
-                            int32_t out_offset, int32_t lo, int32_t hi) {
-    if (bias) acc += bias[c];
-    return (int8_t)ek_clamp(ek_mbqm(acc, mult[c], shift[c]) + out_offset, lo, hi);
-}
-
 EK_INLINE void ek_copy_small(int8_t *d, const int8_t *s, int32_t n) {
     int32_t i = 0;
     for (; i + 4 <= n; i += 4) {
@@ -352,6 +375,37 @@ static void ek_im2col(const ek_conv_t *p, const int8_t *in, int32_t pix, int8_t 
     for (int32_t i = p->k_h * row; i < p->patch; ++i) dst[i] = zp;
 }
 
+/* Both pixels' patches straight into a pair when both receptive fields lie inside the image, rows are whole words
+ * and there is no dilation; returns 0 (nothing written) otherwise. */
+static int ek_im2col_pair(const ek_conv_t *p, const int8_t *in, int32_t pix, int8_t *pair) {
+    const int32_t row = p->k_w * p->in_c;
+    if ((row & 3) || p->dil_w != 1 || p->dil_h != 1) return 0;
+    const int32_t oy0 = pix / p->out_w, ox0 = pix - oy0 * p->out_w;
+    const int32_t oy1 = (pix + 1) / p->out_w, ox1 = pix + 1 - oy1 * p->out_w;
+    const int32_t iya = oy0 * p->stride_h - p->pad_h, ixa = ox0 * p->stride_w - p->pad_w;
+    const int32_t iyb = oy1 * p->stride_h - p->pad_h, ixb = ox1 * p->stride_w - p->pad_w;
+    if (iya < 0 || iyb < 0 || ixa < 0 || ixb < 0 || iya + p->k_h > p->in_h || iyb + p->k_h > p->in_h ||
+        ixa + p->k_w > p->in_w || ixb + p->k_w > p->in_w)
+        return 0;
+    const size_t line = (size_t)p->in_w * p->in_c;
+    const int8_t *a = in + iya * line + (size_t)ixa * p->in_c, *b = in + iyb * line + (size_t)ixb * p->in_c;
+    uint32_t *d = (uint32_t *)(void *)pair;
+    for (int32_t ky = 0; ky < p->k_h; ++ky, a += line, b += line) {
+        for (int32_t i = 0; i < row; i += 4) {
+            uint32_t va, vb;
+            memcpy(&va, a + i, 4);
+            memcpy(&vb, b + i, 4);
+            *d++ = va;
+            *d++ = vb;
+        }
+    }
+    for (int32_t i = p->k_h * row; i < p->patch; i += 4) {  /* padding words: weights are zero there */
+        *d++ = 0;
+        *d++ = 0;
+    }
+    return 1;
+}
+
 /* word-interleave two n-byte vectors (n a multiple of 4) into a pair */
 static void ek_interleave(const int8_t *a, const int8_t *b, int32_t n, int8_t *pair) {
     uint32_t *d = (uint32_t *)(void *)pair;
@@ -364,52 +418,85 @@ static void ek_interleave(const int8_t *a, const int8_t *b, int32_t n, int8_t *p
     }
 }
 
+/* Requantise a row of n accumulators (channels 0..n-1) into int8 outputs. */
+static void ek_requant_row(const int32_t *acc, int32_t n, const ek_rq_t *rq, const int32_t *mult,
+                           const int32_t *shift, const int32_t *bias, int32_t fast, int32_t oo, int32_t lo,
+                           int32_t hi, int8_t *out) {
+#if !EK_SINGLE_ROUNDING
+    if (fast) {
+        for (int32_t c = 0; c < n; ++c, ++rq) {
+            int32_t v = ek_srdhm_pos(acc[c] + rq->bias, rq->mult);
+            if (rq->e) v = (v + rq->half + (v >> 31)) >> rq->e;
+            v += oo;
+            v = v < lo ? lo : v;
+            v = v > hi ? hi : v;
+            out[c] = (int8_t)v;
+        }
+        return;
+    }
+#endif
+    (void)rq;
+    (void)fast;
+    for (int32_t c = 0; c < n; ++c) {
+        const int32_t v = ek_mbqm(acc[c] + (bias ? bias[c] : 0), mult[c], shift[c]) + oo;
+        out[c] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+    }
+}
+
 /* Weights: output channels in pairs, each pair word-interleaved (2 * patch bytes), an odd last channel plain.
- * Scratch: 4 * patch bytes, word aligned. */
-void ek_conv2d_s8_fast(const ek_conv_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
-                       const int32_t *mult, const int32_t *shift, int8_t *out, int8_t *scratch) {
+ * Scratch: 4 * patch + 8 * out_c bytes, word aligned. */
+void ek_conv2d_s8_fast(const ek_conv_t *p, const int8_t *in, const int8_t *w, const ek_rq_t *rq,
+                       const int32_t *mult, const int32_t *shift, const int32_t *bias, int8_t *out,
+                       int8_t *scratch) {
     const int32_t L = p->patch, n_pix = p->out_h * p->out_w, oc_n = p->out_c;
-    const int32_t off = p->in_offset, oo = p->out_offset, lo = p->act_min, hi = p->act_max;
+    const int32_t off = p->in_offset;
     int8_t *pa = scratch, *pb = scratch + L, *pair = scratch + 2 * L;
+    int32_t *acc_a = (int32_t *)(void *)(scratch + 4 * L), *acc_b = acc_a + oc_n;
     for (int32_t pix = 0; pix < n_pix; pix += 2) {
         const int two = pix + 1 < n_pix;
-        ek_im2col(p, in, pix, pa);
-        int8_t *oa = out + (size_t)pix * oc_n, *ob = oa + oc_n;
+        int8_t *oa = out + (size_t)pix * oc_n;
         int32_t oc = 0;
         if (two) {
-            ek_im2col(p, in, pix + 1, pb);
-            ek_interleave(pa, pb, L, pair);
+            if (!ek_im2col_pair(p, in, pix, pair)) {
+                ek_im2col(p, in, pix, pa);
+                ek_im2col(p, in, pix + 1, pb);
+                ek_interleave(pa, pb, L, pair);
+            }
             for (; oc + 1 < oc_n; oc += 2) {
                 int32_t acc[4] = {0, 0, 0, 0};
                 ek_dot_pp(pair, w + (size_t)oc * L, L, off, acc);
-                oa[oc] = ek_requant(acc[0], bias, oc, mult, shift, oo, lo, hi);
-                oa[oc + 1] = ek_requant(acc[1], bias, oc + 1, mult, shift, oo, lo, hi);
-                ob[oc] = ek_requant(acc[2], bias, oc, mult, shift, oo, lo, hi);
-                ob[oc + 1] = ek_requant(acc[3], bias, oc + 1, mult, shift, oo, lo, hi);
+                acc_a[oc] = acc[0];
+                acc_a[oc + 1] = acc[1];
+                acc_b[oc] = acc[2];
+                acc_b[oc + 1] = acc[3];
             }
             if (oc < oc_n) {
                 const int8_t *wa = w + (size_t)oc * L;
-                oa[oc] = ek_requant(ek_dot_11(pair, 2, wa, L, off), bias, oc, mult, shift, oo, lo, hi);
-                ob[oc] = ek_requant(ek_dot_11(pair + 4, 2, wa, L, off), bias, oc, mult, shift, oo, lo, hi);
+                acc_a[oc] = ek_dot_11(pair, 2, wa, L, off);
+                acc_b[oc] = ek_dot_11(pair + 4, 2, wa, L, off);
             }
+            ek_requant_row(acc_a, oc_n, rq, mult, shift, bias, p->round_fast, p->out_offset, p->act_min, p->act_max, oa);
+            ek_requant_row(acc_b, oc_n, rq, mult, shift, bias, p->round_fast, p->out_offset, p->act_min,
+                           p->act_max, oa + oc_n);
         } else {
+            ek_im2col(p, in, pix, pa);
             for (; oc + 1 < oc_n; oc += 2) {
                 int32_t acc[2] = {0, 0};
                 ek_dot_1p(pa, w + (size_t)oc * L, L, off, acc);
-                oa[oc] = ek_requant(acc[0], bias, oc, mult, shift, oo, lo, hi);
-                oa[oc + 1] = ek_requant(acc[1], bias, oc + 1, mult, shift, oo, lo, hi);
+                acc_a[oc] = acc[0];
+                acc_a[oc + 1] = acc[1];
             }
-            if (oc < oc_n) oa[oc] = ek_requant(ek_dot_11(pa, 1, w + (size_t)oc * L, L, off), bias, oc, mult,
-                                               shift, oo, lo, hi);
+            if (oc < oc_n) acc_a[oc] = ek_dot_11(pa, 1, w + (size_t)oc * L, L, off);
+            ek_requant_row(acc_a, oc_n, rq, mult, shift, bias, p->round_fast, p->out_offset, p->act_min, p->act_max, oa);
         }
     }
 }
 
-/* Weights as for ek_conv2d_s8_fast with patch = depth4; scratch: depth4 bytes, word aligned. */
-void ek_fc_s8_fast(const ek_fc_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
-                   const int32_t *mult, const int32_t *shift, int8_t *out, int8_t *scratch) {
+/* Weights as for ek_conv2d_s8_fast with patch = depth4; scratch: depth4 + 4 * out_depth bytes, word aligned. */
+void ek_fc_s8_fast(const ek_fc_t *p, const int8_t *in, const int8_t *w, const ek_rq_t *rq,
+                   const int32_t *mult, const int32_t *shift, const int32_t *bias, int8_t *out, int8_t *scratch) {
     const int32_t L = p->depth4, n = p->accum_depth, off = p->in_offset;
-    const int32_t oo = p->out_offset, lo = p->act_min, hi = p->act_max;
+    int32_t *acc = (int32_t *)(void *)(scratch + L);
     for (int32_t b = 0; b < p->batches; ++b) {
         const int8_t *x = in + (size_t)b * n;
         if (L != n) {  /* pad the input row to whole words; weights are zero there */
@@ -417,16 +504,16 @@ void ek_fc_s8_fast(const ek_fc_t *p, const int8_t *in, const int8_t *w, const in
             for (int32_t i = n; i < L; ++i) scratch[i] = 0;
             x = scratch;
         }
-        int8_t *o = out + (size_t)b * p->out_depth;
         int32_t oc = 0;
         for (; oc + 1 < p->out_depth; oc += 2) {
-            int32_t acc[2] = {0, 0};
-            ek_dot_1p(x, w + (size_t)oc * L, L, off, acc);
-            o[oc] = ek_requant(acc[0], bias, oc, mult, shift, oo, lo, hi);
-            o[oc + 1] = ek_requant(acc[1], bias, oc + 1, mult, shift, oo, lo, hi);
+            int32_t a2[2] = {0, 0};
+            ek_dot_1p(x, w + (size_t)oc * L, L, off, a2);
+            acc[oc] = a2[0];
+            acc[oc + 1] = a2[1];
         }
-        if (oc < p->out_depth)
-            o[oc] = ek_requant(ek_dot_11(x, 1, w + (size_t)oc * L, L, off), bias, oc, mult, shift, oo, lo, hi);
+        if (oc < p->out_depth) acc[oc] = ek_dot_11(x, 1, w + (size_t)oc * L, L, off);
+        ek_requant_row(acc, p->out_depth, rq, mult, shift, bias, p->round_fast, p->out_offset, p->act_min,
+                       p->act_max, out + (size_t)b * p->out_depth);
     }
 }
 
@@ -503,25 +590,25 @@ void ek_avgpool_s8(const ek_pool_t *p, const int8_t *in, int8_t *out) {
 }
 
 void ek_maxpool_s8(const ek_pool_t *p, const int8_t *in, int8_t *out) {
+    const int32_t c = p->c;
     for (int32_t n = 0; n < p->batches; ++n) {
-        const int8_t *pin = in + (size_t)n * p->in_h * p->in_w * p->c;
+        const int8_t *pin = in + (size_t)n * p->in_h * p->in_w * c;
         for (int32_t oy = 0; oy < p->out_h; ++oy) {
             const int32_t iy0 = oy * p->stride_h - p->pad_h;
             const int32_t fy0 = iy0 < 0 ? -iy0 : 0;
             const int32_t fy1 = p->k_h < p->in_h - iy0 ? p->k_h : p->in_h - iy0;
-            for (int32_t ox = 0; ox < p->out_w; ++ox) {
+            for (int32_t ox = 0; ox < p->out_w; ++ox, out += c) {
                 const int32_t ix0 = ox * p->stride_w - p->pad_w;
                 const int32_t fx0 = ix0 < 0 ? -ix0 : 0;
                 const int32_t fx1 = p->k_w < p->in_w - ix0 ? p->k_w : p->in_w - ix0;
-                for (int32_t ch = 0; ch < p->c; ++ch) {
-                    int32_t m = -128;
-                    for (int32_t fy = fy0; fy < fy1; ++fy)
-                        for (int32_t fx = fx0; fx < fx1; ++fx) {
-                            const int32_t v = pin[((size_t)(iy0 + fy) * p->in_w + (ix0 + fx)) * p->c + ch];
-                            if (v > m) m = v;
-                        }
-                    *out++ = (int8_t)ek_clamp(m, p->act_min, p->act_max);
-                }
+                for (int32_t ch = 0; ch < c; ++ch) out[ch] = -128;
+                for (int32_t fy = fy0; fy < fy1; ++fy)
+                    for (int32_t fx = fx0; fx < fx1; ++fx) {
+                        const int8_t *src = pin + ((size_t)(iy0 + fy) * p->in_w + (ix0 + fx)) * c;
+                        for (int32_t ch = 0; ch < c; ++ch)
+                            if (src[ch] > out[ch]) out[ch] = src[ch];
+                    }
+                for (int32_t ch = 0; ch < c; ++ch) out[ch] = (int8_t)ek_clamp(out[ch], p->act_min, p->act_max);
             }
         }
     }
@@ -654,7 +741,7 @@ void ek_relu_requant_s8(const ek_requant_t *p, const int8_t *in, int8_t *out) {
 
 void ek_requant_tab_s8(const ek_requant_t *p, const int8_t *in, int8_t *out, int8_t *scratch) {
     for (int32_t v = -128; v < 128; ++v)
-        scratch[(uint8_t)v] = (int8_t)ek_clamp(ek_mbqm(v - p->in_zp, p->mult, p->shift) + p->out_zp, p->act_min,
+        scratch[(uint8_t)v] = (int8_t)ek_clamp(ek_mbqm_s(v - p->in_zp, p->mult, p->shift) + p->out_zp, p->act_min,
                                                p->act_max);
     for (int32_t i = 0; i < p->size; ++i) out[i] = scratch[(uint8_t)in[i]];
 }

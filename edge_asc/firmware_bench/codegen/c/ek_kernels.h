@@ -63,6 +63,18 @@ EK_INLINE int32_t ek_mbqm(int32_t x, int32_t m, int shift) {
 #endif
 }
 
+/* ek_mbqm for |x| < 2^30 (element-wise rescaling: |x| <= 255 * 2^20 sums, 255 * 255 products): with shift <= 0
+ * RoundingDivideByPOT(v, e) = (v + 2^(e-1) - (v < 0)) >> e exactly, since |v| <= |x| leaves room for the add. */
+EK_INLINE int32_t ek_mbqm_s(int32_t x, int32_t m, int shift) {
+#if EK_SINGLE_ROUNDING
+    return ek_mbqm(x, m, shift);
+#else
+    if (shift > 0) return ek_mbqm(x, m, shift);
+    const int32_t v = ek_srdhm_pos(x, m);
+    return shift ? (v + (1 << (-shift - 1)) + (v >> 31)) >> -shift : v;
+#endif
+}
+
 EK_INLINE int32_t ek_clamp(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 /* ---- parameters (one const struct per op, generated) --------------------------------------------------------- */
@@ -103,6 +115,12 @@ typedef struct {
     int32_t b_dims[EK_MAXD], b_out[EK_MAXD], b_big[EK_MAXD];
 } ek_grouped_t;
 
+/* Per-channel requantisation of the fast kernels: accumulator + bias, then x M / 2^e rounded as TFLite (shift <= 0;
+ * half = 2^(e-1), 0 when e = 0). */
+typedef struct {
+    int32_t bias, mult, e, half;
+} ek_rq_t;
+
 enum { EK_OP_ADD = 0, EK_OP_SUB = 1, EK_OP_MUL = 2, EK_OP_MAX = 3, EK_OP_MIN = 4 };
 
 typedef struct {            /* CONV_2D (int8, per-channel requantisation) */
@@ -110,6 +128,7 @@ typedef struct {            /* CONV_2D (int8, per-channel requantisation) */
     int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
     int32_t in_offset, out_offset, act_min, act_max;
     int32_t patch;          /* fast kernel: weights per output channel padded to a multiple of 4 bytes */
+    int32_t round_fast;     /* fast kernel: every shift <= 0 and no accumulator can overflow the rounding add */
 } ek_conv_t;
 
 typedef struct {            /* DEPTHWISE_CONV_2D (int8, per-channel) */
@@ -122,6 +141,7 @@ typedef struct {            /* FULLY_CONNECTED (int8); per_channel: mult/shift a
     int32_t batches, accum_depth, out_depth, per_channel;
     int32_t in_offset, w_offset, out_offset, act_min, act_max;
     int32_t depth4;         /* fast kernel: weights per output channel padded to a multiple of 4 bytes */
+    int32_t round_fast;     /* fast kernel: as ek_conv_t.round_fast */
 } ek_fc_t;
 
 typedef struct {            /* AVERAGE_POOL_2D / MAX_POOL_2D (int8) */
@@ -172,13 +192,15 @@ void ek_minimum_s8(const ek_bcast_t *p, const int8_t *a, const int8_t *b, int8_t
 
 void ek_conv2d_s8(const ek_conv_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                   const int32_t *mult, const int32_t *shift, int8_t *out);
-/* Fast paths (groups == 1 for conv; w_offset == 0 for dense): weights as [out channel][patch] with the patch
- * (k_h * k_w * k_c, resp. accum_depth) zero-padded to a multiple of 4; scratch: 2 * patch bytes (conv) or depth4
- * bytes (dense). Dual 16-bit MACs (SMLAD) where the core has the DSP extension, portable C elsewhere. */
-void ek_conv2d_s8_fast(const ek_conv_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
-                       const int32_t *mult, const int32_t *shift, int8_t *out, int8_t *scratch);
-void ek_fc_s8_fast(const ek_fc_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
-                   const int32_t *mult, const int32_t *shift, int8_t *out, int8_t *scratch);
+/* Fast paths (groups == 1 for conv; w_offset == 0 for dense): weights per output channel zero-padded to a multiple
+ * of 4 bytes, channel pairs word-interleaved (see lower.fast_weight_layout); requantisation from `rq` when the
+ * generator set round_fast, else from mult/shift/bias (TFLite's two-step rounding). Dual 16-bit MACs (SMLAD) where
+ * the core has the DSP extension, portable C elsewhere. */
+void ek_conv2d_s8_fast(const ek_conv_t *p, const int8_t *in, const int8_t *w, const ek_rq_t *rq,
+                       const int32_t *mult, const int32_t *shift, const int32_t *bias, int8_t *out,
+                       int8_t *scratch);
+void ek_fc_s8_fast(const ek_fc_t *p, const int8_t *in, const int8_t *w, const ek_rq_t *rq,
+                   const int32_t *mult, const int32_t *shift, const int32_t *bias, int8_t *out, int8_t *scratch);
 void ek_dwconv2d_s8(const ek_dwconv_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                     const int32_t *mult, const int32_t *shift, int8_t *out);
 void ek_fc_s8(const ek_fc_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
