@@ -90,13 +90,14 @@ def elementwise_model() -> bytes:
 
 
 def movement_model() -> bytes:
-    """PAD, TRANSPOSE, RESIZE_NEAREST_NEIGHBOR (half-pixel centres, non-integer factors), CONCATENATION (channel and
-    spatial axes), RESHAPE, a fused RELU6 clamp; int8 input and output."""
+    """PAD, TRANSPOSE, RESIZE_NEAREST_NEIGHBOR (half-pixel centres, non-integer factors; one feeding a PAD, which the
+    generator fuses), CONCATENATION (channel and spatial axes), RESHAPE, a fused RELU6 clamp; int8 input and output."""
     import tensorflow as tf
 
     rng = np.random.default_rng(3)
     wc, bc = _w(rng, 3, 3, 8, 5), rng.normal(0, 0.5, 5).astype(np.float32)
     wf = _w(rng, 20, 3)
+    wg = _w(rng, 4, 3)
 
     def fn(x):
         p = tf.pad(x, [[0, 0], [1, 0], [2, 1], [0, 0]])                                   # [1,9,9,4]
@@ -107,7 +108,9 @@ def movement_model() -> bytes:
         c2 = tf.concat([cat, tf.nn.relu(cat)], axis=1)                                   # [1,22,9,8]
         y = tf.nn.relu6(tf.nn.bias_add(tf.nn.conv2d(c2, wc, 1, "VALID"), bc))            # [1,20,7,5]
         y = tf.transpose(tf.reshape(y, (1, 20, 35)), [0, 2, 1])                         # [1,35,20]
-        return tf.matmul(tf.reduce_mean(y, axis=1), wf)
+        rp = tf.pad(tf.image.resize(x, (7, 5), method="nearest"), [[0, 0], [1, 0], [1, 0], [0, 0]])  # [1,8,6,4]
+        z = tf.reduce_mean(tf.concat([x, rp], axis=1), axis=[1, 2])
+        return tf.matmul(tf.reduce_mean(y, axis=1), wf) + tf.matmul(z, wg)
 
     return _convert(fn, (8, 6, 4), int8_io=True, seed=3)
 

@@ -105,43 +105,31 @@ def _random_model(seed: int, n_ops: int = 40) -> Model:
     return Model(tensors=tuple(tensors), ops=tuple(ops), inputs=(0,), outputs=(len(tensors) - 1,))
 
 
-def _live(model: Model) -> dict[int, tuple[int, int]]:
-    first, last = {i: 0 for i in model.inputs}, {}
-    for k, op in enumerate(model.ops):
-        for i in op.outputs:
-            first.setdefault(i, k)
-            last[i] = max(last.get(i, k), k)
-        for i in op.inputs:
-            last[i] = max(last.get(i, k), k)
-    for i in model.outputs:
-        last[i] = len(model.ops) - 1
-    return {i: (first[i], last.get(i, first[i])) for i in first}
-
-
 @pytest.mark.parametrize("seed", range(8))
-def test_planner_never_overlaps_tensors_alive_together(seed):
+@pytest.mark.parametrize("in_place", [False, True])
+def test_planner_never_clobbers_a_tensor_before_its_last_read(seed, in_place):
+    """Run the plan: every op first checks that each input's bytes still hold that input's value, then writes its
+    outputs. A re-view (RESHAPE) is the same value; an in-place op overwrites an input that dies with it."""
     model = _random_model(seed)
-    plan = plan_memory(model)
-    live = _live(model)
-    for op in model.ops:  # a re-view shares its input's memory
+    plan = plan_memory(model, in_place=in_place)
+    arena = np.full(plan.arena_bytes, -1, dtype=np.int64)
+    value = {0: 0}
+    arena[plan.offsets[0]:plan.offsets[0] + model.tensors[0].size] = 0
+    for k, op in enumerate(model.ops):
+        for i in op.inputs:
+            off = plan.offsets[i]
+            assert plan.offsets[i] % ALIGN == 0
+            assert (arena[off:off + model.tensors[i].size] == value[i]).all(), f"op {k} reads a clobbered tensor {i}"
+        o = op.outputs[0]
+        value[o] = value[op.inputs[0]] if op.name == "RESHAPE" else 1000 + k
         if op.name == "RESHAPE":
-            assert plan.offsets[op.outputs[0]] == plan.offsets[op.inputs[0]]
-    alias = {}
-    for op in model.ops:
-        if op.name == "RESHAPE":
-            alias[op.outputs[0]] = alias.get(op.inputs[0], op.inputs[0])
-    ids = sorted(live)
-    for a in ids:
-        assert plan.offsets[a] % ALIGN == 0 and plan.offsets[a] + model.tensors[a].size <= plan.arena_bytes
-        for b in ids:
-            if a >= b or alias.get(a, a) == alias.get(b, b):
-                continue
-            (fa, la), (fb, lb) = live[a], live[b]
-            # tensors sharing a buffer (aliases) have the union lifetime; others must be disjoint when both alive
-            if fa <= lb and fb <= la:
-                oa, ob = plan.offsets[a], plan.offsets[b]
-                assert oa + model.tensors[a].size <= ob or ob + model.tensors[b].size <= oa, (a, b)
+            assert plan.offsets[o] == plan.offsets[op.inputs[0]]
+        arena[plan.offsets[o]:plan.offsets[o] + model.tensors[o].size] = value[o]
+    out = model.outputs[0]
+    assert (arena[plan.offsets[out]:plan.offsets[out] + model.tensors[out].size] == value[out]).all()
     assert plan.arena_bytes >= plan.peak_live_bytes > 0
+    if in_place:
+        assert plan.arena_bytes <= plan_memory(model, in_place=False).arena_bytes
 
 
 def test_check_plan_rejects_overlapping_live_buffers():
@@ -181,6 +169,20 @@ def test_every_op_output_is_bit_exact_with_tflite_micro(name, op_models, tmp_pat
     assert (np.abs(x.astype(int)) >= 127).any()  # saturating inputs are part of the test
     for k in (0, 7):  # every intermediate tensor, not just the output
         assert first_divergence(project, path, x[k], k) is None
+
+
+def test_a_resize_feeding_a_pad_is_fused_and_its_tensor_never_materialised(op_models):
+    from edge_asc.firmware_bench.codegen.graph import read_model
+    from edge_asc.firmware_bench.codegen.lower import find_fusions
+
+    model = read_model(op_models["movement"].read_bytes())
+    fusions = find_fusions(model)
+    assert fusions and all(model.ops[k].name == "RESIZE_NEAREST_NEIGHBOR" and model.ops[k2].name == "PAD"
+                           for k, k2 in fusions.items())
+    plan = plan_memory(model, fusions=fusions)
+    for k in fusions:
+        assert model.ops[k].outputs[0] not in plan.offsets
+    assert plan.arena_bytes <= plan_memory(model).arena_bytes
 
 
 @needs_cc

@@ -43,12 +43,14 @@ class Context:
     """What a lowering may ask: tensors, the C expression of a tensor's data pointer, unique C names."""
 
     def __init__(self, model: Model, ptr: Callable[[int], str], scratch: Callable[[int], str] | None = None, *,
-                 single_rounding: bool = False, fast: bool = True) -> None:
+                 single_rounding: bool = False, fast: bool = True, fusions: dict[int, int] | None = None) -> None:
         self.model = model
         self.ptr = ptr
         self.scratch = scratch or (lambda k: "NULL")
         self.single_rounding = single_rounding
         self.fast = fast
+        self.fusions = dict(fusions or {})
+        self.fused_into = {k2: k for k, k2 in self.fusions.items()}
 
     def t(self, index: int) -> Tensor:
         return self.model.tensors[index]
@@ -513,8 +515,7 @@ def lower_reshape(op: Op, ctx: Context) -> Lowered:
     return Lowered(op.index, op.name, body=[f"ek_copy({x.nbytes}, {ctx.ptr(x.index)}, {ctx.ptr(o.index)});"])
 
 
-def lower_pad(op: Op, ctx: Context) -> Lowered:
-    _require_int8(op, ctx, [op.inputs[0], op.outputs[0]])
+def _pad_fields(op: Op, ctx: Context) -> dict:
     x, o, pt = ctx.t(op.inputs[0]), ctx.t(op.outputs[0]), ctx.t(op.inputs[1])
     if pt.data is None or len(x.shape) > 4:
         raise UnsupportedOpError(f"{op.name} (op {op.index}) with non-constant paddings or > 4 dims")
@@ -529,10 +530,45 @@ def lower_pad(op: Op, ctx: Context) -> Lowered:
         if cv.data is None:
             raise UnsupportedOpError(f"PADV2 (op {op.index}) with a non-constant pad value")
         value = int(np.asarray(cv.data).reshape(-1)[0])
+    return {"in_dims": in_dims, "out_dims": out_dims, "before": before, "pad_value": value}
+
+
+def lower_pad(op: Op, ctx: Context) -> Lowered:
+    _require_int8(op, ctx, [op.inputs[0], op.outputs[0]])
+    x, o = ctx.t(op.inputs[0]), ctx.t(op.outputs[0])
+    fields = _pad_fields(op, ctx)
+    if op.index in ctx.fused_into:
+        return Lowered(op.index, op.name, body=[f"/* written by op {ctx.fused_into[op.index]} */"])
     name = f"ek_p{op.index}"
-    fields = {"in_dims": in_dims, "out_dims": out_dims, "before": before, "pad_value": value}
     return Lowered(op.index, op.name, decls=[_struct("ek_pad_t", name, fields)],
                    body=[f"ek_pad_s8(&{name}, {ctx.ptr(x.index)}, {ctx.ptr(o.index)});"], work=o.size)
+
+
+def find_fusions(model: Model) -> dict[int, int]:
+    """Producer op -> consumer op pairs the generator fuses: a RESIZE_NEAREST_NEIGHBOR whose output only feeds a PAD
+    of the height and width writes straight into the padded tensor (its own output is never materialised)."""
+    readers: dict[int, list[int]] = {}
+    for k, op in enumerate(model.ops):
+        for i in op.inputs:
+            readers.setdefault(i, []).append(k)
+    fusions = {}
+    for k, op in enumerate(model.ops):
+        if op.name != "RESIZE_NEAREST_NEIGHBOR" or len(op.outputs) != 1:
+            continue
+        t = op.outputs[0]
+        r = readers.get(t, [])
+        if len(r) != 1 or t in model.outputs or model.ops[r[0]].name not in ("PAD", "PADV2"):
+            continue
+        pad = model.ops[r[0]]
+        pt = model.tensors[pad.inputs[1]]
+        x = model.tensors[t]
+        if pad.inputs[0] != t or pt.data is None or len(x.shape) != 4 or x.dtype != "int8":
+            continue
+        pads = np.asarray(pt.data).reshape(-1, 2)
+        if pads[0].any() or pads[3].any():  # only height / width padding
+            continue
+        fusions[k] = r[0]
+    return fusions
 
 
 def lower_transpose(op: Op, ctx: Context) -> Lowered:
@@ -581,6 +617,14 @@ def lower_resize_nearest(op: Op, ctx: Context) -> Lowered:
     decls = [f"static const int16_t {name}_y[{oh}] = {{\n    {_c_ints(ys)}}};",
              f"static const int16_t {name}_x[{ow}] = {{\n    {_c_ints(xs)}}};",
              _struct("ek_resize_t", name, fields)]
+    if op.index in ctx.fusions:  # write into the interior of the PAD that consumes the output
+        pad_op = ctx.model.ops[ctx.fusions[op.index]]
+        pad = _pad_fields(pad_op, ctx)
+        decls.append(_struct("ek_pad_t", f"{name}_pad", pad))
+        u = ctx.t(pad_op.outputs[0])
+        return Lowered(op.index, op.name, decls=decls, work=o.size,
+                       body=[f"ek_resize_nearest_pad_s8(&{name}, {name}_y, {name}_x, &{name}_pad, "
+                             f"{ctx.ptr(x.index)}, {ctx.ptr(u.index)});"])
     return Lowered(op.index, op.name, decls=decls,
                    body=[f"ek_resize_nearest_s8(&{name}, {name}_y, {name}_x, {ctx.ptr(x.index)}, "
                          f"{ctx.ptr(o.index)});"], work=o.size)
@@ -693,14 +737,16 @@ def check_supported(model: Model) -> None:
 
 
 def lower_model(model: Model, ptr: Callable[[int], str], scratch: Callable[[int], str] | None = None, *,
-                single_rounding: bool = False, fast: bool = True) -> list[Lowered]:
+                single_rounding: bool = False, fast: bool = True, fusions: dict[int, int] | None = None
+                ) -> list[Lowered]:
     """Lower every op of ``model`` in execution order (see :func:`check_supported` for the errors).
 
     Args:
         ptr: C expression of a tensor's data pointer.
         scratch: C expression of an op's scratch memory (see :attr:`Lowered.scratch`).
         fast: use the fast kernels (dual-MAC convolutions and dense layers) where they apply.
+        fusions: producer -> consumer ops to fuse (:func:`find_fusions`; the plan must know them too).
     """
     check_supported(model)
-    ctx = Context(model, ptr, scratch, single_rounding=single_rounding, fast=fast)
+    ctx = Context(model, ptr, scratch, single_rounding=single_rounding, fast=fast, fusions=fusions)
     return [LOWERINGS[op.name](op, ctx) for op in model.ops]

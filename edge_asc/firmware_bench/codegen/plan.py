@@ -2,7 +2,9 @@
 
 Lifetimes come from the op order: a tensor lives from the op that writes it (graph inputs: before the first op) to
 the last op that reads it (graph outputs: after the last op). Tensors joined by a pure re-view op (RESHAPE, SQUEEZE,
-EXPAND_DIMS) share one buffer whose lifetime is the union. Buffers are placed largest first at the lowest offset
+EXPAND_DIMS) share one buffer whose lifetime is the union; so do the output of an element-wise op and a same-shape
+input whose buffer is read for the last time by that op (the kernels compute element i from element i, so writing in
+place is safe: :data:`IN_PLACE_OPS`). Buffers are placed largest first at the lowest offset
 that does not overlap any already placed buffer alive at the same time (the greedy strategy of TFLite Micro's
 GreedyMemoryPlanner), each aligned to :data:`ALIGN` bytes. :func:`check_plan` proves that no two buffers that are
 alive together overlap in memory.
@@ -15,6 +17,10 @@ from dataclasses import dataclass, field
 from ...errors import ModelContractError
 from .graph import Model
 from .lower import ALIAS_OPS
+
+#: ops whose output may overwrite a same-shape input that dies at the op (every kernel reads element i of that input
+#: before writing element i of the output)
+IN_PLACE_OPS = frozenset({"ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "RELU", "RELU6", "RELU_N1_TO_1"})
 
 #: alignment of every buffer in the arena (bytes)
 ALIGN = 16
@@ -48,11 +54,15 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def plan_memory(model: Model, scratch: dict[int, int] | None = None) -> MemoryPlan:
+def plan_memory(model: Model, scratch: dict[int, int] | None = None, *, in_place: bool = True,
+                fusions: dict[int, int] | None = None) -> MemoryPlan:
     """Plan the arena of ``model`` (constants stay in flash and are not planned).
 
     Args:
         scratch: op index -> bytes of scratch memory the op needs while it runs (alive at that op only).
+        in_place: let element-wise ops write over an input that dies with them (:data:`IN_PLACE_OPS`).
+        fusions: producer op -> consumer op fused by the generator: the producer writes the consumer's output, its own
+            output tensor is never materialised (not planned), the consumer's output lives from the producer on.
 
     Raises:
         ModelContractError: an activation tensor is read before it is written.
@@ -71,15 +81,18 @@ def plan_memory(model: Model, scratch: dict[int, int] | None = None) -> MemoryPl
     n_ops = len(model.ops)
     first: dict[int, int] = {}
     last: dict[int, int] = {}
+    elided = {model.ops[k].outputs[0] for k in (fusions or {})}
+    for k, k2 in (fusions or {}).items():
+        first[model.ops[k2].outputs[0]] = k
     for i in model.inputs:
         first[i] = 0
     for k, op in enumerate(model.ops):
         for i in op.outputs:
-            if i >= 0 and i not in const:
+            if i >= 0 and i not in const and i not in elided:
                 first.setdefault(i, k)
                 last[i] = max(last.get(i, k), k)
         for i in op.inputs:
-            if i < 0 or i in const:
+            if i < 0 or i in const or i in elided:
                 continue
             if i not in first:
                 raise ModelContractError(f"tensor {i} ({model.tensors[i].name}) is read by op {k} ({op.name}) "
@@ -88,6 +101,26 @@ def plan_memory(model: Model, scratch: dict[int, int] | None = None) -> MemoryPl
     for i in model.outputs:
         last[i] = n_ops - 1
         first.setdefault(i, 0)
+    if in_place:
+        group_last: dict[int, int] = {}
+        for i in first:
+            group_last[root(i)] = max(group_last.get(root(i), -1), last[i])
+        outputs = set(model.outputs)
+        for k, op in enumerate(model.ops):
+            if op.name not in IN_PLACE_OPS or len(op.outputs) != 1:
+                continue
+            o = model.tensors[op.outputs[0]]
+            if o.index in const or root(o.index) != o.index:
+                continue
+            for i in op.inputs:
+                t = model.tensors[i] if i >= 0 else None
+                if (t is None or i in const or t.shape != o.shape or t.dtype != o.dtype or i in outputs
+                        or group_last.get(root(i)) != k or root(i) == root(o.index)):
+                    continue
+                r = root(i)
+                parent[root(o.index)] = r
+                group_last[r] = max(group_last[r], group_last.pop(o.index, last[o.index]))
+                break
     groups: dict[int, list[int]] = {}
     for i in first:
         groups.setdefault(root(i), []).append(i)

@@ -722,6 +722,22 @@ void ek_resize_nearest_s8(const ek_resize_t *p, const int16_t *src_y, const int1
     }
 }
 
+void ek_resize_nearest_pad_s8(const ek_resize_t *p, const int16_t *src_y, const int16_t *src_x, const ek_pad_t *pad,
+                              const int8_t *in, int8_t *out) {
+    const int32_t *od = pad->out_dims, *bf = pad->before;
+    const size_t out_row = (size_t)od[2] * od[3], out_img = (size_t)od[1] * out_row, row = (size_t)p->in_w * p->c;
+    memset(out, (int8_t)pad->pad_value, (size_t)od[0] * out_img);
+    for (int32_t n = 0; n < p->batches; ++n) {
+        const int8_t *pin = in + (size_t)n * p->in_h * row;
+        int8_t *pout = out + (size_t)(n + bf[0]) * out_img + (size_t)bf[1] * out_row + (size_t)bf[2] * p->c;
+        for (int32_t y = 0; y < p->out_h; ++y, pout += out_row) {
+            const int8_t *py = pin + (size_t)src_y[y] * row;
+            int8_t *o = pout;
+            for (int32_t x = 0; x < p->out_w; ++x, o += p->c) memcpy(o, py + (size_t)src_x[x] * p->c, (size_t)p->c);
+        }
+    }
+}
+
 void ek_concat_part_s8(int32_t outer, int32_t chunk, int32_t out_row, int32_t offset, const int8_t *in, int8_t *out) {
     for (int32_t o = 0; o < outer; ++o) memcpy(out + (size_t)o * out_row + offset, in + (size_t)o * chunk, (size_t)chunk);
 }

@@ -218,6 +218,9 @@ void ek_pad_s8(const ek_pad_t *p, const int8_t *in, int8_t *out);
 void ek_transpose_s8(const ek_transpose_t *p, const int8_t *in, int8_t *out);
 void ek_resize_nearest_s8(const ek_resize_t *p, const int16_t *src_y, const int16_t *src_x,
                           const int8_t *in, int8_t *out);
+/* RESIZE_NEAREST_NEIGHBOR written straight into the interior of the PAD that consumes it (H/W padding only). */
+void ek_resize_nearest_pad_s8(const ek_resize_t *p, const int16_t *src_y, const int16_t *src_x, const ek_pad_t *pad,
+                              const int8_t *in, int8_t *out);
 void ek_concat_part_s8(int32_t outer, int32_t chunk, int32_t out_row, int32_t offset, const int8_t *in, int8_t *out);
 
 void ek_relu_requant_s8(const ek_requant_t *p, const int8_t *in, int8_t *out);   /* RELU: requantise and clamp */
