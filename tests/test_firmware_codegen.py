@@ -277,3 +277,19 @@ def test_exported_preset_runs_bit_exact_on_the_m4(preset, arm_toolchain, tmp_pat
     rep = json.loads((out / "firmware_report.json").read_text())
     assert rep["bit_exact"] and rep["instructions"] > rep["macs"] and rep["ram_bytes"] <= 256 * 1024
     assert rep["provenance"]["instructions"].startswith("measured (qemu mps2-an386")
+
+
+def test_report_uses_a_measured_firmware_run_and_ignores_one_of_another_file(arm_toolchain, op_models, tmp_path):
+    from edge_asc.firmware_bench.codegen import firmware
+    from edge_asc.firmware_bench.report import build_report
+
+    rep = firmware(op_models["conv"], "nrf52840", tmp_path / "fw", run=True, n_verify=2)
+    other = firmware(op_models["movement"], "stm32h7", tmp_path / "other", run=True, n_verify=0)
+    r = build_report(op_models["conv"], target_keys=["nrf52840", "stm32h7"], run_tflm=False, run_vela=False,
+                     measure=False, firmware=(tmp_path / "fw", tmp_path / "other"))
+    nrf, h7 = r.target("nrf52840"), r.target("stm32h7")
+    assert nrf.provenance == "firmware (qemu)" and nrf.ram_source.startswith("generated firmware")
+    assert nrf.latency_s == pytest.approx(rep.instructions * 1.25 / 64e6)
+    assert nrf.ram_needed_bytes == rep.ram_bytes + 65_536 and nrf.flash_needed_bytes == rep.flash_bytes + 262_144
+    assert h7.provenance == "estimate" and other.report_target == "stm32h7"
+    assert any("another model file" in w for w in r.warnings)

@@ -26,7 +26,7 @@ from .runner import LinkOverflowError, RunResult, ToolchainError, arm_toolchain_
 
 __all__ = ["CHIPS", "LOWERINGS", "Chip", "FirmwareReport", "LinkOverflowError", "NotBitExactError", "Project",
            "ToolchainError", "UnsupportedOpError", "firmware", "generate", "get_chip", "install_arm_toolchain",
-           "arm_toolchain_present", "REPORT_FILE"]
+           "arm_toolchain_present", "load_firmware_runs", "REPORT_FILE"]
 
 #: the report a firmware run leaves in its project folder (read by ``edge-asc report``)
 REPORT_FILE = "firmware_report.json"
@@ -56,7 +56,8 @@ class FirmwareReport:
 
     Attributes:
         model: the ``.tflite`` path; ``model_sha256`` its hash.
-        target: the chip key; ``core`` and ``qemu_machine`` how it was emulated.
+        target: the chip key; ``report_target`` the matching ``targets.toml`` key (``edge-asc report``);
+            ``core`` and ``qemu_machine`` how it was emulated.
         out_dir: the C project.
         arena_bytes: the planned tensor arena; ``weight_bytes`` constant data.
         comparisons: bit-exactness against TFLM per place ('host', 'qemu'): n inputs, n identical, first diverging op.
@@ -70,6 +71,7 @@ class FirmwareReport:
     model: str
     model_sha256: str
     target: str
+    report_target: str | None
     core: str
     qemu_machine: str
     out_dir: str
@@ -126,6 +128,33 @@ class FirmwareReport:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
+
+
+def load_firmware_runs(paths, model_sha256: str) -> tuple[dict[str, dict], list[str]]:
+    """Firmware runs (``REPORT_FILE`` in each project folder, or the JSON file itself) for ``edge-asc report``.
+
+    Returns:
+        ({targets.toml key: the run's JSON}, warnings): only measured runs (``--run``) of this very model file.
+    """
+    runs: dict[str, dict] = {}
+    warnings: list[str] = []
+    for p in paths:
+        f = Path(p)
+        f = f / REPORT_FILE if f.is_dir() else f
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, ValueError) as exc:
+            warnings.append(f"firmware run {p}: cannot read {f.name} ({exc.__class__.__name__})")
+            continue
+        if d.get("model_sha256") != model_sha256:
+            warnings.append(f"firmware run {p} is for another model file (sha256 {str(d.get('model_sha256'))[:12]})")
+        elif d.get("instructions") is None:
+            warnings.append(f"firmware run {p} has no measurements (generate it with --run)")
+        elif not d.get("report_target"):
+            warnings.append(f"firmware run {p}: target {d.get('target')} has no entry in targets.toml")
+        else:
+            runs[d["report_target"]] = d
+    return runs, warnings
 
 
 def _sha256(buf: bytes) -> str:
@@ -194,7 +223,8 @@ def firmware(model_path: str | os.PathLike, target: str, out_dir: str | os.PathL
                     instructions=f"measured (qemu {chip.qemu_machine} -icount shift=0, SysTick at "
                                  f"{measured.instructions_per_tick:g} instructions per tick)",
                     est_ms=f"estimate: instructions x CPI {chip.cpi} / {chip.clock_hz / 1e6:g} MHz")
-    rep = FirmwareReport(model=str(path), model_sha256=_sha256(buf), target=chip.key, core=chip.core,
+    rep = FirmwareReport(model=str(path), model_sha256=_sha256(buf), target=chip.key,
+                         report_target=chip.report_target, core=chip.core,
                          qemu_machine=chip.qemu_machine, out_dir=str(project.out_dir), n_ops=len(project.op_names),
                          macs=sum(project.op_macs), arena_bytes=project.arena_bytes,
                          weight_bytes=project.weight_bytes, comparisons=tuple(comparisons),
