@@ -180,7 +180,7 @@ def firmware(model_path: str | os.PathLike, target: str, out_dir: str | os.PathL
         NotBitExactError: an output differs from TFLM's (message: the first diverging op).
     """
     from .chips import DEFAULT_STACK_BYTES
-    from .runner import run_qemu
+    from .runner import run_host, run_qemu
     from .verify import compare, seeded_inputs, tflm_reference
 
     path = Path(model_path)
@@ -207,6 +207,8 @@ def firmware(model_path: str | os.PathLike, target: str, out_dir: str | os.PathL
                 measured = cmp.run
         elif where == "qemu":
             measured = run_qemu(project, inputs)
+        else:
+            run_host(project, inputs)
     kw: dict = {}
     if measured is not None and measured.instructions:
         n = len(measured.instructions)

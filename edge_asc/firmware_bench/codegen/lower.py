@@ -302,12 +302,14 @@ def _padded_weights(name: str, w: np.ndarray, row: int) -> str:
 def _round_fast(shifts: list[int], depth: int, bias: np.ndarray | None) -> int:
     """1 when the fast kernels may round with one add: every shift <= 0 and no requantised value (at most the
     accumulator: depth int8 products of |x + offset| <= 255 and |w| <= 128, plus the bias) plus 2^(e-1) reaches
-    2^31, so that (v + 2^(e-1) - (v < 0)) >> e equals RoundingDivideByPOT(v, e)."""
+    2^31, so that (v + 2^(e-1) - (v < 0)) >> e equals RoundingDivideByPOT(v, e); 2 when that sum stays below 2^30
+    too, so that the doubling high multiply is a single rounded 32 x 32 high-word multiply of 2 x acc."""
     if any(sh > 0 for sh in shifts):
         return 0
     bound = depth * 255 * 128 + (int(np.abs(bias.astype(np.int64)).max()) if bias is not None and bias.size else 0)
     e = max(-sh for sh in shifts)
-    return int(bound + ((1 << (e - 1)) if e else 0) < (1 << 31))
+    total = bound + ((1 << (e - 1)) if e else 0)
+    return 2 if total < (1 << 30) else int(total < (1 << 31))
 
 
 def _bias_data(op: Op, ctx: Context, slot: int = 2) -> np.ndarray | None:

@@ -74,7 +74,7 @@ void ek_mul_s8(const ek_mul_t *p, const int8_t *a, const int8_t *b, int8_t *out)
         const int32_t half = e ? 1 << (e - 1) : 0, oo = p->out_offset, lo = p->act_min, hi = p->act_max;
         const int32_t n = p->b.size;
         for (int32_t i = 0; i < n; ++i) {
-            int32_t v = ek_srdhm_pos((a[i] + o1) * (b[i] + o2), m);
+            int32_t v = ek_srdhm_small((a[i] + o1) * (b[i] + o2), m);
             v = EK_ROUND_E(v, e, half) + oo;
             v = v < lo ? lo : v;
             out[i] = (int8_t)(v > hi ? hi : v);
@@ -109,7 +109,7 @@ void ek_addsub_tab_s8(const ek_addsub_t *p, int sub, const int8_t *a, const int8
     if (p->b.nd == 0 && so <= 0) {
         const int32_t e = -so, half = e ? 1 << (e - 1) : 0, n = p->b.size;
         for (int32_t i = 0; i < n; ++i) {
-            int32_t v = ek_srdhm_pos(t1[(uint8_t)a[i]] + t2[(uint8_t)b[i]], mo);
+            int32_t v = ek_srdhm_small(t1[(uint8_t)a[i]] + t2[(uint8_t)b[i]], mo);
             v = EK_ROUND_E(v, e, half) + oo;
             v = v < lo ? lo : v;
             out[i] = (int8_t)(v > hi ? hi : v);
@@ -423,6 +423,17 @@ static void ek_requant_row(const int32_t *acc, int32_t n, const ek_rq_t *rq, con
                            const int32_t *shift, const int32_t *bias, int32_t fast, int32_t oo, int32_t lo,
                            int32_t hi, int8_t *out) {
 #if !EK_SINGLE_ROUNDING
+    if (fast == 2) {
+        for (int32_t c = 0; c < n; ++c, ++rq) {
+            int32_t v = ek_srdhm_small(acc[c] + rq->bias, rq->mult);
+            if (rq->e) v = (v + rq->half + (v >> 31)) >> rq->e;
+            v += oo;
+            v = v < lo ? lo : v;
+            v = v > hi ? hi : v;
+            out[c] = (int8_t)v;
+        }
+        return;
+    }
     if (fast) {
         for (int32_t c = 0; c < n; ++c, ++rq) {
             int32_t v = ek_srdhm_pos(acc[c] + rq->bias, rq->mult);

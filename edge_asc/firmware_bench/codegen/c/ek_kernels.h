@@ -50,6 +50,18 @@ EK_INLINE int32_t ek_srdhm_pos(int32_t a, int32_t m) {
     return (int32_t)(((int64_t)a * m + ((int64_t)1 << 30)) >> 31);
 }
 
+/* ek_srdhm for |a| < 2^30 and m >= 0: floor((a m + 2^30) / 2^31) = floor((2a m + 2^31) / 2^32), the rounded high
+ * word of a 32 x 32 multiply (one SMMULR on cores with the DSP extension). */
+EK_INLINE int32_t ek_srdhm_small(int32_t a, int32_t m) {
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a * 2), "r"(m));
+    return r;
+#else
+    return (int32_t)(((int64_t)(a * 2) * m + ((int64_t)1 << 31)) >> 32);
+#endif
+}
+
 /* x * M * 2^shift (MultiplyByQuantizedMultiplier); M >= 0. */
 EK_INLINE int32_t ek_mbqm(int32_t x, int32_t m, int shift) {
 #if EK_SINGLE_ROUNDING
@@ -70,7 +82,7 @@ EK_INLINE int32_t ek_mbqm_s(int32_t x, int32_t m, int shift) {
     return ek_mbqm(x, m, shift);
 #else
     if (shift > 0) return ek_mbqm(x, m, shift);
-    const int32_t v = ek_srdhm_pos(x, m);
+    const int32_t v = ek_srdhm_small(x, m);
     return shift ? (v + (1 << (-shift - 1)) + (v >> 31)) >> -shift : v;
 #endif
 }
@@ -128,7 +140,8 @@ typedef struct {            /* CONV_2D (int8, per-channel requantisation) */
     int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
     int32_t in_offset, out_offset, act_min, act_max;
     int32_t patch;          /* fast kernel: weights per output channel padded to a multiple of 4 bytes */
-    int32_t round_fast;     /* fast kernel: every shift <= 0 and no accumulator can overflow the rounding add */
+    int32_t round_fast;     /* fast kernel: every shift <= 0 and no accumulator can overflow the rounding add
+                               (1), nor 2^30 (2: the multiply is one rounded high-word multiply) */
 } ek_conv_t;
 
 typedef struct {            /* DEPTHWISE_CONV_2D (int8, per-channel) */
