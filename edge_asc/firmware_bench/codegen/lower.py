@@ -378,7 +378,7 @@ def lower_conv2d(op: Op, ctx: Context) -> Lowered:
                         f"{_bias(op, ctx)}, {name}_m, {name}_s, {ctx.ptr(o.index)} + {b * oh * ow * oc});")
     decls.append(_struct("ek_conv_t", name, fields))
     return Lowered(op.index, op.name, decls=decls, body=body, macs=n * oh * ow * oc * kh * kw * kc,
-                   scratch=4 * patch + 8 * oc if fast else 0)
+                   scratch=6 * patch + 8 * oc if fast else 0)
 
 
 def lower_dwconv2d(op: Op, ctx: Context) -> Lowered:

@@ -250,48 +250,6 @@ EK_INLINE int32_t ek_smlad(uint32_t a, uint32_t b, int32_t acc) {
 
 EK_INLINE uint32_t ek_off2(int32_t off) { return ((uint32_t)(uint16_t)off << 16) | (uint16_t)off; }
 
-/* acc[0..3] += (x0 . w0, x0 . w1, x1 . w0, x1 . w1); x: pair of pixels, w: pair of channels */
-EK_INLINE void ek_dot_pp(const int8_t *x, const int8_t *w, int32_t n, int32_t off, int32_t *acc) {
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-#if EK_DSP
-    const uint32_t off2 = ek_off2(off);
-    const uint32_t *px = (const uint32_t *)(const void *)x, *pw = (const uint32_t *)(const void *)w;
-    for (int32_t i = n >> 2; i > 0; --i) {
-        const uint32_t x0 = px[0], x1 = px[1], w0 = pw[0], w1 = pw[1];
-        px += 2;
-        pw += 2;
-        const uint32_t x0l = ek_sxtab16(off2, x0), x0h = ek_sxtab16_r8(off2, x0);
-        const uint32_t x1l = ek_sxtab16(off2, x1), x1h = ek_sxtab16_r8(off2, x1);
-        uint32_t wl = ek_sxtb16(w0), wh = ek_sxtb16_r8(w0);
-        a0 = ek_smlad(wl, x0l, a0);
-        a0 = ek_smlad(wh, x0h, a0);
-        a2 = ek_smlad(wl, x1l, a2);
-        a2 = ek_smlad(wh, x1h, a2);
-        wl = ek_sxtb16(w1);
-        wh = ek_sxtb16_r8(w1);
-        a1 = ek_smlad(wl, x0l, a1);
-        a1 = ek_smlad(wh, x0h, a1);
-        a3 = ek_smlad(wl, x1l, a3);
-        a3 = ek_smlad(wh, x1h, a3);
-    }
-#else
-    for (int32_t i = 0; i < n; i += 4) {
-        for (int32_t j = 0; j < 4; ++j) {
-            const int32_t x0 = x[2 * i + j] + off, x1 = x[2 * i + 4 + j] + off;
-            const int32_t w0 = w[2 * i + j], w1 = w[2 * i + 4 + j];
-            a0 += w0 * x0;
-            a1 += w1 * x0;
-            a2 += w0 * x1;
-            a3 += w1 * x1;
-        }
-    }
-#endif
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-}
-
 /* acc[0..1] += (x . w0, x . w1); x: one vector, w: pair of channels */
 EK_INLINE void ek_dot_1p(const int8_t *x, const int8_t *w, int32_t n, int32_t off, int32_t *acc) {
     int32_t a0 = acc[0], a1 = acc[1];
@@ -337,6 +295,84 @@ EK_INLINE int32_t ek_dot_11(const int8_t *x, int32_t xs, const int8_t *w, int32_
     return a0;
 }
 
+/* Pre-expanded pixel pairs ("q15 pairs"): for every 4 patch bytes of pixels A and B, 8 int16 values x + offset in
+ * the lane order of SXTAB16 (bytes 0, 2, then 1, 3 of A; the same of B), so the inner loops only expand weights. */
+#if !EK_DSP
+static const int8_t ek_lane[4] = {0, 2, 1, 3};
+#endif
+
+EK_INLINE void ek_expand4(uint32_t va, uint32_t vb, int32_t off, int16_t *d) {
+#if EK_DSP
+    const uint32_t off2 = ek_off2(off);
+    uint32_t *q = (uint32_t *)(void *)d;
+    q[0] = ek_sxtab16(off2, va);
+    q[1] = ek_sxtab16_r8(off2, va);
+    q[2] = ek_sxtab16(off2, vb);
+    q[3] = ek_sxtab16_r8(off2, vb);
+#else
+    for (int k = 0; k < 4; ++k) {
+        d[k] = (int16_t)((int8_t)(va >> (8 * ek_lane[k])) + off);
+        d[4 + k] = (int16_t)((int8_t)(vb >> (8 * ek_lane[k])) + off);
+    }
+#endif
+}
+
+/* acc[0..3] += (A . w0, A . w1, B . w0, B . w1); xq: q15 pair of n patch bytes, w: channel pair */
+EK_INLINE void ek_dot_qp(const int16_t *xq, const int8_t *w, int32_t n, int32_t *acc) {
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+#if EK_DSP
+    const uint32_t *px = (const uint32_t *)(const void *)xq, *pw = (const uint32_t *)(const void *)w;
+    for (int32_t i = n >> 2; i > 0; --i) {
+        const uint32_t x0l = px[0], x0h = px[1], x1l = px[2], x1h = px[3], w0 = pw[0], w1 = pw[1];
+        px += 4;
+        pw += 2;
+        uint32_t wl = ek_sxtb16(w0), wh = ek_sxtb16_r8(w0);
+        a0 = ek_smlad(wl, x0l, a0);
+        a0 = ek_smlad(wh, x0h, a0);
+        a2 = ek_smlad(wl, x1l, a2);
+        a2 = ek_smlad(wh, x1h, a2);
+        wl = ek_sxtb16(w1);
+        wh = ek_sxtb16_r8(w1);
+        a1 = ek_smlad(wl, x0l, a1);
+        a1 = ek_smlad(wh, x0h, a1);
+        a3 = ek_smlad(wl, x1l, a3);
+        a3 = ek_smlad(wh, x1h, a3);
+    }
+#else
+    for (int32_t g = 0; g < n / 4; ++g) {
+        for (int k = 0; k < 4; ++k) {
+            const int32_t xa = xq[8 * g + k], xb = xq[8 * g + 4 + k];
+            const int32_t w0 = w[8 * g + ek_lane[k]], w1 = w[8 * g + 4 + ek_lane[k]];
+            a0 += w0 * xa;
+            a1 += w1 * xa;
+            a2 += w0 * xb;
+            a3 += w1 * xb;
+        }
+    }
+#endif
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* one pixel of a q15 pair (half = 0: A, 4: B) . one plain channel w */
+EK_INLINE int32_t ek_dot_q1(const int16_t *xq, int32_t half, const int8_t *w, int32_t n) {
+    int32_t a0 = 0;
+#if EK_DSP
+    const uint32_t *px = (const uint32_t *)(const void *)(xq + half);
+    for (int32_t i = 0; i < n; i += 4, px += 4) {
+        const uint32_t w0 = ek_ld32(w + i);
+        a0 = ek_smlad(ek_sxtb16(w0), px[0], a0);
+        a0 = ek_smlad(ek_sxtb16_r8(w0), px[1], a0);
+    }
+#else
+    for (int32_t g = 0; g < n / 4; ++g)
+        for (int k = 0; k < 4; ++k) a0 += w[4 * g + ek_lane[k]] * xq[8 * g + half + k];
+#endif
+    return a0;
+}
+
 EK_INLINE void ek_copy_small(int8_t *d, const int8_t *s, int32_t n) {
     int32_t i = 0;
     for (; i + 4 <= n; i += 4) {
@@ -375,9 +411,9 @@ static void ek_im2col(const ek_conv_t *p, const int8_t *in, int32_t pix, int8_t 
     for (int32_t i = p->k_h * row; i < p->patch; ++i) dst[i] = zp;
 }
 
-/* Both pixels' patches straight into a pair when both receptive fields lie inside the image, rows are whole words
- * and there is no dilation; returns 0 (nothing written) otherwise. */
-static int ek_im2col_pair(const ek_conv_t *p, const int8_t *in, int32_t pix, int8_t *pair) {
+/* Both pixels' patches straight into a q15 pair when both receptive fields lie inside the image, rows are whole
+ * words and there is no dilation; returns 0 (nothing written) otherwise. */
+static int ek_im2col_q15(const ek_conv_t *p, const int8_t *in, int32_t pix, int16_t *xq) {
     const int32_t row = p->k_w * p->in_c;
     if ((row & 3) || p->dil_w != 1 || p->dil_h != 1) return 0;
     const int32_t oy0 = pix / p->out_w, ox0 = pix - oy0 * p->out_w;
@@ -389,32 +425,27 @@ static int ek_im2col_pair(const ek_conv_t *p, const int8_t *in, int32_t pix, int
         return 0;
     const size_t line = (size_t)p->in_w * p->in_c;
     const int8_t *a = in + iya * line + (size_t)ixa * p->in_c, *b = in + iyb * line + (size_t)ixb * p->in_c;
-    uint32_t *d = (uint32_t *)(void *)pair;
+    const int32_t off = p->in_offset;
+    int16_t *d = xq;
     for (int32_t ky = 0; ky < p->k_h; ++ky, a += line, b += line) {
-        for (int32_t i = 0; i < row; i += 4) {
+        for (int32_t i = 0; i < row; i += 4, d += 8) {
             uint32_t va, vb;
             memcpy(&va, a + i, 4);
             memcpy(&vb, b + i, 4);
-            *d++ = va;
-            *d++ = vb;
+            ek_expand4(va, vb, off, d);
         }
     }
-    for (int32_t i = p->k_h * row; i < p->patch; i += 4) {  /* padding words: weights are zero there */
-        *d++ = 0;
-        *d++ = 0;
-    }
+    for (int32_t i = p->k_h * row; i < p->patch; i += 4, d += 8) ek_expand4(0, 0, 0, d);  /* weights are 0 there */
     return 1;
 }
 
-/* word-interleave two n-byte vectors (n a multiple of 4) into a pair */
-static void ek_interleave(const int8_t *a, const int8_t *b, int32_t n, int8_t *pair) {
-    uint32_t *d = (uint32_t *)(void *)pair;
-    for (int32_t i = 0; i < n; i += 4) {
+/* two int8 patches of n bytes (a multiple of 4) into a q15 pair */
+static void ek_expand_pair(const int8_t *a, const int8_t *b, int32_t n, int32_t off, int16_t *xq) {
+    for (int32_t i = 0; i < n; i += 4, xq += 8) {
         uint32_t va, vb;
         memcpy(&va, a + i, 4);
         memcpy(&vb, b + i, 4);
-        *d++ = va;
-        *d++ = vb;
+        ek_expand4(va, vb, off, xq);
     }
 }
 
@@ -455,27 +486,28 @@ static void ek_requant_row(const int32_t *acc, int32_t n, const ek_rq_t *rq, con
 }
 
 /* Weights: output channels in pairs, each pair word-interleaved (2 * patch bytes), an odd last channel plain.
- * Scratch: 4 * patch + 8 * out_c bytes, word aligned. */
+ * Scratch: 6 * patch + 8 * out_c bytes, word aligned. */
 void ek_conv2d_s8_fast(const ek_conv_t *p, const int8_t *in, const int8_t *w, const ek_rq_t *rq,
                        const int32_t *mult, const int32_t *shift, const int32_t *bias, int8_t *out,
                        int8_t *scratch) {
     const int32_t L = p->patch, n_pix = p->out_h * p->out_w, oc_n = p->out_c;
     const int32_t off = p->in_offset;
-    int8_t *pa = scratch, *pb = scratch + L, *pair = scratch + 2 * L;
-    int32_t *acc_a = (int32_t *)(void *)(scratch + 4 * L), *acc_b = acc_a + oc_n;
+    int8_t *pa = scratch, *pb = scratch + L;
+    int16_t *xq = (int16_t *)(void *)(scratch + 2 * L);
+    int32_t *acc_a = (int32_t *)(void *)(scratch + 6 * L), *acc_b = acc_a + oc_n;
     for (int32_t pix = 0; pix < n_pix; pix += 2) {
         const int two = pix + 1 < n_pix;
         int8_t *oa = out + (size_t)pix * oc_n;
         int32_t oc = 0;
         if (two) {
-            if (!ek_im2col_pair(p, in, pix, pair)) {
+            if (!ek_im2col_q15(p, in, pix, xq)) {
                 ek_im2col(p, in, pix, pa);
                 ek_im2col(p, in, pix + 1, pb);
-                ek_interleave(pa, pb, L, pair);
+                ek_expand_pair(pa, pb, L, off, xq);
             }
             for (; oc + 1 < oc_n; oc += 2) {
                 int32_t acc[4] = {0, 0, 0, 0};
-                ek_dot_pp(pair, w + (size_t)oc * L, L, off, acc);
+                ek_dot_qp(xq, w + (size_t)oc * L, L, acc);
                 acc_a[oc] = acc[0];
                 acc_a[oc + 1] = acc[1];
                 acc_b[oc] = acc[2];
@@ -483,8 +515,8 @@ void ek_conv2d_s8_fast(const ek_conv_t *p, const int8_t *in, const int8_t *w, co
             }
             if (oc < oc_n) {
                 const int8_t *wa = w + (size_t)oc * L;
-                acc_a[oc] = ek_dot_11(pair, 2, wa, L, off);
-                acc_b[oc] = ek_dot_11(pair + 4, 2, wa, L, off);
+                acc_a[oc] = ek_dot_q1(xq, 0, wa, L);
+                acc_b[oc] = ek_dot_q1(xq, 4, wa, L);
             }
             ek_requant_row(acc_a, oc_n, rq, mult, shift, bias, p->round_fast, p->out_offset, p->act_min, p->act_max, oa);
             ek_requant_row(acc_b, oc_n, rq, mult, shift, bias, p->round_fast, p->out_offset, p->act_min,
