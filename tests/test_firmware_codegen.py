@@ -73,6 +73,25 @@ def test_fixed_point_helpers_on_edge_values():
     assert mbqm(3, 1 << 30, 2) == 6                             # left shift 2, x 0.5
 
 
+def test_the_kernels_shortcuts_equal_tflites_rounding():
+    """The identities the fast C kernels rely on (ek_kernels.h), on random and edge values: SRDHM with a multiplier
+    >= 0 is one floor shift; for |a| < 2^30 it is the rounded high word of 2a x m (SMMULR); RoundingDivideByPOT is
+    one add and a shift when the add cannot overflow."""
+    rng = random.Random(3)
+    for _ in range(20_000):
+        m = rng.choice([0, 1, (1 << 30), (1 << 31) - 1, rng.randint(1 << 30, (1 << 31) - 1)])
+        a = rng.choice([rng.randint(INT32_MIN, INT32_MAX), rng.randint(-(1 << 30) + 1, (1 << 30) - 1),
+                        rng.randint(-70000, 70000) << rng.randint(0, 12)])
+        a = max(INT32_MIN, min(INT32_MAX, a))
+        assert srdhm(a, m) == (a * m + (1 << 30)) >> 31
+        if abs(a) < 1 << 30:
+            assert srdhm(a, m) == (2 * a * m + (1 << 31)) >> 32
+        e = rng.randint(1, 31)
+        x = rng.choice([rng.randint(-(1 << 30), (1 << 30)), (rng.randint(-999, 999) << e) + (1 << (e - 1))])
+        if abs(x) + (1 << (e - 1)) < 1 << 31:
+            assert rdbpot(x, e) == (x + (1 << (e - 1)) + (-1 if x < 0 else 0)) >> e
+
+
 def test_broadcast_collapses_contiguous_dims_and_zeroes_broadcast_strides():
     b = broadcast((1, 8, 6, 4), (1, 1, 6, 1), (1, 8, 6, 4))
     dims, st1, st2 = b["dims"][:b["nd"]], b["st1"][:b["nd"]], b["st2"][:b["nd"]]
