@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.installed-all
 
-.PHONY: demo test install bench pi-check clean
+.PHONY: demo test install bench pi-check firmware-toolchain clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "edge-asc needs Python >= 3.11"'
@@ -19,9 +19,21 @@ install: $(STAMP)
 
 # ruff first (pinned in the dev extra; rules in pyproject.toml), then the tests. With CI set in the environment (as
 # .ci/run sets it) a test whose optional dependency is missing fails instead of being skipped (tests/conftest.py).
-test: $(STAMP)
+test: $(STAMP) firmware-toolchain
 	$(VENV)/bin/ruff check edge_asc tests benchmarks scripts
 	$(PY) -m pytest -q
+
+# The firmware bench's cross compiler and emulator (tests on QEMU are skipped without them): installed with apt when
+# missing and running as root, as pi-check installs its tools; otherwise a note, never a failure.
+FIRMWARE_APT := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+firmware-toolchain:
+	@if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1 \
+	   && [ -n "$$(arm-none-eabi-gcc -print-file-name=libc.a | grep /)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing $(FIRMWARE_APT)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(FIRMWARE_APT)) >/dev/null || echo "note: could not install $(FIRMWARE_APT); QEMU firmware tests skip"; \
+	else echo "note: $(FIRMWARE_APT) missing (install as root); QEMU firmware tests skip"; fi
 
 demo: $(STAMP)
 	$(VENV)/bin/edge-asc demo

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "service": ("service", "run 'listen' as a systemd service: install, status, uninstall"),
     "report": ("report", "size, MACs, memory and latency of a .tflite against DCASE budgets and targets"),
     "fit": ("fit", "search Mini-SegNet configurations that meet a parameter / MAC / RAM budget"),
+    "firmware": ("firmware", "generate a C firmware project of an int8 .tflite; build it, run it under QEMU, verify"),
 }
 
 

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--require", action="append", metavar="B",
                    help="fail with exit code 3 unless met: dcase2021, dcase2022, dcase, dcase2022-params, "
                         "dcase2022-macs, dcase2021-params or target:KEY (repeatable)")
+    p.add_argument("--firmware", action="append", metavar="DIR",
+                   help="an 'edge-asc firmware --run' project folder of this model (repeatable): its target then "
+                        "reports the firmware's measured flash, RAM and instructions")
     p.add_argument("--no-tflm", action="store_true", help="skip the TFLite Micro arena measurement")
     p.add_argument("--no-vela", action="store_true", help="skip Vela (Ethos-U targets fall back to an estimate)")
     p.add_argument("--no-measure", action="store_true", help="skip timing the model on this host")
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     threads = tuple(sorted({1, args.threads})) if args.threads else None
     report = build_report(args.model, hop_seconds=args.hop, window_seconds=args.window_seconds,
                           target_keys=args.target, targets_file=args.targets_file, run_tflm=not args.no_tflm,
-                          run_vela=not args.no_vela, measure=not args.no_measure, threads=threads)
+                          run_vela=not args.no_vela, measure=not args.no_measure, threads=threads,
+                          firmware=tuple(args.firmware or ()))
     report.check(args.require or [])  # unknown names fail now (exit 2 would hide the outputs' value otherwise)
     if args.json == "-":
         print(report.to_json())

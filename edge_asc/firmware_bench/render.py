@@ -178,10 +178,14 @@ def to_text(r: Report, *, layers: bool = True, width: int | None = None) -> str:
 
 def _provenance_note(r: Report) -> str:
     lines = [("latency from: measured = timed here with LiteRT; vela = Ethos-U compiler estimate (+ CPU ops "
-              "estimated); estimate = conv/FC MACs x cycles/MAC + every other op's elements x its per-op cost "
-              "x CPI (coefficients in targets.toml):")]
+              "estimated); firmware (qemu) = instructions of the generated firmware measured under QEMU x CPI "
+              "(flash and RAM measured too); estimate = conv/FC MACs x cycles/MAC + every other op's elements x "
+              "its per-op cost x CPI (coefficients in targets.toml):")]
     tables = {}
     for t in r.targets:
+        if t.provenance == "firmware (qemu)":
+            lines.append(f"  {t.key} firmware: {t.notes[0] if t.notes else t.source}")
+            continue
         if t.estimate is None or t.provenance == "measured":
             continue
         what = "counts" if t.provenance == "estimate" else "CPU ops"

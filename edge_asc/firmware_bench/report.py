@@ -39,7 +39,8 @@ class TargetResult:
     name: str
     kind: str
     provenance: str
-    """'measured', 'vela' or 'estimate'."""
+    """'measured', 'vela', 'estimate' or 'firmware (qemu)' (instructions, flash and RAM of the generated firmware
+    measured under QEMU; latency = those instructions x the target's CPI / clock, an estimate)."""
     latency_s: float
     """one inference, 1 thread (or the NPU)."""
     latency_s_multi: float | None = None
@@ -185,7 +186,7 @@ def _version() -> str:
 def build_report(model: str | os.PathLike, *, hop_seconds: float | None = None, window_seconds: float | None = None,
                  target_keys: list[str] | None = None, targets_file: str | os.PathLike | None = None,
                  run_tflm: bool = True, run_vela: bool = True, measure: bool = True,
-                 threads: tuple[int, ...] | None = None) -> Report:
+                 threads: tuple[int, ...] | None = None, firmware: tuple[str | os.PathLike, ...] = ()) -> Report:
     """Build the :class:`Report` of one ``.tflite`` file.
 
     Args:
@@ -194,6 +195,8 @@ def build_report(model: str | os.PathLike, *, hop_seconds: float | None = None, 
         window_seconds: audio per inference for a model without an edge-asc model card (ignored when it has one).
         target_keys: targets to evaluate (default: all in targets.toml / targets_file).
         run_tflm / run_vela / measure: skip the TFLM arena run, Vela, or host timing (each takes ~1 s).
+        firmware: ``edge-asc firmware --run`` project folders (or their firmware_report.json) of this model: the
+            microcontroller targets they measured use the firmware's flash, RAM and instructions.
 
     Raises:
         ModelContractError: not a readable .tflite.
@@ -272,8 +275,14 @@ def build_report(model: str | os.PathLike, *, hop_seconds: float | None = None, 
             host = measure_host(data, threads=threads)
         except RuntimeError as exc:  # the interpreter refused to invoke the model: report it, do not hide it
             warnings.append(f"LiteRT could not run the model on this host: {str(exc).splitlines()[0][:160]}")
+    fw_runs: dict[str, dict] = {}
+    if firmware:
+        from .codegen import load_firmware_runs
+
+        fw_runs, fw_warnings = load_firmware_runs(firmware, hashlib.sha256(data).hexdigest())
+        warnings.extend(fw_warnings)
     results = tuple(evaluate_target(t, graph=graph, hop_s=hop_s, tflm=tflm, vela=vela.get(t.vela_accelerator),
-                                    host=host) for t in chosen)
+                                    host=host, firmware_run=fw_runs.get(t.key)) for t in chosen)
     if host is not None:
         results = (host_result(host, hop_s=hop_s, graph=graph), *results)
     return Report(
@@ -286,8 +295,10 @@ def build_report(model: str | os.PathLike, *, hop_seconds: float | None = None, 
 
 
 def evaluate_target(t: Target, *, graph: ModelGraph, hop_s: float, tflm: TflmResult | None = None,
-                    vela: VelaResult | None = None, host: HostLatency | None = None) -> TargetResult:
-    """Fit and latency verdict of one target (see :class:`TargetResult`)."""
+                    vela: VelaResult | None = None, host: HostLatency | None = None,
+                    firmware_run: dict | None = None) -> TargetResult:
+    """Fit and latency verdict of one target (see :class:`TargetResult`); ``firmware_run``: a measured
+    ``edge-asc firmware`` report for this target (:func:`edge_asc.firmware_bench.codegen.load_firmware_runs`)."""
     notes: list[str] = []
     est = t.estimate(graph.layers)
     latency, latency_multi, threads, provenance = est.seconds, None, 1, "estimate"
@@ -309,6 +320,17 @@ def evaluate_target(t: Target, *, graph: ModelGraph, hop_s: float, tflm: TflmRes
             threads = max(host.seconds)
             latency_multi = host.seconds[threads]
             notes.append(f"measured on this host ({host.host})")
+    elif t.kind == "mcu" and firmware_run is not None:
+        fw = firmware_run
+        provenance = "firmware (qemu)"
+        cpi = t.cpi or fw.get("cpi", 1.0)
+        latency = fw["instructions"] * cpi / t.clock_hz
+        ram, ram_src = fw["ram_bytes"], "generated firmware: data + bss + stack high-water mark (measured, qemu)"
+        flash = fw["flash_bytes"]
+        notes.append(f"{fw['instructions']:,} instructions per inference measured under qemu {fw['qemu_machine']} "
+                     f"(-icount); cycles = instructions x CPI {cpi:g} (assumed); flash {fw['flash_bytes']:,} B "
+                     f"and RAM {fw['ram_bytes']:,} B of the generated firmware, measured; "
+                     f"bit-exact with TFLM: {fw.get('bit_exact')}")
     elif t.kind == "mcu":
         if tflm is not None and not tflm.runs:
             runs = False
@@ -353,7 +375,9 @@ def evaluate_target(t: Target, *, graph: ModelGraph, hop_s: float, tflm: TflmRes
         ram_needed_bytes=ram_needed, ram_source=ram_src, ram_available_bytes=t.ram_bytes,
         fits_ram=ram_needed <= t.ram_bytes, flash_needed_bytes=flash_needed, flash_available_bytes=t.flash_bytes,
         fits_flash=fits_flash, runs=runs, cpu_ops=cpu_ops, notes=tuple(notes),
-        source=t.source if provenance == "estimate" else ("Vela " + vela.vela_version if vela else "LiteRT"),
+        source=(t.source if provenance == "estimate" else
+                f"edge-asc firmware in {firmware_run['out_dir']}" if provenance == "firmware (qemu)" else
+                ("Vela " + vela.vela_version if vela else "LiteRT")),
         estimate=est,
     )
 

@@ -1,0 +1,150 @@
+"""What the generated firmware takes on each microcontroller, measured: each preset with seeded random weights is
+exported to full int8 (as ``benchmarks/int8_graph.py`` does), turned into a C project by ``edge-asc firmware``,
+built for each target's core with its real flash and RAM in the linker script, run under QEMU (``-icount shift=0``)
+on seeded inputs and compared bit for bit with TFLite Micro. Reported per target and model: flash, RAM (data + bss +
+stack high-water mark), instructions per inference and of the largest convolution per MAC (measured), milliseconds
+at the target's clock and assumed CPI (estimate) and the duty cycle for the runtime's default hop (half a window).
+
+Reference points: TFLite Micro's arena for the same file (measured with its Python interpreter) and the TFLM +
+CMSIS-NN instruction count that ``edge-asc report`` estimates from its measured per-op table (``targets.toml``,
+``tflm-cmsis-nn-armv7em``); building TFLM + CMSIS-NN itself for the ratios of issue 17 (``--tflm-root``) is not
+implemented: the script says so and goes on.
+
+    python benchmarks/firmware.py [--presets micro,edge] [--targets nrf52840,stm32l4r5,stm32h7,m55] [--verify 20]
+                                  --json runs/bench/firmware.json
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from _util import goals_text, parser, write_json
+
+#: flash of the TFLM + CMSIS-NN library on Cortex-M4 (GCC 12.2 -O2), measured in the issue-17 spike: the reference
+#: firmware's flash is this plus the model file
+TFLM_LIBRARY_FLASH_BYTES = 156_000
+
+
+def _hop_seconds(config) -> float:
+    """The runtime's default hop: half a window of the 'edge' front end (64 mels, 16 kHz, hop 256)."""
+    from edge_asc.spec import PRESETS
+
+    f = PRESETS["edge"]
+    return (config.n_frames // 2) * f.hop_length / f.sample_rate
+
+
+def _tflm_reference(model: Path, target_key: str | None) -> dict:
+    from edge_asc.firmware_bench.graph import read_graph
+    from edge_asc.firmware_bench.targets import load_targets
+    from edge_asc.firmware_bench.tflm import measure_arena
+
+    arena = measure_arena(model)
+    out = {"tflm_arena_bytes": arena.arena_bytes if arena.runs else None,
+           "tflm_flash_bytes_est": TFLM_LIBRARY_FLASH_BYTES + model.stat().st_size}
+    targets = load_targets()
+    if target_key in targets:
+        t = targets[target_key]
+        est = t.estimate(read_graph(model).layers)
+        out["tflm_cmsis_instructions_est"] = round(est.cycles / t.cpi) if t.cpi else None
+    return out
+
+
+def measure(preset: str, targets: list[str], n_verify: int, work: Path) -> list[dict]:
+    from edge_asc.export import export_untrained_int8
+    from edge_asc.firmware_bench.codegen import LinkOverflowError, firmware, get_chip
+    from edge_asc.model import resolve_preset
+
+    cfg = resolve_preset(preset).config
+    (work / preset).mkdir(parents=True, exist_ok=True)
+    model, _ = export_untrained_int8(cfg, work / preset)
+    hop_s = _hop_seconds(cfg)
+    rows = []
+    for key in targets:
+        chip = get_chip(key)
+        ref = _tflm_reference(model, chip.report_target or ("nrf52840" if chip.core == "cortex-m4" else None))
+        row = {"preset": preset, "target": key, "core": chip.core, "hop_s": hop_s, **ref}
+        try:
+            rep = firmware(model, key, work / preset / f"fw-{key}", run=True, n_verify=n_verify)
+        except LinkOverflowError as exc:
+            row.update(fits=False, link_error=str(exc), region=exc.region, overflow_bytes=exc.overflow_bytes)
+            rows.append(row)
+            continue
+        big = rep.largest_conv()
+        row.update(
+            fits=True, bit_exact=rep.bit_exact, n_verified=n_verify, flash_bytes=rep.flash_bytes,
+            ram_bytes=rep.ram_bytes, arena_bytes=rep.arena_bytes, stack_bytes=rep.stack_bytes,
+            instructions=rep.instructions, macs=rep.macs,
+            largest_conv_instructions_per_mac=big.instructions_per_mac if big else None,
+            est_ms=rep.est_ms, cpi=rep.cpi, clock_hz=rep.clock_hz, duty_cycle=rep.est_ms / 1e3 / hop_s,
+            op_types=[{"op": n, "count": c, "instructions": i, "macs": m} for n, c, i, m in rep.op_type_table()])
+        if ref.get("tflm_cmsis_instructions_est"):
+            row["instructions_vs_tflm_cmsis_est"] = rep.instructions / ref["tflm_cmsis_instructions_est"]
+        if ref.get("tflm_arena_bytes"):
+            row["arena_vs_tflm"] = rep.arena_bytes / ref["tflm_arena_bytes"]
+        row["flash_vs_tflm_est"] = rep.flash_bytes / ref["tflm_flash_bytes_est"]
+        rows.append(row)
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    head = (f"{'model':<6} {'target':<10} {'flash B':>9} {'RAM B':>9} {'arena B':>9} {'instr/inf':>13} "
+            f"{'conv i/MAC':>10} {'est ms':>8} {'duty':>7} {'bit-exact':>9}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if not r["fits"]:
+            lines.append(f"{r['preset']:<6} {r['target']:<10} does not fit: {r['link_error']}")
+            continue
+        lines.append(f"{r['preset']:<6} {r['target']:<10} {r['flash_bytes']:>9,} {r['ram_bytes']:>9,} "
+                     f"{r['arena_bytes']:>9,} {r['instructions']:>13,} "
+                     f"{r['largest_conv_instructions_per_mac'] or float('nan'):>10.2f} {r['est_ms']:>8.1f} "
+                     f"{100 * r['duty_cycle']:>6.1f}% {str(r['bit_exact']):>9}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--presets", default="micro,edge", help="comma-separated presets (default micro,edge)")
+    p.add_argument("--targets", default="nrf52840,stm32l4r5,stm32h7,m55", help="comma-separated firmware targets")
+    p.add_argument("--verify", type=int, default=20, help="seeded inputs compared with TFLite Micro (default 20)")
+    p.add_argument("--tflm-root", metavar="DIR", help="TFLite Micro + CMSIS-NN sources for a reference build")
+    args = p.parse_args()
+    from edge_asc.firmware_bench.codegen import install_arm_toolchain
+
+    if not install_arm_toolchain():
+        print("arm-none-eabi-gcc / qemu-system-arm not available (install gcc-arm-none-eabi "
+              "libnewlib-arm-none-eabi qemu-system-arm): nothing measured")
+        write_json(args.json, {"rows": [], "skipped": "no arm toolchain"})
+        return 0
+    if args.tflm_root:
+        print(f"TFLM not available: building TFLite Micro + CMSIS-NN from {args.tflm_root} is not implemented; "
+              "reference figures below are TFLM's measured arena and the report's TFLM + CMSIS-NN estimate")
+    else:
+        print("TFLM not available (no --tflm-root): reference figures are TFLM's measured arena and the report's "
+              "TFLM + CMSIS-NN instruction estimate")
+    targets = args.targets.split(",")
+    with tempfile.TemporaryDirectory(prefix="edge_asc_fw_bench_") as d:
+        rows = [r for preset in args.presets.split(",") for r in measure(preset, targets, args.verify, Path(d))]
+    print(_table(rows))
+    for r in rows:
+        if r["fits"] and r.get("instructions_vs_tflm_cmsis_est"):
+            print(f"{r['preset']} on {r['target']}: instructions {r['instructions_vs_tflm_cmsis_est']:.2f}x the "
+                  f"TFLM+CMSIS-NN estimate ({r['tflm_cmsis_instructions_est']:,}), arena "
+                  f"{r.get('arena_vs_tflm', float('nan')):.2f}x TFLM's measured arena "
+                  f"({r['tflm_arena_bytes']:,} B), flash {r['flash_vs_tflm_est']:.2f}x TFLM's (estimate: "
+                  f"{TFLM_LIBRARY_FLASH_BYTES:,} B library + model file)")
+    fit = [r for r in rows if r["fits"]]
+    goals = {"bit-exact with TFLite Micro on every target that fits": all(r["bit_exact"] for r in fit),
+             "largest conv <= 6 instructions/MAC on the Cortex-M4":
+                 all((r["largest_conv_instructions_per_mac"] or 0) <= 6 for r in fit if r["core"] == "cortex-m4"),
+             "arena <= 0.75x TFLM's": all(r.get("arena_vs_tflm", 0) <= 0.75 for r in fit),
+             "instructions <= 0.5x TFLM+CMSIS-NN (estimate)":
+                 all(r.get("instructions_vs_tflm_cmsis_est", 0) <= 0.5 for r in fit
+                     if r.get("instructions_vs_tflm_cmsis_est"))}
+    print("goals:", goals_text(goals))
+    write_json(args.json, {"rows": rows, "goals": goals})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

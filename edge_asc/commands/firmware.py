@@ -1,0 +1,79 @@
+"""``edge-asc firmware MODEL --target T --out DIR [--host] [--run] [--verify N] [--json F]``.
+
+Generate a self-contained C project of a full-int8 ``.tflite`` for a microcontroller (:mod:`edge_asc.firmware_bench.
+codegen`): weights as const arrays, a static tensor arena, int8 kernels bit-exact with TensorFlow Lite Micro, a
+``main`` running one inference between markers, and a linker script with the chip's flash and RAM. ``--host`` builds
+it with the host's C compiler, ``--run`` for the chip with arm-none-eabi-gcc and runs it under QEMU; both compare the
+outputs of seeded inputs with TFLite Micro's. Exit codes: 1 not bit-exact, an unsupported op or a failed build,
+2 usage, 3 the firmware does not fit the chip (the linker's overflow).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+TARGETS = ("nrf52840", "stm32l4r5", "stm32h7", "m55")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="full-int8 .tflite file")
+    p.add_argument("--target", required=True, choices=TARGETS, help="microcontroller (its core, flash and RAM)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder of the generated C project")
+    p.add_argument("--host", action="store_true", help="build with the host's C compiler and compare with TFLM")
+    p.add_argument("--run", action="store_true",
+                   help="build for the chip, run under qemu-system-arm, measure flash/RAM/instructions, compare")
+    p.add_argument("--verify", type=int, default=20, metavar="N",
+                   help="seeded inputs compared with TFLite Micro (default 20; 0 = no comparison)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the int8 inputs (default 0)")
+    p.add_argument("--stack-bytes", type=int, metavar="B", help="main stack reserved in RAM (default 4096)")
+    p.add_argument("--install-toolchain", action="store_true",
+                   help="with --run: apt-get install the arm toolchain and QEMU when missing (root)")
+    p.add_argument("--json", metavar="F", help="write the report as JSON ('-' for stdout instead of the table)")
+
+
+def _text(rep, top: int = 8) -> str:
+    lines = [f"firmware for {rep.target} ({rep.core}) in {rep.out_dir}: {rep.n_ops} ops, {rep.macs:,} MACs, "
+             f"arena {rep.arena_bytes:,} B (planned), constants {rep.weight_bytes:,} B"]
+    for c in rep.comparisons:
+        verdict = "bit-exact" if c["bit_exact"] else f"NOT bit-exact (max |diff| {c['max_abs_diff']})"
+        lines.append(f"  {c['where']}: {c['n_equal']}/{c['n']} seeded inputs identical to TFLite Micro: {verdict}"
+                     + (f"; {c['first_divergence']}" if c["first_divergence"] else ""))
+    if rep.instructions is not None:
+        lines.append(f"  measured on QEMU {rep.qemu_machine}: flash {rep.flash_bytes:,} B of {rep.chip_flash_bytes:,}, "
+                     f"RAM {rep.ram_bytes:,} B of {rep.chip_ram_bytes:,} (data+bss {rep.static_ram_bytes:,}, stack "
+                     f"{rep.stack_bytes:,}), {rep.instructions:,} instructions per inference")
+        lines.append(f"  estimate: {rep.est_ms:.1f} ms per inference at CPI {rep.cpi} and {rep.clock_hz / 1e6:g} MHz")
+        big = rep.largest_conv()
+        if big:
+            lines.append(f"  largest conv (op {big.index}): {big.macs:,} MACs, "
+                         f"{big.instructions_per_mac:.2f} instructions/MAC")
+        lines.append("  instructions per op type:")
+        for name, count, ins, macs in rep.op_type_table()[:top]:
+            share = 100.0 * ins / rep.instructions if rep.instructions else 0.0
+            lines.append(f"    {name:<24} x{count:<3} {ins:>13,} ({share:4.1f}%)"
+                         + (f"  {ins / macs:.2f}/MAC" if macs else ""))
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+
+    if args.verify < 0:
+        raise UsageError(f"--verify must be >= 0, got {args.verify}")
+    if args.stack_bytes is not None and args.stack_bytes < 256:
+        raise UsageError(f"--stack-bytes must be >= 256, got {args.stack_bytes}")
+    from ..firmware_bench.codegen import firmware, install_arm_toolchain
+
+    if args.run and args.install_toolchain:
+        install_arm_toolchain()
+    rep = firmware(args.model, args.target, args.out, host=args.host, run=args.run, n_verify=args.verify,
+                   seed=args.seed, stack_bytes=args.stack_bytes)
+    if args.json == "-":
+        print(rep.to_json())
+    else:
+        print(_text(rep), end="")
+        if args.json:
+            from pathlib import Path
+
+            Path(args.json).write_text(rep.to_json() + "\n")
+    return 0

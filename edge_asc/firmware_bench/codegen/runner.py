@@ -1,0 +1,234 @@
+"""Build a generated project and run it: on the host (gcc) or on an emulated Cortex-M (arm-none-eabi-gcc + QEMU).
+
+A run feeds ``n`` inputs through ``ek_in.bin`` and reads the outputs back from ``ek_out.bin``; on QEMU it also
+collects the measurements ``ek_main.c`` prints: instructions per inference and per op (SysTick ticks under
+``-icount shift=0`` x the instructions per tick measured by a calibration loop), the stack high-water mark; and
+``arm-none-eabi-size`` gives flash (vectors + text + rodata + data) and static RAM (data + bss).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import BudgetExceededError, EdgeAscError
+from .project import Project
+
+#: Debian packages that provide the cross toolchain and the emulator
+APT_PACKAGES = ("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm")
+
+
+class ToolchainError(EdgeAscError):
+    """A compiler or the emulator is missing, or a build / run failed."""
+
+
+class LinkOverflowError(BudgetExceededError):
+    """The firmware does not fit the chip: the linker reported a memory region overflow (exit code 3)."""
+
+    def __init__(self, message: str, *, region: str, overflow_bytes: int) -> None:
+        super().__init__(message)
+        self.region = region
+        self.overflow_bytes = overflow_bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """Outputs of ``n`` inferences and, on QEMU, the measurements.
+
+    Attributes:
+        outputs: int8[n, output bytes] (all output tensors concatenated per inference).
+        instructions: instructions of each inference (QEMU only, else empty).
+        op_instructions: instructions of each op summed over the ``n`` inferences (QEMU only).
+        instructions_per_tick: the calibration (QEMU only; 40 on the mps2 boards' 25 MHz SysTick).
+        stack_bytes: stack high-water mark (QEMU only).
+        flash_bytes: vectors + text + rodata + data (QEMU only).
+        static_ram_bytes: data + bss, the arena included (QEMU only).
+        arena_bytes: the planned tensor arena (part of bss).
+        console: the program's console output.
+    """
+
+    outputs: np.ndarray
+    instructions: tuple[int, ...] = ()
+    op_instructions: tuple[int, ...] = ()
+    instructions_per_tick: float = 0.0
+    stack_bytes: int = 0
+    flash_bytes: int = 0
+    static_ram_bytes: int = 0
+    arena_bytes: int = 0
+    console: str = field(default="", repr=False)
+
+    @property
+    def ram_bytes(self) -> int:
+        """RAM the firmware needs: data + bss (arena included) + stack high-water mark."""
+        return self.static_ram_bytes + self.stack_bytes
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("outputs")
+        d.pop("console")
+        d["ram_bytes"] = self.ram_bytes
+        return d
+
+
+def which(tool: str) -> str | None:
+    return shutil.which(tool)
+
+
+def arm_toolchain_present() -> bool:
+    """arm-none-eabi-gcc (with newlib) and qemu-system-arm are on PATH."""
+    if not (which("arm-none-eabi-gcc") and which("qemu-system-arm")):
+        return False
+    proc = subprocess.run(["arm-none-eabi-gcc", "-print-file-name=libc.a"], capture_output=True, text=True,
+                          check=False)
+    return os.path.isabs(proc.stdout.strip())  # newlib present (gcc echoes the bare name when it is not)
+
+
+def install_arm_toolchain(timeout_s: float = 900.0) -> bool:
+    """Install :data:`APT_PACKAGES` with apt when missing and running as root; True when present afterwards."""
+    if arm_toolchain_present():
+        return True
+    if os.geteuid() != 0 or not which("apt-get"):
+        return False
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], capture_output=True, env=env, timeout=timeout_s, check=False)
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES], capture_output=True,
+                   env=env, timeout=timeout_s, check=False)
+    return arm_toolchain_present()
+
+
+_OVERFLOW = re.compile(r"region [`'](\w+)' overflowed by (\d+) bytes")
+
+
+def _make(project: Project, target: str, extra: str = "", timeout_s: float = 600.0) -> None:
+    cmd = ["make", "-C", str(project.out_dir), "-s", target]
+    if extra:
+        cmd.append(f"EXTRA={extra}")
+    if target == "arm" and not which("arm-none-eabi-gcc"):
+        raise ToolchainError("arm-none-eabi-gcc not found: install the Debian packages "
+                             f"{' '.join(APT_PACKAGES)} (apt-get install, as root)")
+    if target != "arm" and not which(os.environ.get("CC", "cc")):
+        raise ToolchainError("no host C compiler (cc) found: install gcc")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if proc.returncode:
+        log = proc.stdout + proc.stderr
+        over = _OVERFLOW.findall(log)
+        if over:
+            regions = {r: int(n) for r, n in over}
+            region, n = max(regions.items(), key=lambda kv: kv[1])
+            what = "; ".join(f"{r} by {n:,} bytes" for r, n in regions.items())
+            raise LinkOverflowError(f"the firmware does not fit {project.chip.name}: region {what} "
+                                    f"(arena {project.arena_bytes:,} B, constants {project.weight_bytes:,} B)",
+                                    region=region, overflow_bytes=n)
+        first = next((ln for ln in log.splitlines() if "error" in ln.lower()), log.strip().splitlines()[-1:] or [""])
+        raise ToolchainError(f"building the firmware ({target}) failed: {first if isinstance(first, str) else first[0]}")
+
+
+def build(project: Project, kind: str = "host", *, extra_cflags: str = "") -> Path:
+    """Build ``kind`` ('host', 'debug' or 'arm') and return the binary's path.
+
+    Raises:
+        LinkOverflowError: (arm) the firmware does not fit the chip's flash or RAM.
+        ToolchainError: no compiler, or the build failed.
+    """
+    _make(project, kind, extra_cflags)
+    return project.out_dir / "build" / {"host": "host/model", "debug": "debug/model", "arm": "arm/model.elf"}[kind]
+
+
+def _run_dir(project: Project, name: str, inputs: np.ndarray | None) -> Path:
+    d = project.out_dir / "build" / name
+    d.mkdir(parents=True, exist_ok=True)
+    for f in ("ek_in.bin", "ek_out.bin", "ek_dump.bin"):
+        (d / f).unlink(missing_ok=True)
+    if inputs is not None:
+        (d / "ek_in.bin").write_bytes(np.ascontiguousarray(inputs, dtype=np.int8).tobytes())
+    return d
+
+
+def _outputs(d: Path, n: int, console: str) -> np.ndarray:
+    if (d / "ek_out.bin").exists():
+        return np.frombuffer((d / "ek_out.bin").read_bytes(), dtype=np.int8).reshape(n, -1)
+    rows = [[int(v) for v in ln.split()[3:]] for ln in console.splitlines() if ln.startswith("EK output ")]
+    return np.asarray(rows, dtype=np.int8).reshape(len(rows), -1) if rows else np.zeros((0, 0), np.int8)
+
+
+def run_host(project: Project, inputs: np.ndarray | None = None, *, debug: bool = False,
+             timeout_s: float = 600.0) -> RunResult:
+    """Build (if needed) and run the host binary on ``inputs`` (int8[n, input bytes]; None: one seeded input).
+
+    With ``debug``, the debug build runs and writes ``ek_dump.bin`` next to the outputs (see :func:`read_dump`).
+    """
+    exe = build(project, "debug" if debug else "host").resolve()
+    d = _run_dir(project, "run-debug" if debug else "run-host", inputs)
+    proc = subprocess.run([str(exe)], cwd=d, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if proc.returncode:
+        raise ToolchainError(f"the host firmware exited with {proc.returncode}: {proc.stderr.strip()[:200]}")
+    n = 1 if inputs is None else len(inputs)
+    return RunResult(outputs=_outputs(d, n, proc.stdout), arena_bytes=project.arena_bytes, console=proc.stdout)
+
+
+def read_dump(path: str | os.PathLike) -> list[tuple[int, int, np.ndarray]]:
+    """Records of a debug build's ``ek_dump.bin``: (op index, tensor index, int8 bytes) in write order."""
+    raw = Path(path).read_bytes()
+    recs, pos = [], 0
+    while pos + 12 <= len(raw):
+        op, tensor, n = np.frombuffer(raw, dtype=np.int32, count=3, offset=pos)
+        pos += 12
+        recs.append((int(op), int(tensor), np.frombuffer(raw, dtype=np.int8, count=int(n), offset=pos).copy()))
+        pos += int(n)
+    return recs
+
+
+def section_sizes(elf: Path) -> dict[str, int]:
+    """Section name -> bytes of an ELF (``arm-none-eabi-size -A``)."""
+    proc = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True, check=True)
+    sizes = {}
+    for ln in proc.stdout.splitlines():
+        parts = ln.split()
+        if len(parts) >= 2 and parts[0].startswith(".") and parts[1].isdigit():
+            sizes[parts[0]] = int(parts[1])
+    return sizes
+
+
+def run_qemu(project: Project, inputs: np.ndarray | None = None, *, timeout_s: float = 600.0) -> RunResult:
+    """Build for the chip and run under ``qemu-system-arm -icount shift=0`` on ``inputs`` (None: one seeded input).
+
+    Raises:
+        LinkOverflowError: the firmware does not fit the chip (the linker's message, with the overflow in bytes).
+        ToolchainError: no toolchain / emulator, or the firmware failed.
+    """
+    elf = build(project, "arm").resolve()
+    if not which("qemu-system-arm"):
+        raise ToolchainError("qemu-system-arm not found: install the Debian package qemu-system-arm")
+    d = _run_dir(project, "run-qemu", inputs)
+    cmd = ["qemu-system-arm", "-M", project.chip.qemu_machine, "-nographic", "-monitor", "none", "-serial", "none",
+           "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
+    try:
+        # QEMU writes the semihosting console to stderr when stdout is not a terminal: read both as one stream
+        proc = subprocess.run(cmd, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ToolchainError(f"QEMU ({project.chip.qemu_machine}) did not finish within {timeout_s:.0f} s") from exc
+    console = proc.stdout
+    if proc.returncode or "EK done" not in console:
+        last = (console.strip().splitlines() or ["no output"])[-1]
+        raise ToolchainError(f"the firmware failed under QEMU {project.chip.qemu_machine} "
+                             f"(exit {proc.returncode}): {last[:200]}")
+    cal = re.search(r"^EK calibrate (\d+) (\d+)", console, re.M)
+    ipt = int(cal.group(1)) / int(cal.group(2)) if cal and int(cal.group(2)) else 0.0
+    ticks = [int(t) for t in re.findall(r"^EK inference \d+ (\d+)", console, re.M)]
+    op_ticks = [int(t) for t in re.findall(r"^EK op \d+ (\d+) ", console, re.M)]
+    stack = re.search(r"^EK stack (\d+)", console, re.M)
+    sizes = section_sizes(elf)
+    flash = sum(sizes.get(s, 0) for s in (".vectors", ".text", ".ARM.exidx", ".data"))
+    static_ram = sizes.get(".data", 0) + sizes.get(".bss", 0)
+    n = 1 if inputs is None else len(inputs)
+    return RunResult(outputs=_outputs(d, n, console), instructions=tuple(round(t * ipt) for t in ticks),
+                     op_instructions=tuple(round(t * ipt) for t in op_ticks), instructions_per_tick=ipt,
+                     stack_bytes=int(stack.group(1)) if stack else 0, flash_bytes=flash,
+                     static_ram_bytes=static_ram, arena_bytes=project.arena_bytes, console=console)
