@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="dataset and training seed (default 0)")
     p.add_argument("--epochs", type=int, help=f"training epochs (default {FULL['epochs']}, quick {QUICK['epochs']})")
     p.add_argument("--clips-per-class", type=int, help=f"synthetic clips per scene (default {FULL['clips_per_class']})")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch CPU threads for training (default 2; with the demo's AVX2-capped math the numbers do "
+                        "not depend on it, see docs/reproducibility.md)")
     p.add_argument("--no-vela", action="store_true", help="skip the Ethos-U (Vela) estimate in the report")
 
 
@@ -46,8 +49,12 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import main as cli
     from ..errors import ConfigError, EdgeAscError, UsageError
     from ..model import resolve_preset
+    from ..train.reproducible import pin_portable_math
 
     resolve_preset(args.preset)  # a bad preset is a one-line error before anything is written
+    if args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    pin_portable_math()  # before any stage imports torch (the summary says whether it took effect)
     params = dict(QUICK if args.quick else FULL)
     if args.epochs is not None:
         params["epochs"] = args.epochs
@@ -73,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         ("check", ["data", "check", str(data)]),
         ("train", ["train", "--data", str(data), "--preset", args.preset, "--epochs", str(params["epochs"]),
                    "--batch-size", str(params["batch_size"]), "--out", str(run_dir), "--seed", str(args.seed),
-                   "--val-every", "10"]),
+                   "--val-every", "10", "--threads", str(args.threads)]),
         ("evaluate", ["evaluate", str(run_dir), "--data", str(data), "--json", str(out / "evaluate.json"),
                       "--png", str(out / "confusion.png")]),
         ("calibrate", ["calibrate", str(run_dir), "--data", str(data), "--out", str(out / "calib"),
@@ -170,6 +177,7 @@ def _find(d, *keys, default=None):
 
 def _summary(out, run_dir, model, clip, classified, timings, params) -> dict:
     from ..export import report_path_for
+    from ..train.reproducible import cpu_math
 
     ev = _read_json(out / "evaluate.json")
     ex = _read_json(report_path_for(model))
@@ -215,6 +223,7 @@ def _summary(out, run_dir, model, clip, classified, timings, params) -> dict:
                     for t in rep["targets"]],
         "classified_clip": {"file": classified["file"], "true_label": clip.label, "device": clip.device,
                             "predicted": classified["label"], "confidence": max(classified["clip_probs"])},
+        "cpu_math": cpu_math(),
         "timings_s": timings,
     }
 
@@ -268,6 +277,13 @@ def _print_summary(s: dict, out) -> None:
     c = s["classified_clip"]
     lines.append(f"  classify      {c['file']}: true {c['true_label']}, predicted {c['predicted']} "
                  f"(p={c['confidence']:.2f})")
+    m = s["cpu_math"]
+    if m["portable"]:
+        lines.append(f"  reproducible  yes: PyTorch CPU math capped at {m['cpu_capability']}, {m['threads']} threads; "
+                     "a fresh process gives these numbers on any x86-64 machine")
+    else:
+        lines.append(f"  reproducible  NO: PyTorch ran {m['cpu_capability']} kernels (torch was loaded before the demo "
+                     "could cap them); run 'edge-asc demo' in a fresh process")
     lines.append("  stage times   " + ", ".join(f"{k} {v:.0f} s" for k, v in s["timings_s"].items()))
     lines.append(f"  artifacts     {out}/ (summary.json lists every file)")
     print("\n".join(lines), flush=True)

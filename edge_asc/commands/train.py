@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="validate on the 'evaluate' split every N epochs (0: never)")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: <out>/../feature-cache)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--portable-math", action="store_true",
+                   help="cap PyTorch's CPU kernels at AVX2 so the run gives the same weights on any x86-64 machine "
+                        "and thread count (what 'edge-asc demo' does; see docs/reproducibility.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the final checkpoint metadata as JSON")
 
@@ -58,6 +61,13 @@ def run(args: argparse.Namespace) -> int:
     from ..model import resolve_preset
 
     preset = resolve_preset(args.preset)  # a malformed preset string fails here, before torch is imported
+    if args.portable_math:
+        from ..train.reproducible import pin_portable_math
+
+        if not pin_portable_math():
+            raise UsageError("--portable-math must be set before torch is loaded (torch was imported earlier in this "
+                             "process, or ATEN_CPU_CAPABILITY/ONEDNN_MAX_CPU_ISA are set to other values): run "
+                             "'edge-asc train' in a fresh process without those variables")
     require("torch", "train", "training")
     import torch
 
