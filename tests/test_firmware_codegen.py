@@ -119,7 +119,7 @@ def _random_model(seed: int, n_ops: int = 40) -> Model:
         name = "RESHAPE" if rng.random() < 0.15 else "ADD"
         size = tensors[ins[0]].size if name == "RESHAPE" else rng.randint(1, 500)
         tensors.append(Tensor(index=len(tensors), name=f"t{k}", shape=(size,), dtype="int8"))
-        ops.append(Op(index=k, name=name, inputs=ins[:1] if name == "RESHAPE" else ins,
+        ops.append(Op(index=k, name=name, custom=False, inputs=ins[:1] if name == "RESHAPE" else ins,
                       outputs=(len(tensors) - 1,), options={}))
     return Model(tensors=tuple(tensors), ops=tuple(ops), inputs=(0,), outputs=(len(tensors) - 1,))
 
@@ -162,13 +162,14 @@ def test_check_plan_rejects_overlapping_live_buffers():
 
 def test_unsupported_op_is_one_line_naming_it():
     t = (Tensor(index=0, name="x", shape=(4,), dtype="int8"), Tensor(index=1, name="y", shape=(4,), dtype="int8"))
-    model = Model(tensors=t, ops=(Op(index=0, name="HARD_SWISH", inputs=(0,), outputs=(1,), options={}),
-                                  Op(index=1, name="CUSTOM:foo", inputs=(1,), outputs=(1,), options={})),
+    model = Model(tensors=t, ops=(Op(index=0, name="HARD_SWISH", custom=False, inputs=(0,), outputs=(1,), options={}),
+                                  Op(index=1, name="foo", custom=True, inputs=(1,), outputs=(1,), options={}),
+                                  Op(index=2, name="ADD", custom=True, inputs=(1,), outputs=(1,), options={})),
                   inputs=(0,), outputs=(1,))
     with pytest.raises(UnsupportedOpError) as err:
         check_supported(model)
     msg = str(err.value)
-    assert "\n" not in msg and "HARD_SWISH" in msg and "CUSTOM:foo" in msg
+    assert "\n" not in msg and "HARD_SWISH" in msg and "CUSTOM:foo" in msg and "CUSTOM:ADD" in msg
 
 
 # ---- kernels against TFLite Micro -----------------------------------------------------------------------------------

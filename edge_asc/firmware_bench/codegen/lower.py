@@ -208,7 +208,7 @@ def lower_add_sub(op: Op, ctx: Context) -> Lowered:
         r1, r2 = float(sa / twice32), float(sb / twice32)
         ro = float(twice32 / (f32(1 << left_shift) * so))
     (m1, s1), (m2, s2), (mo, s_o) = ctx.qm(r1), ctx.qm(r2), ctx.qm(ro)
-    lo, hi = activation_range(op.options.get("fusedActivationFunction", 0), so, o.zero_point)
+    lo, hi = activation_range(op.options.get("fused_activation_function", 0), so, o.zero_point)
     name = f"ek_p{op.index}"
     fields = {"b": bc, "in1_offset": -a.zero_point, "in2_offset": -b.zero_point, "out_offset": o.zero_point,
               "in1_mult": m1, "in2_mult": m2, "out_mult": mo, "in1_shift": s1, "in2_shift": s2, "out_shift": s_o,
@@ -224,7 +224,7 @@ def lower_mul(op: Op, ctx: Context) -> Lowered:
     a, b, o, bc = _binary_common(op, ctx)
     real = float(f32(a.scale)) * float(f32(b.scale)) / float(f32(o.scale))
     m, s = ctx.qm(real)
-    lo, hi = activation_range(op.options.get("fusedActivationFunction", 0), o.scale, o.zero_point)
+    lo, hi = activation_range(op.options.get("fused_activation_function", 0), o.scale, o.zero_point)
     name = f"ek_p{op.index}"
     fields = {"b": bc, "in1_offset": -a.zero_point, "in2_offset": -b.zero_point, "out_offset": o.zero_point,
               "out_mult": m, "out_shift": s, "act_min": lo, "act_max": hi}
@@ -348,14 +348,14 @@ def lower_conv2d(op: Op, ctx: Context) -> Lowered:
     n, ih, iw, ic = x.shape
     oc, kh, kw, kc = w.shape
     opt = op.options
-    sh, sw = opt.get("strideH", 1), opt.get("strideW", 1)
-    dh, dw = opt.get("dilationHFactor", 1), opt.get("dilationWFactor", 1)
+    sh, sw = opt.get("stride_h", 1), opt.get("stride_w", 1)
+    dh, dw = opt.get("dilation_h_factor", 1), opt.get("dilation_w_factor", 1)
     oh, ph = _padding(opt.get("padding", 0), sh, dh, ih, kh)
     ow, pw = _padding(opt.get("padding", 0), sw, dw, iw, kw)
     if (oh, ow, oc) != tuple(o.shape[1:]):
         raise UnsupportedOpError(f"CONV_2D (op {op.index}): output shape {o.shape} does not match the padding")
     mults, shifts = _per_channel(ctx, x, w, o, oc)
-    lo, hi = activation_range(opt.get("fusedActivationFunction", 0), o.scale, o.zero_point)
+    lo, hi = activation_range(opt.get("fused_activation_function", 0), o.scale, o.zero_point)
     name = f"ek_p{op.index}"
     fast = ctx.fast and kc == ic and w.data is not None
     patch = _ceil4(kh * kw * kc) if fast else 0
@@ -387,14 +387,14 @@ def lower_dwconv2d(op: Op, ctx: Context) -> Lowered:
     n, ih, iw, ic = x.shape
     _, kh, kw, oc = w.shape
     opt = op.options
-    sh, sw = opt.get("strideH", 1), opt.get("strideW", 1)
-    dh, dw = opt.get("dilationHFactor", 1), opt.get("dilationWFactor", 1)
+    sh, sw = opt.get("stride_h", 1), opt.get("stride_w", 1)
+    dh, dw = opt.get("dilation_h_factor", 1), opt.get("dilation_w_factor", 1)
     oh, ph = _padding(opt.get("padding", 0), sh, dh, ih, kh)
     ow, pw = _padding(opt.get("padding", 0), sw, dw, iw, kw)
     if (oh, ow, oc) != tuple(o.shape[1:]) or oc % ic:
         raise UnsupportedOpError(f"DEPTHWISE_CONV_2D (op {op.index}): output shape {o.shape} does not match")
     mults, shifts = _per_channel(ctx, x, w, o, oc)
-    lo, hi = activation_range(opt.get("fusedActivationFunction", 0), o.scale, o.zero_point)
+    lo, hi = activation_range(opt.get("fused_activation_function", 0), o.scale, o.zero_point)
     name = f"ek_p{op.index}"
     fields = {"in_h": ih, "in_w": iw, "in_c": ic, "out_h": oh, "out_w": ow, "out_c": oc, "k_h": kh, "k_w": kw,
               "depth_mult": oc // ic, "stride_h": sh, "stride_w": sw, "dil_h": dh, "dil_w": dw, "pad_h": ph,
@@ -418,7 +418,7 @@ def lower_fc(op: Op, ctx: Context) -> Lowered:
     else:  # GetQuantizedConvolutionMultipler: the input x filter product in float32
         m, s = ctx.qm(float(f32(x.scale) * f32(w.scales[0])) / float(f32(o.scale)))
         mults, shifts = [m], [s]
-    lo, hi = activation_range(op.options.get("fusedActivationFunction", 0), o.scale, o.zero_point)
+    lo, hi = activation_range(op.options.get("fused_activation_function", 0), o.scale, o.zero_point)
     name = f"ek_p{op.index}"
     fast = ctx.fast and w.zero_point == 0 and w.data is not None
     depth4 = _ceil4(accum) if fast else 0
@@ -449,11 +449,11 @@ def lower_pool(op: Op, ctx: Context) -> Lowered:
     x, o = ctx.t(op.inputs[0]), ctx.t(op.outputs[0])
     n, ih, iw, c = x.shape
     opt = op.options
-    kh, kw = opt.get("filterHeight", 1), opt.get("filterWidth", 1)
-    sh, sw = opt.get("strideH", 1), opt.get("strideW", 1)
+    kh, kw = opt.get("filter_height", 1), opt.get("filter_width", 1)
+    sh, sw = opt.get("stride_h", 1), opt.get("stride_w", 1)
     oh, ph = _padding(opt.get("padding", 0), sh, 1, ih, kh)
     ow, pw = _padding(opt.get("padding", 0), sw, 1, iw, kw)
-    lo, hi = activation_range(opt.get("fusedActivationFunction", 0), o.scale, o.zero_point)
+    lo, hi = activation_range(opt.get("fused_activation_function", 0), o.scale, o.zero_point)
     name = f"ek_p{op.index}"
     fields = {"batches": n, "in_h": ih, "in_w": iw, "c": c, "out_h": oh, "out_w": ow, "k_h": kh, "k_w": kw,
               "stride_h": sh, "stride_w": sw, "pad_h": ph, "pad_w": pw, "act_min": lo, "act_max": hi}
@@ -612,7 +612,7 @@ def lower_resize_nearest(op: Op, ctx: Context) -> Lowered:
     x, o = ctx.t(op.inputs[0]), ctx.t(op.outputs[0])
     n, ih, iw, c = x.shape
     _, oh, ow, _ = o.shape
-    ac, hp = bool(op.options.get("alignCorners", False)), bool(op.options.get("halfPixelCenters", False))
+    ac, hp = bool(op.options.get("align_corners", False)), bool(op.options.get("half_pixel_centers", False))
     ys, xs = nearest_index(oh, ih, ac, hp), nearest_index(ow, iw, ac, hp)
     name = f"ek_p{op.index}"
     fields = {"batches": n, "in_h": ih, "in_w": iw, "c": c, "out_h": oh, "out_w": ow}
@@ -637,7 +637,7 @@ def lower_concat(op: Op, ctx: Context) -> Lowered:
     o = ctx.t(op.outputs[0])
     axis = op.options.get("axis", 0)
     axis = axis + len(o.shape) if axis < 0 else axis
-    if op.options.get("fusedActivationFunction", 0):
+    if op.options.get("fused_activation_function", 0):
         raise UnsupportedOpError(f"CONCATENATION (op {op.index}) with a fused activation")
     outer = int(np.prod(o.shape[:axis], dtype=np.int64))
     row = int(np.prod(o.shape[axis:], dtype=np.int64))
@@ -732,7 +732,8 @@ def check_supported(model: Model) -> None:
     """Raise :class:`UnsupportedOpError` (one line naming every unsupported op type) before any work is done."""
     if model.n_subgraphs > 1 and any(op.name in ("WHILE", "IF", "CALL_ONCE") for op in model.ops):
         raise UnsupportedOpError("models with control flow (several subgraphs) are not supported")
-    missing = sorted({op.name for op in model.ops if op.name not in LOWERINGS})
+    missing = sorted({f"CUSTOM:{op.name}" if op.custom else op.name for op in model.ops
+                      if op.custom or op.name not in LOWERINGS})
     if missing:
         raise UnsupportedOpError(f"unsupported op{'s' if len(missing) > 1 else ''} for the firmware generator: "
                                  f"{', '.join(missing)} (supported: {', '.join(sorted(LOWERINGS))})")
