@@ -190,7 +190,7 @@ def _binary_call(op: Op, ctx: Context, a: Tensor, b: Tensor, o: Tensor, bc: dict
 # ---- element-wise binary ops --------------------------------------------------------------------------------------
 
 def _binary_common(op: Op, ctx: Context) -> tuple[Tensor, Tensor, Tensor, dict]:
-    _require_int8(op, ctx, list(op.inputs[:2]) + [op.outputs[0]])
+    _require_int8(op, ctx, [*op.inputs[:2], op.outputs[0]])
     a, b, o = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
     return a, b, o, broadcast(a.shape, b.shape, o.shape)
 
@@ -216,7 +216,7 @@ def lower_add_sub(op: Op, ctx: Context) -> Lowered:
     fn = "ek_add_s8" if op.name == "ADD" else "ek_sub_s8"
     extra, body, scratch = _binary_call(op, ctx, a, b, o, bc, name,
                                         f"{fn}(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});")
-    return Lowered(op.index, op.name, decls=[_struct("ek_addsub_t", name, fields)] + extra, body=body,
+    return Lowered(op.index, op.name, decls=[_struct("ek_addsub_t", name, fields), *extra], body=body,
                    work=bc["size"], scratch=scratch)
 
 
@@ -228,9 +228,9 @@ def lower_mul(op: Op, ctx: Context) -> Lowered:
     name = f"ek_p{op.index}"
     fields = {"b": bc, "in1_offset": -a.zero_point, "in2_offset": -b.zero_point, "out_offset": o.zero_point,
               "out_mult": m, "out_shift": s, "act_min": lo, "act_max": hi}
-    extra, body, scratch = _binary_call(op, ctx, a, b, o, bc, name,
-                                        f"ek_mul_s8(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});")
-    return Lowered(op.index, op.name, decls=[_struct("ek_mul_t", name, fields)] + extra, body=body,
+    call = f"ek_mul_s8(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});"
+    extra, body, scratch = _binary_call(op, ctx, a, b, o, bc, name, call)
+    return Lowered(op.index, op.name, decls=[_struct("ek_mul_t", name, fields), *extra], body=body,
                    work=bc["size"], scratch=scratch)
 
 
@@ -240,7 +240,7 @@ def lower_max_min(op: Op, ctx: Context) -> Lowered:
     fn = "ek_maximum_s8" if op.name == "MAXIMUM" else "ek_minimum_s8"
     extra, body, scratch = _binary_call(op, ctx, a, b, o, bc, None,
                                         f"{fn}(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});")
-    return Lowered(op.index, op.name, decls=[_struct("ek_bcast_t", name, bc)] + extra, body=body,
+    return Lowered(op.index, op.name, decls=[_struct("ek_bcast_t", name, bc), *extra], body=body,
                    work=bc["size"], scratch=scratch)
 
 
@@ -367,7 +367,7 @@ def lower_conv2d(op: Op, ctx: Context) -> Lowered:
     if fast:
         rf, decls, rq_args = _fast_args(op, ctx, name, mults, shifts, kh * kw * kc)
         fields["round_fast"] = rf
-        decls = [_padded_weights(f"{name}_w", w.data.reshape(oc, -1), patch)] + decls
+        decls = [_padded_weights(f"{name}_w", w.data.reshape(oc, -1), patch), *decls]
         for b in range(n):
             body.append(f"ek_conv2d_s8_fast(&{name}, {ctx.ptr(x.index)} + {b * ih * iw * ic}, {name}_w, {rq_args}, "
                         f"{ctx.ptr(o.index)} + {b * oh * ow * oc}, {ctx.scratch(op.index)});")
@@ -401,7 +401,7 @@ def lower_dwconv2d(op: Op, ctx: Context) -> Lowered:
               "pad_w": pw, "in_offset": -x.zero_point, "out_offset": o.zero_point, "act_min": lo, "act_max": hi}
     body = [f"ek_dwconv2d_s8(&{name}, {ctx.ptr(x.index)} + {b * ih * iw * ic}, {ctx.ptr(w.index)}, "
             f"{_bias(op, ctx)}, {name}_m, {name}_s, {ctx.ptr(o.index)} + {b * oh * ow * oc});" for b in range(n)]
-    return Lowered(op.index, op.name, decls=_arrays(name, mults, shifts) + [_struct("ek_dwconv_t", name, fields)],
+    return Lowered(op.index, op.name, decls=[*_arrays(name, mults, shifts), _struct("ek_dwconv_t", name, fields)],
                    body=body, macs=n * oh * ow * oc * kh * kw)
 
 
@@ -430,12 +430,12 @@ def lower_fc(op: Op, ctx: Context) -> Lowered:
     if fast:
         rf, decls, rq_args = _fast_args(op, ctx, name, mults, shifts, accum)
         fields["round_fast"] = rf
-        decls = [_padded_weights(f"{name}_w", w.data.reshape(out_depth, accum), depth4)] + decls
+        decls = [_padded_weights(f"{name}_w", w.data.reshape(out_depth, accum), depth4), *decls]
         decls.append(_struct("ek_fc_t", name, fields))
         body = [f"ek_fc_s8_fast(&{name}, {ctx.ptr(x.index)}, {name}_w, {rq_args}, {ctx.ptr(o.index)}, "
                 f"{ctx.scratch(op.index)});"]
     else:
-        decls = _arrays(name, mults, shifts) + [_struct("ek_fc_t", name, fields)]
+        decls = [*_arrays(name, mults, shifts), _struct("ek_fc_t", name, fields)]
         body = [f"ek_fc_s8(&{name}, {ctx.ptr(x.index)}, {ctx.ptr(w.index)}, {_bias(op, ctx)}, "
                 f"{name}_m, {name}_s, {ctx.ptr(o.index)});"]
     return Lowered(op.index, op.name, decls=decls, body=body, macs=batches * out_depth * accum,
@@ -633,7 +633,7 @@ def lower_resize_nearest(op: Op, ctx: Context) -> Lowered:
 
 
 def lower_concat(op: Op, ctx: Context) -> Lowered:
-    _require_int8(op, ctx, list(op.inputs) + [op.outputs[0]])
+    _require_int8(op, ctx, [*op.inputs, op.outputs[0]])
     o = ctx.t(op.outputs[0])
     axis = op.options.get("axis", 0)
     axis = axis + len(o.shape) if axis < 0 else axis
@@ -687,8 +687,8 @@ def lower_quantize(op: Op, ctx: Context) -> Lowered:
     if x.dtype == "float32":
         scale = f"{float(f32(o.scale))!r}f"
         return Lowered(op.index, op.name, work=o.size,
-                       body=[f"ek_quantize_f32_s8({o.size}, {scale}, {o.zero_point}, (const float *){ctx.ptr(x.index)}, "
-                             f"{ctx.ptr(o.index)});"])
+                       body=[f"ek_quantize_f32_s8({o.size}, {scale}, {o.zero_point}, "
+                             f"(const float *){ctx.ptr(x.index)}, {ctx.ptr(o.index)});"])
     m, s = ctx.qm(float(f32(x.scale)) / float(f32(o.scale)))
     name = f"ek_p{op.index}"
     fields = {"size": o.size, "in_zp": x.zero_point, "out_zp": o.zero_point, "mult": m, "shift": s,
