@@ -5,9 +5,9 @@ or for the chip and run under QEMU, bit-exact with TensorFlow Lite Micro, with m
     rep = firmware("model.tflite", "nrf52840", "fw/", run=True)      # generate, build, run under QEMU, verify
     print(rep.to_json())
 
-Modules: :mod:`.graph` (read the file), :mod:`.lower` (op -> kernel call, TFLM's parameter arithmetic),
-:mod:`.plan` (static arena), :mod:`.project` (write the C project), :mod:`.runner` (build, run, measure),
-:mod:`.verify` (compare with TFLM), :mod:`.chips` (targets).
+Modules: :mod:`.graph` (the file as :func:`edge_asc.artifact.read_artifact` reads it, constants as numpy),
+:mod:`.lower` (op -> kernel call, TFLM's parameter arithmetic), :mod:`.plan` (static arena), :mod:`.project` (write
+the C project), :mod:`.runner` (build, run, measure), :mod:`.verify` (compare with TFLM), :mod:`.chips` (targets).
 """
 
 from __future__ import annotations
