@@ -23,8 +23,8 @@ test: $(STAMP) firmware-toolchain
 	$(VENV)/bin/ruff check edge_asc tests benchmarks scripts
 	$(PY) -m pytest -q
 
-# The firmware bench's cross compiler and emulator (tests on QEMU are skipped without them): installed with apt when
-# missing and running as root, as pi-check installs its tools; otherwise a note, never a failure.
+# The firmware bench's cross compiler and emulator (the QEMU tests skip without them, and fail under CI): installed
+# with apt when missing and running as root, as pi-check installs its tools; otherwise a note, never a failure here.
 FIRMWARE_APT := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 firmware-toolchain:
 	@if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1 \
@@ -32,8 +32,8 @@ firmware-toolchain:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing $(FIRMWARE_APT)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    $(FIRMWARE_APT)) >/dev/null || echo "note: could not install $(FIRMWARE_APT); QEMU firmware tests skip"; \
-	else echo "note: $(FIRMWARE_APT) missing (install as root); QEMU firmware tests skip"; fi
+	    $(FIRMWARE_APT)) >/dev/null || echo "note: could not install $(FIRMWARE_APT); QEMU firmware tests skip (fail under CI)"; \
+	else echo "note: $(FIRMWARE_APT) missing (install as root); QEMU firmware tests skip (fail under CI)"; fi
 
 demo: $(STAMP)
 	$(VENV)/bin/edge-asc demo

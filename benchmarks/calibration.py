@@ -46,8 +46,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edge-asc-calib-bench-") as tmp:
         work = Path(tmp)
         t = time.perf_counter()
-        onnx = to_onnx(model, np.zeros((1, f.channels, f.n_mels, meta.window_frames), np.float32), work / "model.onnx")
-        run_onnx2tf(onnx, work, "float")
+        example = np.zeros((1, f.channels, f.n_mels, meta.window_frames), np.float32)
+        onnx = to_onnx(model, example, work / "model.onnx")
+        run_onnx2tf(onnx, work, "float", sample_nhwc=example.transpose(0, 2, 3, 1))  # no MS-COCO download
         print(f"ONNX + onnx2tf SavedModel in {time.perf_counter() - t:.1f} s", flush=True)
         for strategy in args.strategies:
             for size in args.sizes:

@@ -98,7 +98,7 @@ def _table(rows: list[dict]) -> str:
         lines.append(f"{r['preset']:<6} {r['target']:<10} {r['flash_bytes']:>9,} {r['ram_bytes']:>9,} "
                      f"{r['arena_bytes']:>9,} {r['instructions']:>13,} "
                      f"{r['largest_conv_instructions_per_mac'] or float('nan'):>10.2f} {r['est_ms']:>8.1f} "
-                     f"{100 * r['duty_cycle']:>6.1f}% {str(r['bit_exact']):>9}")
+                     f"{100 * r['duty_cycle']:>6.1f}% {r['bit_exact']!s:>9}")
     return "\n".join(lines)
 
 

@@ -285,6 +285,16 @@ def load_bytes(model: str | os.PathLike | bytes) -> tuple[bytes, str]:
     return p.read_bytes(), str(p)
 
 
+def is_tflite(path: str | os.PathLike) -> bool:
+    """True for an existing file whose FlatBuffer identifier is :data:`FILE_IDENTIFIER` (any file name); reads 8
+    bytes."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with open(p, "rb") as f:
+        return f.read(8)[4:8] == FILE_IDENTIFIER
+
+
 def read_artifact(model: str | os.PathLike | bytes) -> Artifact:
     """Open a ``.tflite`` file (path or bytes). Only the header is checked here; the parts are read on first use.
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from typing import NoReturn
 
 import pytest
 from conftest import in_ci
@@ -32,8 +33,12 @@ def require_binary(package: str, binary: str) -> str:
     """The path of ``binary`` (installing ``package`` with apt when possible); skip, or fail under CI, without it."""
     path = _apt_install(package, binary)
     if path is None:
-        msg = f"{binary} not found and could not be installed: run 'sudo apt-get install {package}'"
-        if in_ci():
-            pytest.fail(msg)
-        pytest.skip(msg)
+        skip_or_fail(f"{binary} not found and could not be installed: run 'sudo apt-get install {package}'")
     return path
+
+
+def skip_or_fail(message: str) -> NoReturn:
+    """A required tool is missing: skip the test, or fail it under CI (CI machines can install it)."""
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)

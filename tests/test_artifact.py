@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import require
 
-from edge_asc.artifact import CARD_NAME, DTYPES, read_artifact, tensor_bytes
+from edge_asc.artifact import CARD_NAME, DTYPES, is_tflite, read_artifact, tensor_bytes
 from edge_asc.errors import ModelContractError
 from edge_asc.spec import PRESETS, ModelCard, QuantParams
 
@@ -147,6 +147,10 @@ def test_files_that_are_not_tflite_or_are_cut_short(toy, tmp_path):
     assert "truncated or corrupt" in _one_line_error(lambda: read_artifact(cut).tensors)
     bad_root = (len(toy) + 8).to_bytes(4, "little") + toy[4:]  # the root table offset points past the end
     assert "truncated or corrupt" in _one_line_error(lambda: read_artifact(bad_root))
+    (tmp_path / "model.bin").write_bytes(toy)
+    (tmp_path / "notes.tflite").write_bytes(b"not a model at all")
+    assert is_tflite(tmp_path / "model.bin") and not is_tflite(tmp_path / "notes.tflite")
+    assert not is_tflite(tmp_path / "missing.tflite") and not is_tflite(tmp_path)
 
 
 def test_importing_the_reader_loads_no_schema_until_a_file_is_read(hand, tmp_path):

@@ -150,6 +150,32 @@ def test_converters_exit_0_without_output_is_an_error(tmp_path, monkeypatch):
         convert.run_onnx2tf(onnx, tmp_path, "float")
 
 
+def test_onnx2tf_gets_normalised_calibration_windows_as_its_sample(tmp_path, monkeypatch):
+    """A 3-channel input makes onnx2tf load MS-COCO images from its sample file (downloading it when absent): without
+    an explicit sample, the first 20 calibration windows, normalised, are written there before onnx2tf runs."""
+    from edge_asc.export import convert
+
+    seen = []
+
+    def fake_run(cmd, **kw):
+        if "onnx2tf" in cmd:
+            seen.append(np.load(tmp_path / convert.ONNX2TF_SAMPLE_FILE))
+            (tmp_path / "onnx2tf").mkdir(exist_ok=True)
+            (tmp_path / "onnx2tf" / "saved_model.pb").write_bytes(b"x")
+        else:
+            Path(cmd[4]).write_bytes(b"tflite")
+        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(convert.subprocess, "run", fake_run)
+    x = np.random.default_rng(0).normal(-40.0, 10.0, (30, 8, 5, 3)).astype(np.float32)
+    np.save(tmp_path / "c.npy", x)
+    convert.run_onnx2tf(tmp_path / "m.onnx", tmp_path, "int8", calib_npy=tmp_path / "c.npy", mean=(-40.0, 0.0, 1.0),
+                        std=(10.0, 2.0, 4.0))
+    (sample,) = seen
+    assert sample.shape == (20, 8, 5, 3) and sample.dtype == np.float32
+    np.testing.assert_allclose(sample, (x[:20] - [-40.0, 0.0, 1.0]) / [10.0, 2.0, 4.0], rtol=1e-6)
+
+
 def test_op_reader_and_edgetpu_check(carded, tmp_path, monkeypatch):
     from edge_asc.export import edgetpu
     from edge_asc.export.convert import TfliteOp, op_summary, tflite_ops

@@ -8,19 +8,18 @@ import dataclasses
 import json
 import random
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from apt_tools import require_binary, skip_or_fail
+from conftest import require
 
 from edge_asc.firmware_bench.codegen.graph import Model, Op, Tensor
 from edge_asc.firmware_bench.codegen.lower import UnsupportedOpError, broadcast, check_supported, nearest_index
 from edge_asc.firmware_bench.codegen.plan import ALIGN, Buffer, MemoryPlan, check_plan, plan_memory
 from edge_asc.firmware_bench.codegen.quant import mbqm, quantize_multiplier, rdbpot, srdhm
 
-needs_cc = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
-                              reason="needs a host C compiler and make")
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
@@ -29,8 +28,8 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 @pytest.fixture(scope="session")
 def op_models(tmp_path_factory) -> dict[str, Path]:
     """The three kernel-coverage models of tests/firmware_codegen_models.py, converted once per session."""
-    pytest.importorskip("tensorflow")
-    pytest.importorskip("tflite_micro")
+    require("tensorflow")
+    require("tflite_micro")
     from firmware_codegen_models import MODELS
 
     d = tmp_path_factory.mktemp("fw_op_models")
@@ -42,12 +41,23 @@ def op_models(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def host_cc() -> None:
+    """The host C compiler (cc) and make, installed with apt when missing and running as root; without them the
+    test is skipped, or fails under CI."""
+    require_binary("gcc", "cc")
+    require_binary("make", "make")
+
+
+@pytest.fixture(scope="session")
 def arm_toolchain() -> None:
-    """arm-none-eabi-gcc + newlib + qemu-system-arm; installed with apt when missing and running as root."""
+    """arm-none-eabi-gcc + newlib + qemu-system-arm, installed with apt when missing and running as root (what
+    ``make firmware-toolchain`` does); without them the test is skipped, or fails under CI."""
     from edge_asc.firmware_bench.codegen import install_arm_toolchain
+    from edge_asc.firmware_bench.codegen.runner import APT_PACKAGES
 
     if not install_arm_toolchain():
-        pytest.skip("needs gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm (root + apt installs them)")
+        skip_or_fail(f"arm-none-eabi-gcc with newlib or qemu-system-arm not found and could not be installed: run "
+                     f"'sudo apt-get install {' '.join(APT_PACKAGES)}' (or 'sudo make firmware-toolchain')")
 
 
 # ---- TFLite's arithmetic --------------------------------------------------------------------------------------------
@@ -119,7 +129,7 @@ def _random_model(seed: int, n_ops: int = 40) -> Model:
         name = "RESHAPE" if rng.random() < 0.15 else "ADD"
         size = tensors[ins[0]].size if name == "RESHAPE" else rng.randint(1, 500)
         tensors.append(Tensor(index=len(tensors), name=f"t{k}", shape=(size,), dtype="int8"))
-        ops.append(Op(index=k, name=name, inputs=ins[:1] if name == "RESHAPE" else ins,
+        ops.append(Op(index=k, name=name, custom=False, inputs=ins[:1] if name == "RESHAPE" else ins,
                       outputs=(len(tensors) - 1,), options={}))
     return Model(tensors=tuple(tensors), ops=tuple(ops), inputs=(0,), outputs=(len(tensors) - 1,))
 
@@ -162,18 +172,19 @@ def test_check_plan_rejects_overlapping_live_buffers():
 
 def test_unsupported_op_is_one_line_naming_it():
     t = (Tensor(index=0, name="x", shape=(4,), dtype="int8"), Tensor(index=1, name="y", shape=(4,), dtype="int8"))
-    model = Model(tensors=t, ops=(Op(index=0, name="HARD_SWISH", inputs=(0,), outputs=(1,), options={}),
-                                  Op(index=1, name="CUSTOM:foo", inputs=(1,), outputs=(1,), options={})),
+    model = Model(tensors=t, ops=(Op(index=0, name="HARD_SWISH", custom=False, inputs=(0,), outputs=(1,), options={}),
+                                  Op(index=1, name="foo", custom=True, inputs=(1,), outputs=(1,), options={}),
+                                  Op(index=2, name="ADD", custom=True, inputs=(1,), outputs=(1,), options={})),
                   inputs=(0,), outputs=(1,))
     with pytest.raises(UnsupportedOpError) as err:
         check_supported(model)
     msg = str(err.value)
-    assert "\n" not in msg and "HARD_SWISH" in msg and "CUSTOM:foo" in msg
+    assert "\n" not in msg and "HARD_SWISH" in msg and "CUSTOM:foo" in msg and "CUSTOM:ADD" in msg
 
 
 # ---- kernels against TFLite Micro -----------------------------------------------------------------------------------
 
-@needs_cc
+@pytest.mark.usefixtures("host_cc")
 @pytest.mark.parametrize("name", ["conv", "elementwise", "movement"])
 def test_every_op_output_is_bit_exact_with_tflite_micro(name, op_models, tmp_path):
     from edge_asc.firmware_bench.codegen.project import generate
@@ -204,7 +215,7 @@ def test_a_resize_feeding_a_pad_is_fused_and_its_tensor_never_materialised(op_mo
     assert plan.arena_bytes <= plan_memory(model).arena_bytes
 
 
-@needs_cc
+@pytest.mark.usefixtures("host_cc")
 def test_the_first_diverging_op_is_reported(op_models, tmp_path):
     from edge_asc.firmware_bench.codegen.project import generate
     from edge_asc.firmware_bench.codegen.verify import first_divergence, seeded_inputs
@@ -225,7 +236,7 @@ def test_the_first_diverging_op_is_reported(op_models, tmp_path):
     assert str(div).startswith(f"first diverging op: {sub} (SUB)")
 
 
-@needs_cc
+@pytest.mark.usefixtures("host_cc")
 def test_cli_host_build_reports_bit_exact(op_models, tmp_path, capsys):
     from edge_asc.cli import main
 
@@ -282,7 +293,7 @@ def test_qemu_runs_are_bit_exact_and_measured_on_each_core(target, arm_toolchain
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["micro", "edge"])
 def test_exported_preset_runs_bit_exact_on_the_m4(preset, arm_toolchain, tmp_path, capsys):
-    pytest.importorskip("tflite_micro")
+    require("tflite_micro")
     from edge_asc.cli import main
     from edge_asc.export import export_untrained_int8
     from edge_asc.model import resolve_preset

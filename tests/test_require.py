@@ -45,6 +45,17 @@ def test_require_skips_a_missing_optional_module_outside_ci(monkeypatch, optiona
         require(optional_missing)
 
 
+@pytest.mark.parametrize(("ci", "outcome"), [("1", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_a_missing_tool_skips_outside_ci_and_fails_under_ci(monkeypatch, ci, outcome):
+    """apt_tools.skip_or_fail: the policy of every install-or-skip tool fixture (mosquitto, chromium, the firmware
+    toolchain)."""
+    from apt_tools import skip_or_fail
+
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="no-such-tool"):
+        skip_or_fail("no-such-tool not found")
+
+
 def test_require_fails_for_a_missing_module_that_is_not_optional(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.fail.Exception, match="it is not optional"):

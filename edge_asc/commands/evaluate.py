@@ -7,7 +7,6 @@ MODEL is a training run (its directory or ``checkpoint.json``: the float PyTorch
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,18 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads (torch for a run, the interpreter for a .tflite)")
 
 
-def is_tflite(path: str) -> bool:
-    """True for an existing file whose FlatBuffer identifier is TFLite's ``TFL3`` (any file name)."""
-    p = Path(path)
-    if not p.is_file():
-        return False
-    with open(p, "rb") as f:
-        head = f.read(8)
-    return head[4:8] == b"TFL3"
-
-
 def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_json
+    from ..artifact import is_tflite
     from ..errors import UsageError, require
 
     if args.hop is not None and not args.hop > 0:

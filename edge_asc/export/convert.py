@@ -102,7 +102,8 @@ def run_onnx2tf(onnx_path: Path, work: Path, mode: str, *, calib_npy: Path | Non
         sample_nhwc: float32[n <= 20, H, W, C] normalised model inputs for onnx2tf's op-by-op check. For an input
             with 3 channels (the paper front end: log-mel + deltas) onnx2tf takes the model for an RGB network and
             loads 20 MS-COCO test images from ``ONNX2TF_SAMPLE_FILE`` in its working directory, downloading them
-            when the file is absent (which fails offline); we write our own windows there instead.
+            when the file is absent (which fails offline); we write our own windows there instead. Default: the
+            first 20 windows of ``calib_npy``, normalised; give it for the float modes of a 3-channel model.
 
     Returns:
         the produced ``.tflite`` (checked to exist and be non-empty: a converter can exit 0 without writing it).
@@ -116,6 +117,9 @@ def run_onnx2tf(onnx_path: Path, work: Path, mode: str, *, calib_npy: Path | Non
         raise ExportError(f"mode {mode!r} needs calibration data (never random tensors, never onnx2tf's MS-COCO "
                           "default): pass --calib DIR or --data DIR")
     out_dir = work / "onnx2tf"
+    if sample_nhwc is None and calib_npy is not None:
+        first = np.load(calib_npy, mmap_mode="r")[:20]
+        sample_nhwc = (first - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     if sample_nhwc is not None:
         np.save(work / ONNX2TF_SAMPLE_FILE, np.ascontiguousarray(sample_nhwc[:20], dtype=np.float32))
     _run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out_dir), "-n"], "onnx2tf", work,

@@ -5,9 +5,9 @@ or for the chip and run under QEMU, bit-exact with TensorFlow Lite Micro, with m
     rep = firmware("model.tflite", "nrf52840", "fw/", run=True)      # generate, build, run under QEMU, verify
     print(rep.to_json())
 
-Modules: :mod:`.graph` (read the file), :mod:`.lower` (op -> kernel call, TFLM's parameter arithmetic),
-:mod:`.plan` (static arena), :mod:`.project` (write the C project), :mod:`.runner` (build, run, measure),
-:mod:`.verify` (compare with TFLM), :mod:`.chips` (targets).
+Modules: :mod:`.graph` (the file as :func:`edge_asc.artifact.read_artifact` reads it, constants as numpy),
+:mod:`.lower` (op -> kernel call, TFLM's parameter arithmetic), :mod:`.plan` (static arena), :mod:`.project` (write
+the C project), :mod:`.runner` (build, run, measure), :mod:`.verify` (compare with TFLM), :mod:`.chips` (targets).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from .lower import LOWERINGS, UnsupportedOpError
 from .project import Project, generate
 from .runner import LinkOverflowError, RunResult, ToolchainError, arm_toolchain_present, install_arm_toolchain
 
-__all__ = ["CHIPS", "LOWERINGS", "Chip", "FirmwareReport", "LinkOverflowError", "NotBitExactError", "Project",
-           "ToolchainError", "UnsupportedOpError", "firmware", "generate", "get_chip", "install_arm_toolchain",
-           "arm_toolchain_present", "load_firmware_runs", "REPORT_FILE"]
+__all__ = ["CHIPS", "LOWERINGS", "REPORT_FILE", "Chip", "FirmwareReport", "LinkOverflowError", "NotBitExactError",
+           "Project", "ToolchainError", "UnsupportedOpError", "arm_toolchain_present", "firmware", "generate",
+           "get_chip", "install_arm_toolchain", "load_firmware_runs"]
 
 #: the report a firmware run leaves in its project folder (read by ``edge-asc report``)
 REPORT_FILE = "firmware_report.json"
@@ -214,10 +214,10 @@ def firmware(model_path: str | os.PathLike, target: str, out_dir: str | os.PathL
         n = len(measured.instructions)
         per_op = tuple(OpCost(index=k, name=project.op_names[k], instructions=round(v / n), macs=project.op_macs[k])
                        for k, v in enumerate(measured.op_instructions))
-        kw = dict(flash_bytes=measured.flash_bytes, ram_bytes=measured.ram_bytes, stack_bytes=measured.stack_bytes,
-                  static_ram_bytes=measured.static_ram_bytes,
-                  instructions=round(sum(measured.instructions) / n),
-                  instructions_range=(min(measured.instructions), max(measured.instructions)), op_costs=per_op)
+        kw = {"flash_bytes": measured.flash_bytes, "ram_bytes": measured.ram_bytes,
+              "stack_bytes": measured.stack_bytes, "static_ram_bytes": measured.static_ram_bytes,
+              "instructions": round(sum(measured.instructions) / n),
+              "instructions_range": (min(measured.instructions), max(measured.instructions)), "op_costs": per_op}
     prov = {"arena_bytes": "planned (generator)", "bit_exact": "TFLite Micro Python interpreter (tflite-micro)"}
     if measured is not None:
         prov.update(flash_bytes="measured (arm-none-eabi-size: vectors + text + rodata + data)",

@@ -1,26 +1,28 @@
 """The int8 graph of a ``.tflite`` file as the firmware generator needs it: tensors with their quantisation and
-constant data, operators in execution order with their options.
+constant data as numpy arrays, operators in execution order with their options.
 
-Read with the object API of ``ai_edge_litert.schema_py_generated`` (``ModelT.InitFromPackedBuf``), the same bindings
-as the rest of edge-asc, so a shared reader can replace :func:`read_model` without touching the generator.
+The file is read by :func:`edge_asc.artifact.read_artifact` (the one ``.tflite`` reader); this module only turns its
+:class:`~edge_asc.artifact.Tensor` records into the generator's view (numpy constants, float32 scales). Operators are
+:class:`edge_asc.artifact.Op` as they are: ``name`` the builtin name ('CONV_2D'), ``custom`` for custom ops,
+``options`` the builtin options by ``schema.fbs`` field name (``stride_h``, ``fused_activation_function``, ...).
 Only subgraph 0 is read; a model with control flow (more subgraphs called from ops) is rejected by the lowering.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from ...errors import MissingExtraError, ModelContractError
+from ...artifact import Artifact, Op, read_artifact, tensor_bytes
+from ...artifact import Tensor as ArtifactTensor
+from ...errors import ModelContractError
 
-#: TensorType enum value -> (name, numpy dtype or None when the generator has no C type for it)
-_DTYPES: dict[int, tuple[str, Any]] = {
-    0: ("float32", np.float32), 1: ("float16", np.float16), 2: ("int32", np.int32), 3: ("uint8", np.uint8),
-    4: ("int64", np.int64), 6: ("bool", np.bool_), 7: ("int16", np.int16), 9: ("int8", np.int8),
-    10: ("float64", np.float64), 17: ("int4", None),
-}
+__all__ = ["Model", "Op", "Tensor", "from_artifact", "read_model"]
+
+#: tensor types whose constant data the generator reads (as these numpy types) and can emit as C arrays
+_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "int8": np.int8,
+                 "uint8": np.uint8, "int16": np.int16, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,7 +33,7 @@ class Tensor:
         index: its index in the subgraph.
         name: the converter's name (for messages only).
         shape: dimensions, ``()`` for a scalar.
-        dtype: 'int8', 'int32', 'float32', ...
+        dtype: 'int8', 'int32', 'float32', ... (:data:`edge_asc.artifact.DTYPES` spelling).
         scales: float32 quantisation scales (empty: not quantised); more than one = per-channel along ``qdim``.
         zero_points: int zero points, one per scale.
         qdim: the quantised dimension of a per-channel tensor.
@@ -55,9 +57,7 @@ class Tensor:
     @property
     def nbytes(self) -> int:
         """Bytes of the tensor in memory (int4 packed two per byte)."""
-        if self.dtype == "int4":
-            return (self.size + 1) // 2
-        return self.size * np.dtype(_DTYPES_BY_NAME[self.dtype]).itemsize
+        return tensor_bytes(self.shape, self.dtype)
 
     @property
     def scale(self) -> float:
@@ -73,21 +73,6 @@ class Tensor:
         return self.data is not None
 
 
-_DTYPES_BY_NAME = {name: dt for name, dt in _DTYPES.values() if dt is not None}
-
-
-@dataclass(frozen=True, kw_only=True)
-class Op:
-    """One operator: ``name`` is the builtin name ('CONV_2D'), ``options`` the builtin options as a dict of the
-    schema's camelCase fields (empty when the op has none)."""
-
-    index: int
-    name: str
-    inputs: tuple[int, ...]
-    outputs: tuple[int, ...]
-    options: dict[str, Any]
-
-
 @dataclass(frozen=True, kw_only=True)
 class Model:
     """Subgraph 0 of a ``.tflite`` file: ``ops`` in execution order, ``inputs``/``outputs`` tensor indices."""
@@ -99,66 +84,40 @@ class Model:
     n_subgraphs: int = 1
 
 
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError as exc:  # pragma: no cover - the pi extra ships it
-        raise MissingExtraError("ai_edge_litert", "pi", "reading .tflite files") from exc
-    return schema
+def _tensor(t: ArtifactTensor, where: str) -> Tensor:
+    q = t.quantization
+    data = None
+    if t.data is not None:
+        npdt = _NUMPY_DTYPES.get(t.dtype)
+        if npdt is None:
+            raise ModelContractError(f"{where}: tensor {t.index} ({t.name!r}) has constant data of type {t.dtype}, "
+                                     f"which the firmware generator does not support")
+        data = np.frombuffer(t.data, dtype=npdt)
+        n = int(np.prod(t.shape, dtype=np.int64)) if t.shape else 1
+        if data.size != n:
+            raise ModelContractError(f"{where}: tensor {t.index} ({t.name!r}) of shape {t.shape} has {data.size} "
+                                     f"constant values: the file is corrupt: re-export it")
+        data = data.reshape(t.shape)
+    return Tensor(index=t.index, name=t.name, shape=t.shape, dtype=t.dtype,
+                  scales=q.scales if q is not None else (), zero_points=q.zero_points if q is not None else (),
+                  qdim=q.axis if q is not None else 0, data=data)
 
 
-def read_model(buf: bytes) -> Model:
-    """Parse a ``.tflite`` FlatBuffer.
-
-    Args:
-        buf: the file's bytes.
+def from_artifact(art: Artifact) -> Model:
+    """The generator's view of subgraph 0 of ``art``.
 
     Raises:
-        ModelContractError: not a TFLite FlatBuffer, or a tensor refers to a buffer outside the file.
+        ModelContractError: a corrupt file (from the artifact), or a constant of a type without a numpy type (int4).
     """
-    schema = _schema()
-    if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise ModelContractError("not a TFLite model (no 'TFL3' FlatBuffer identifier)")
-    try:
-        m = schema.ModelT.InitFromPackedBuf(buf, 0)
-    except Exception as exc:  # noqa: BLE001 - a corrupt FlatBuffer raises anything
-        raise ModelContractError(f"cannot parse the .tflite FlatBuffer: {exc}") from exc
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    g = m.subgraphs[0]
-    tensors = []
-    for i, t in enumerate(g.tensors):
-        dtype, npdt = _DTYPES.get(int(t.type), (f"type{int(t.type)}", None))
-        shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
-        q = t.quantization
-        scales = tuple(float(s) for s in q.scale) if q is not None and q.scale is not None else ()
-        zps = tuple(int(z) for z in q.zeroPoint) if q is not None and q.zeroPoint is not None else ()
-        data = None
-        b = m.buffers[t.buffer] if 0 <= t.buffer < len(m.buffers) else None
-        if b is not None:
-            raw = None
-            if b.data is not None and len(b.data):
-                raw = bytes(np.asarray(b.data, dtype=np.uint8))
-            elif getattr(b, "offset", 0) and b.offset > 1:
-                raw = buf[b.offset:b.offset + b.size]
-            if raw is not None:
-                if npdt is None:
-                    raise ModelContractError(f"tensor {i} ({t.name!r}) has constant data of unsupported type {dtype}")
-                data = np.frombuffer(raw, dtype=npdt).reshape(shape) if shape else np.frombuffer(raw, dtype=npdt)
-        tensors.append(Tensor(index=i, name=(t.name or b"").decode(errors="replace") if isinstance(t.name, bytes)
-                              else str(t.name or ""), shape=shape, dtype=dtype, scales=scales, zero_points=zps,
-                              qdim=int(q.quantizedDimension) if q is not None else 0, data=data))
-    ops = []
-    for k, op in enumerate(g.operators):
-        oc = m.operatorCodes[op.opcodeIndex]
-        code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
-        name = op_names.get(code, f"BUILTIN_{code}")
-        if name == "CUSTOM":
-            cc = oc.customCode
-            name = "CUSTOM:" + (cc.decode() if isinstance(cc, bytes) else str(cc))
-        opts = {}
-        if op.builtinOptions is not None:
-            opts = {key: val for key, val in vars(op.builtinOptions).items()}
-        ops.append(Op(index=k, name=name, inputs=tuple(int(i) for i in op.inputs),
-                      outputs=tuple(int(i) for i in op.outputs), options=opts))
-    return Model(tensors=tuple(tensors), ops=tuple(ops), inputs=tuple(int(i) for i in g.inputs),
-                 outputs=tuple(int(i) for i in g.outputs), n_subgraphs=len(m.subgraphs))
+    return Model(tensors=tuple(_tensor(t, art.where) for t in art.tensors), ops=art.ops, inputs=art.inputs,
+                 outputs=art.outputs, n_subgraphs=art.subgraph_count)
+
+
+def read_model(model: bytes) -> Model:
+    """Read a ``.tflite`` file's bytes (:func:`edge_asc.artifact.read_artifact`) into the generator's view.
+
+    Raises:
+        ModelContractError: not a TFLite FlatBuffer, a corrupt file, or an unsupported constant type.
+        MissingExtraError: ``ai-edge-litert`` (the TFLite schema) is not installed.
+    """
+    return from_artifact(read_artifact(model))

@@ -190,7 +190,7 @@ def _binary_call(op: Op, ctx: Context, a: Tensor, b: Tensor, o: Tensor, bc: dict
 # ---- element-wise binary ops --------------------------------------------------------------------------------------
 
 def _binary_common(op: Op, ctx: Context) -> tuple[Tensor, Tensor, Tensor, dict]:
-    _require_int8(op, ctx, list(op.inputs[:2]) + [op.outputs[0]])
+    _require_int8(op, ctx, [*op.inputs[:2], op.outputs[0]])
     a, b, o = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
     return a, b, o, broadcast(a.shape, b.shape, o.shape)
 
@@ -208,7 +208,7 @@ def lower_add_sub(op: Op, ctx: Context) -> Lowered:
         r1, r2 = float(sa / twice32), float(sb / twice32)
         ro = float(twice32 / (f32(1 << left_shift) * so))
     (m1, s1), (m2, s2), (mo, s_o) = ctx.qm(r1), ctx.qm(r2), ctx.qm(ro)
-    lo, hi = activation_range(op.options.get("fusedActivationFunction", 0), so, o.zero_point)
+    lo, hi = activation_range(op.options.get("fused_activation_function", 0), so, o.zero_point)
     name = f"ek_p{op.index}"
     fields = {"b": bc, "in1_offset": -a.zero_point, "in2_offset": -b.zero_point, "out_offset": o.zero_point,
               "in1_mult": m1, "in2_mult": m2, "out_mult": mo, "in1_shift": s1, "in2_shift": s2, "out_shift": s_o,
@@ -216,7 +216,7 @@ def lower_add_sub(op: Op, ctx: Context) -> Lowered:
     fn = "ek_add_s8" if op.name == "ADD" else "ek_sub_s8"
     extra, body, scratch = _binary_call(op, ctx, a, b, o, bc, name,
                                         f"{fn}(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});")
-    return Lowered(op.index, op.name, decls=[_struct("ek_addsub_t", name, fields)] + extra, body=body,
+    return Lowered(op.index, op.name, decls=[_struct("ek_addsub_t", name, fields), *extra], body=body,
                    work=bc["size"], scratch=scratch)
 
 
@@ -224,13 +224,13 @@ def lower_mul(op: Op, ctx: Context) -> Lowered:
     a, b, o, bc = _binary_common(op, ctx)
     real = float(f32(a.scale)) * float(f32(b.scale)) / float(f32(o.scale))
     m, s = ctx.qm(real)
-    lo, hi = activation_range(op.options.get("fusedActivationFunction", 0), o.scale, o.zero_point)
+    lo, hi = activation_range(op.options.get("fused_activation_function", 0), o.scale, o.zero_point)
     name = f"ek_p{op.index}"
     fields = {"b": bc, "in1_offset": -a.zero_point, "in2_offset": -b.zero_point, "out_offset": o.zero_point,
               "out_mult": m, "out_shift": s, "act_min": lo, "act_max": hi}
-    extra, body, scratch = _binary_call(op, ctx, a, b, o, bc, name,
-                                        f"ek_mul_s8(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});")
-    return Lowered(op.index, op.name, decls=[_struct("ek_mul_t", name, fields)] + extra, body=body,
+    call = f"ek_mul_s8(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});"
+    extra, body, scratch = _binary_call(op, ctx, a, b, o, bc, name, call)
+    return Lowered(op.index, op.name, decls=[_struct("ek_mul_t", name, fields), *extra], body=body,
                    work=bc["size"], scratch=scratch)
 
 
@@ -240,7 +240,7 @@ def lower_max_min(op: Op, ctx: Context) -> Lowered:
     fn = "ek_maximum_s8" if op.name == "MAXIMUM" else "ek_minimum_s8"
     extra, body, scratch = _binary_call(op, ctx, a, b, o, bc, None,
                                         f"{fn}(&{name}, {ctx.ptr(a.index)}, {ctx.ptr(b.index)}, {ctx.ptr(o.index)});")
-    return Lowered(op.index, op.name, decls=[_struct("ek_bcast_t", name, bc)] + extra, body=body,
+    return Lowered(op.index, op.name, decls=[_struct("ek_bcast_t", name, bc), *extra], body=body,
                    work=bc["size"], scratch=scratch)
 
 
@@ -348,14 +348,14 @@ def lower_conv2d(op: Op, ctx: Context) -> Lowered:
     n, ih, iw, ic = x.shape
     oc, kh, kw, kc = w.shape
     opt = op.options
-    sh, sw = opt.get("strideH", 1), opt.get("strideW", 1)
-    dh, dw = opt.get("dilationHFactor", 1), opt.get("dilationWFactor", 1)
+    sh, sw = opt.get("stride_h", 1), opt.get("stride_w", 1)
+    dh, dw = opt.get("dilation_h_factor", 1), opt.get("dilation_w_factor", 1)
     oh, ph = _padding(opt.get("padding", 0), sh, dh, ih, kh)
     ow, pw = _padding(opt.get("padding", 0), sw, dw, iw, kw)
     if (oh, ow, oc) != tuple(o.shape[1:]):
         raise UnsupportedOpError(f"CONV_2D (op {op.index}): output shape {o.shape} does not match the padding")
     mults, shifts = _per_channel(ctx, x, w, o, oc)
-    lo, hi = activation_range(opt.get("fusedActivationFunction", 0), o.scale, o.zero_point)
+    lo, hi = activation_range(opt.get("fused_activation_function", 0), o.scale, o.zero_point)
     name = f"ek_p{op.index}"
     fast = ctx.fast and kc == ic and w.data is not None
     patch = _ceil4(kh * kw * kc) if fast else 0
@@ -367,7 +367,7 @@ def lower_conv2d(op: Op, ctx: Context) -> Lowered:
     if fast:
         rf, decls, rq_args = _fast_args(op, ctx, name, mults, shifts, kh * kw * kc)
         fields["round_fast"] = rf
-        decls = [_padded_weights(f"{name}_w", w.data.reshape(oc, -1), patch)] + decls
+        decls = [_padded_weights(f"{name}_w", w.data.reshape(oc, -1), patch), *decls]
         for b in range(n):
             body.append(f"ek_conv2d_s8_fast(&{name}, {ctx.ptr(x.index)} + {b * ih * iw * ic}, {name}_w, {rq_args}, "
                         f"{ctx.ptr(o.index)} + {b * oh * ow * oc}, {ctx.scratch(op.index)});")
@@ -387,21 +387,21 @@ def lower_dwconv2d(op: Op, ctx: Context) -> Lowered:
     n, ih, iw, ic = x.shape
     _, kh, kw, oc = w.shape
     opt = op.options
-    sh, sw = opt.get("strideH", 1), opt.get("strideW", 1)
-    dh, dw = opt.get("dilationHFactor", 1), opt.get("dilationWFactor", 1)
+    sh, sw = opt.get("stride_h", 1), opt.get("stride_w", 1)
+    dh, dw = opt.get("dilation_h_factor", 1), opt.get("dilation_w_factor", 1)
     oh, ph = _padding(opt.get("padding", 0), sh, dh, ih, kh)
     ow, pw = _padding(opt.get("padding", 0), sw, dw, iw, kw)
     if (oh, ow, oc) != tuple(o.shape[1:]) or oc % ic:
         raise UnsupportedOpError(f"DEPTHWISE_CONV_2D (op {op.index}): output shape {o.shape} does not match")
     mults, shifts = _per_channel(ctx, x, w, o, oc)
-    lo, hi = activation_range(opt.get("fusedActivationFunction", 0), o.scale, o.zero_point)
+    lo, hi = activation_range(opt.get("fused_activation_function", 0), o.scale, o.zero_point)
     name = f"ek_p{op.index}"
     fields = {"in_h": ih, "in_w": iw, "in_c": ic, "out_h": oh, "out_w": ow, "out_c": oc, "k_h": kh, "k_w": kw,
               "depth_mult": oc // ic, "stride_h": sh, "stride_w": sw, "dil_h": dh, "dil_w": dw, "pad_h": ph,
               "pad_w": pw, "in_offset": -x.zero_point, "out_offset": o.zero_point, "act_min": lo, "act_max": hi}
     body = [f"ek_dwconv2d_s8(&{name}, {ctx.ptr(x.index)} + {b * ih * iw * ic}, {ctx.ptr(w.index)}, "
             f"{_bias(op, ctx)}, {name}_m, {name}_s, {ctx.ptr(o.index)} + {b * oh * ow * oc});" for b in range(n)]
-    return Lowered(op.index, op.name, decls=_arrays(name, mults, shifts) + [_struct("ek_dwconv_t", name, fields)],
+    return Lowered(op.index, op.name, decls=[*_arrays(name, mults, shifts), _struct("ek_dwconv_t", name, fields)],
                    body=body, macs=n * oh * ow * oc * kh * kw)
 
 
@@ -418,7 +418,7 @@ def lower_fc(op: Op, ctx: Context) -> Lowered:
     else:  # GetQuantizedConvolutionMultipler: the input x filter product in float32
         m, s = ctx.qm(float(f32(x.scale) * f32(w.scales[0])) / float(f32(o.scale)))
         mults, shifts = [m], [s]
-    lo, hi = activation_range(op.options.get("fusedActivationFunction", 0), o.scale, o.zero_point)
+    lo, hi = activation_range(op.options.get("fused_activation_function", 0), o.scale, o.zero_point)
     name = f"ek_p{op.index}"
     fast = ctx.fast and w.zero_point == 0 and w.data is not None
     depth4 = _ceil4(accum) if fast else 0
@@ -430,12 +430,12 @@ def lower_fc(op: Op, ctx: Context) -> Lowered:
     if fast:
         rf, decls, rq_args = _fast_args(op, ctx, name, mults, shifts, accum)
         fields["round_fast"] = rf
-        decls = [_padded_weights(f"{name}_w", w.data.reshape(out_depth, accum), depth4)] + decls
+        decls = [_padded_weights(f"{name}_w", w.data.reshape(out_depth, accum), depth4), *decls]
         decls.append(_struct("ek_fc_t", name, fields))
         body = [f"ek_fc_s8_fast(&{name}, {ctx.ptr(x.index)}, {name}_w, {rq_args}, {ctx.ptr(o.index)}, "
                 f"{ctx.scratch(op.index)});"]
     else:
-        decls = _arrays(name, mults, shifts) + [_struct("ek_fc_t", name, fields)]
+        decls = [*_arrays(name, mults, shifts), _struct("ek_fc_t", name, fields)]
         body = [f"ek_fc_s8(&{name}, {ctx.ptr(x.index)}, {ctx.ptr(w.index)}, {_bias(op, ctx)}, "
                 f"{name}_m, {name}_s, {ctx.ptr(o.index)});"]
     return Lowered(op.index, op.name, decls=decls, body=body, macs=batches * out_depth * accum,
@@ -449,11 +449,11 @@ def lower_pool(op: Op, ctx: Context) -> Lowered:
     x, o = ctx.t(op.inputs[0]), ctx.t(op.outputs[0])
     n, ih, iw, c = x.shape
     opt = op.options
-    kh, kw = opt.get("filterHeight", 1), opt.get("filterWidth", 1)
-    sh, sw = opt.get("strideH", 1), opt.get("strideW", 1)
+    kh, kw = opt.get("filter_height", 1), opt.get("filter_width", 1)
+    sh, sw = opt.get("stride_h", 1), opt.get("stride_w", 1)
     oh, ph = _padding(opt.get("padding", 0), sh, 1, ih, kh)
     ow, pw = _padding(opt.get("padding", 0), sw, 1, iw, kw)
-    lo, hi = activation_range(opt.get("fusedActivationFunction", 0), o.scale, o.zero_point)
+    lo, hi = activation_range(opt.get("fused_activation_function", 0), o.scale, o.zero_point)
     name = f"ek_p{op.index}"
     fields = {"batches": n, "in_h": ih, "in_w": iw, "c": c, "out_h": oh, "out_w": ow, "k_h": kh, "k_w": kw,
               "stride_h": sh, "stride_w": sw, "pad_h": ph, "pad_w": pw, "act_min": lo, "act_max": hi}
@@ -612,7 +612,7 @@ def lower_resize_nearest(op: Op, ctx: Context) -> Lowered:
     x, o = ctx.t(op.inputs[0]), ctx.t(op.outputs[0])
     n, ih, iw, c = x.shape
     _, oh, ow, _ = o.shape
-    ac, hp = bool(op.options.get("alignCorners", False)), bool(op.options.get("halfPixelCenters", False))
+    ac, hp = bool(op.options.get("align_corners", False)), bool(op.options.get("half_pixel_centers", False))
     ys, xs = nearest_index(oh, ih, ac, hp), nearest_index(ow, iw, ac, hp)
     name = f"ek_p{op.index}"
     fields = {"batches": n, "in_h": ih, "in_w": iw, "c": c, "out_h": oh, "out_w": ow}
@@ -633,11 +633,11 @@ def lower_resize_nearest(op: Op, ctx: Context) -> Lowered:
 
 
 def lower_concat(op: Op, ctx: Context) -> Lowered:
-    _require_int8(op, ctx, list(op.inputs) + [op.outputs[0]])
+    _require_int8(op, ctx, [*op.inputs, op.outputs[0]])
     o = ctx.t(op.outputs[0])
     axis = op.options.get("axis", 0)
     axis = axis + len(o.shape) if axis < 0 else axis
-    if op.options.get("fusedActivationFunction", 0):
+    if op.options.get("fused_activation_function", 0):
         raise UnsupportedOpError(f"CONCATENATION (op {op.index}) with a fused activation")
     outer = int(np.prod(o.shape[:axis], dtype=np.int64))
     row = int(np.prod(o.shape[axis:], dtype=np.int64))
@@ -687,8 +687,8 @@ def lower_quantize(op: Op, ctx: Context) -> Lowered:
     if x.dtype == "float32":
         scale = f"{float(f32(o.scale))!r}f"
         return Lowered(op.index, op.name, work=o.size,
-                       body=[f"ek_quantize_f32_s8({o.size}, {scale}, {o.zero_point}, (const float *){ctx.ptr(x.index)}, "
-                             f"{ctx.ptr(o.index)});"])
+                       body=[f"ek_quantize_f32_s8({o.size}, {scale}, {o.zero_point}, "
+                             f"(const float *){ctx.ptr(x.index)}, {ctx.ptr(o.index)});"])
     m, s = ctx.qm(float(f32(x.scale)) / float(f32(o.scale)))
     name = f"ek_p{op.index}"
     fields = {"size": o.size, "in_zp": x.zero_point, "out_zp": o.zero_point, "mult": m, "shift": s,
@@ -732,7 +732,8 @@ def check_supported(model: Model) -> None:
     """Raise :class:`UnsupportedOpError` (one line naming every unsupported op type) before any work is done."""
     if model.n_subgraphs > 1 and any(op.name in ("WHILE", "IF", "CALL_ONCE") for op in model.ops):
         raise UnsupportedOpError("models with control flow (several subgraphs) are not supported")
-    missing = sorted({op.name for op in model.ops if op.name not in LOWERINGS})
+    missing = sorted({f"CUSTOM:{op.name}" if op.custom else op.name for op in model.ops
+                      if op.custom or op.name not in LOWERINGS})
     if missing:
         raise UnsupportedOpError(f"unsupported op{'s' if len(missing) > 1 else ''} for the firmware generator: "
                                  f"{', '.join(missing)} (supported: {', '.join(sorted(LOWERINGS))})")

@@ -125,8 +125,9 @@ def _make(project: Project, target: str, extra: str = "", timeout_s: float = 600
             raise LinkOverflowError(f"the firmware does not fit {project.chip.name}: region {what} "
                                     f"(arena {project.arena_bytes:,} B, constants {project.weight_bytes:,} B)",
                                     region=region, overflow_bytes=n)
-        first = next((ln for ln in log.splitlines() if "error" in ln.lower()), log.strip().splitlines()[-1:] or [""])
-        raise ToolchainError(f"building the firmware ({target}) failed: {first if isinstance(first, str) else first[0]}")
+        lines = log.strip().splitlines()
+        first = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "no message")
+        raise ToolchainError(f"building the firmware ({target}) failed: {first}")
 
 
 def build(project: Project, kind: str = "host", *, extra_cflags: str = "") -> Path:

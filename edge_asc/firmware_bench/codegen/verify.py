@@ -26,7 +26,8 @@ _CHILD = r"""
 import json, sys
 import numpy as np
 from tflite_micro.python.tflite_micro import runtime
-model, inputs_path, out_path, tensors, arena = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5])
+model, inputs_path, out_path = sys.argv[1:4]
+tensors, arena = json.loads(sys.argv[4]), int(sys.argv[5])
 cfg = runtime.InterpreterConfig.kPreserveAllTensors if tensors else runtime.InterpreterConfig.kAllocationRecording
 it = runtime.Interpreter.from_bytes(open(model, "rb").read(), arena_size=arena, intrepreter_config=cfg)
 ins, k = [], 0
