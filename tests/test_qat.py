@@ -11,9 +11,11 @@ import types
 
 import numpy as np
 import pytest
+from conftest import require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 F = torch.nn.functional
+require("ai_edge_litert.interpreter")
 
 from edge_asc.errors import ConfigError
 from edge_asc.train.qat import (
@@ -91,12 +93,7 @@ def nchw(x):
 
 @pytest.fixture(scope="module")
 def tf():
-    return pytest.importorskip("tensorflow")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _litert():
-    pytest.importorskip("ai_edge_litert")
+    return require("tensorflow")
 
 
 # ---- quantisation parameters ---------------------------------------------------------------------------------------
@@ -303,7 +300,7 @@ def _tiny_model(preset: str, seed: int = 0):
 def test_float_mode_is_the_model(preset, rng):
     m = _tiny_model(preset)
     sim = QuantSim(m).eval()
-    x = torch.from_numpy(rng.standard_normal((4,) + m.config.input_shape[1:]).astype(np.float32))
+    x = torch.from_numpy(rng.standard_normal((4, *m.config.input_shape[1:])).astype(np.float32))
     with torch.no_grad():
         assert torch.allclose(sim(x), m(x), atol=1e-4)
 
@@ -312,7 +309,7 @@ def test_quant_mode_needs_calibration(rng):
     sim = QuantSim(_tiny_model("micro")).eval()
     sim.q.mode = "quant"
     with pytest.raises(ConfigError, match="calibrat"):
-        sim(torch.zeros((1,) + sim.model.config.input_shape[1:]))
+        sim(torch.zeros((1, *sim.model.config.input_shape[1:])))
 
 
 def test_reference_formulation_is_refused():
@@ -327,7 +324,7 @@ def test_reference_formulation_is_refused():
 def test_training_through_the_simulation_moves_the_model_weights(rng):
     m = _tiny_model("micro")
     sim = QuantSim(m)
-    x = rng.standard_normal((6,) + m.config.input_shape[1:]).astype(np.float32)
+    x = rng.standard_normal((6, *m.config.input_shape[1:])).astype(np.float32)
     sim.calibrate(x)
     sim.q.mode = "quant"
     sim.train()
@@ -347,13 +344,13 @@ def test_whole_model_against_the_export_path(preset, tmp_path, rng):
     """A seeded random model through the project's export path (dynamo ONNX -> onnx2tf -> TFLite converter): every
     output quantisation parameter, and the int8 logits (ramps amplify single-step rounding differences inside the
     graph, so this checks agreement, not one step everywhere)."""
-    pytest.importorskip("onnx2tf")
+    require("onnx2tf")
     from edge_asc.export.convert import run_onnx2tf, to_onnx
 
     m = _tiny_model(preset, seed=3)
     shape = m.config.input_shape[1:]
-    calib = rng.standard_normal((48,) + shape).astype(np.float32)
-    xs = rng.standard_normal((24,) + shape).astype(np.float32)
+    calib = rng.standard_normal((48, *shape)).astype(np.float32)
+    xs = rng.standard_normal((24, *shape)).astype(np.float32)
     to_onnx(m, calib[:1], tmp_path / "m.onnx")
     np.save(tmp_path / "calib.npy", calib.transpose(0, 2, 3, 1))
     model = run_onnx2tf(tmp_path / "m.onnx", tmp_path, "int8", calib_npy=tmp_path / "calib.npy").read_bytes()

@@ -124,6 +124,13 @@ class Quantiser:
         """point -> (min, max) of its float values seen in ``'observe'`` mode (or their moving average)."""
         self.ema_momentum = 0.0
         self.updating = False
+        self.tie_excess: torch.Tensor | float = 0.0
+        """sum over the points quantised with another point's range (``like``) of their float values' mean squared
+        excess over that range (relative to its width), accumulated by ``'quant'`` forwards while ``updating``;
+        the caller resets it."""
+        self.only: set[str] | None = None
+        """in ``'quant'`` mode, quantise only these points (and weights only if ``'weights'`` is in it): the other
+        tensors stay float. None: every point. For error budgets (which tensor costs what)."""
         self._rules: dict[str, tuple[str | None, str | None]] = {}
 
     def a(self, name: str, x: torch.Tensor, *, like: str | None = None, merge: str | None = None) -> torch.Tensor:
@@ -152,15 +159,22 @@ class Quantiser:
                 self.observed[name] = (m * old[0] + (1 - m) * lo, m * old[1] + (1 - m) * hi)
             if self.mode == "observe":
                 return x
-        return fq_activation(x, *self.range_of(name))
+        if self.only is not None and name not in self.only:
+            return x
+        lo, hi = self.range_of(name)
+        if like is not None and self.updating:
+            # a tied tensor is clipped to another tensor's range in the int8 graph; the float model is not: the
+            # penalty (mean squared excess, in units of the range) lets training pull its values inside
+            self.tie_excess = self.tie_excess + ((F.relu(x - hi) + F.relu(lo - x)) / max(hi - lo, 1e-6)).square().mean()
+        return fq_activation(x, lo, hi)
 
     def w(self, w: torch.Tensor) -> torch.Tensor:
         """CONV_2D / FULLY_CONNECTED weights (:func:`fq_weight` in ``'quant'`` mode)."""
-        return fq_weight(w) if self.mode == "quant" else w
+        return fq_weight(w) if self.mode == "quant" and (self.only is None or "weights" in self.only) else w
 
     def c(self, c: torch.Tensor) -> torch.Tensor:
         """A constant operand of ADD / SUB / MUL (:func:`fq_constant` in ``'quant'`` mode)."""
-        return fq_constant(c) if self.mode == "quant" else c
+        return fq_constant(c) if self.mode == "quant" and (self.only is None or "weights" in self.only) else c
 
     def range_of(self, name: str) -> tuple[float, float]:
         """The float range the converter quantises point ``name`` with.
@@ -249,7 +263,8 @@ def q_mixup_norm(q: Quantiser, p: str, y: torch.Tensor, inorm: nn.Module, lam: f
     return q.a(p, _act(act, da + b))
 
 
-def q_unpool(q: Quantiser, p: str, values: torch.Tensor, pre: torch.Tensor, pooled: torch.Tensor, cfg: Any) -> torch.Tensor:
+def q_unpool(q: Quantiser, p: str, values: torch.Tensor, pre: torch.Tensor, pooled: torch.Tensor,
+             cfg: Any) -> torch.Tensor:
     """The int8-native SegNet unpooling (:func:`edge_asc.model.layers.mask_unpool`) of ``cfg`` (a
     MiniSegNetConfig: unpool, unpool_softness, pool). Upsampling and padding keep their input's grid."""
     size = (pre.shape[2], pre.shape[3])
@@ -333,7 +348,8 @@ class QuantSim(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m, cfg, q = self.model, self.model.config, self.q
         q.updating = self.training
-        pool = lambda t: F.max_pool2d(t, kernel_size=cfg.pool, stride=cfg.pool)
+        def pool(t):
+            return F.max_pool2d(t, kernel_size=cfg.pool, stride=cfg.pool)
         x = q.a("input", x)
         pre1 = q_conv_block(q, "enc1", m.enc1, x)
         p1 = pool(pre1)
@@ -385,6 +401,9 @@ class QatConfig:
     ema_momentum: float = 0.99
     float_weight: float = 0.0
     """weight of a second cross-entropy on the float forward (0: the int8 simulation's loss only)."""
+    tie_weight: float = 0.0
+    """weight of the penalty on float values outside the range the converter ties them to
+    (:attr:`Quantiser.tie_excess`: the banded GAP's time MEAN takes the head concatenation's range)."""
     calib_size: int = 300
     """calibration windows (the export's default, so QAT sees the ranges ``edge-asc export`` will use)."""
     calib_seed: int = 0
@@ -403,8 +422,9 @@ class QatConfig:
             raise ConfigError(f"QAT ranges must be one of {RANGE_MODES}, got {self.ranges!r}")
         if not 0.0 <= self.ema_momentum < 1.0:
             raise ConfigError(f"ema_momentum must be in [0, 1), got {self.ema_momentum!r}")
-        if self.float_weight < 0:
-            raise ConfigError(f"float_weight must be >= 0, got {self.float_weight!r}")
+        if self.float_weight < 0 or self.tie_weight < 0:
+            raise ConfigError(f"float_weight and tie_weight must be >= 0, got {self.float_weight!r}, "
+                              f"{self.tie_weight!r}")
         if not (isinstance(self.calib_size, int) and self.calib_size >= 1):
             raise ConfigError(f"calib_size must be a positive integer, got {self.calib_size!r}")
 
@@ -430,7 +450,7 @@ def compare_float_int8(sim: QuantSim, wins: np.ndarray, owners: np.ndarray, y: n
     """Float model vs its int8 simulation on held-out windows (normalised float32[N, C, n_mels, W], clip index per
     window, label per clip): clip macro accuracies (mean window posterior per clip), window top-1 agreement, and that
     agreement on windows whose float top-2 margin is >= 0.5 (``edge_asc.export.verify.CONFIDENT_MARGIN``)."""
-    from .features import softmax
+    from ..metrics import macro_accuracy, softmax
 
     mode, training = sim.q.mode, sim.training
     sim.eval()
@@ -447,8 +467,7 @@ def compare_float_int8(sim: QuantSim, wins: np.ndarray, owners: np.ndarray, y: n
         p = softmax(logits)
         clip = np.zeros((len(y), p.shape[1]))
         np.add.at(clip, owners, p)
-        pred = clip.argmax(1)
-        return float(np.mean([np.mean(pred[y == k] == k) for k in range(n_classes) if np.any(y == k)]))
+        return macro_accuracy(clip.argmax(1), y, n_classes)
 
     top2 = np.sort(fl, axis=1)[:, -2:]
     sure = (top2[:, 1] - top2[:, 0]) >= 0.5
@@ -485,11 +504,12 @@ def qat_finetune(checkpoint: str | os.PathLike, dataset: Any, out_dir: str | os.
     """
     from .._io import append_jsonl
     from ..calibration import build_calibration
+    from ..frontend.windows import windows
     from .augment import AugmentConfig
     from .cache import build_cache
     from .checkpoint import HISTORY_FILE, META_FILE, load_checkpoint, resolve_run_dir, save_checkpoint
-    from .features import windows
-    from .loop import TrainConfig, make_batch, resolve_split
+    from .loop import TrainConfig, make_batch
+    from .splits import check_labels, resolve_split
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     out = Path(out_dir)
@@ -501,9 +521,7 @@ def qat_finetune(checkpoint: str | os.PathLike, dataset: Any, out_dir: str | os.
     if why is not None:
         raise ConfigError(why)
     labels = tuple(meta.labels)
-    if set(dataset.labels) != set(labels):
-        raise DatasetError(f"the dataset's labels {sorted(dataset.labels)} differ from the checkpoint's "
-                           f"{sorted(labels)}: fine-tune on the dataset the run was trained on")
+    check_labels(dataset.labels, labels)
     tc = TrainConfig.from_dict(meta.train_config) if meta.train_config else TrainConfig()
     window = meta.window_frames
     aug = tc.augment or AugmentConfig.for_window(meta.model_config.n_mels, window)
@@ -563,7 +581,10 @@ def qat_finetune(checkpoint: str | os.PathLike, dataset: Any, out_dir: str | os.
                 continue
             x, target = make_batch(store, idx, train_split.y, len(labels), window, mean, std, aug, rng)
             xt, tt = torch.from_numpy(x), torch.from_numpy(target)
+            sim.q.tie_excess = 0.0
             loss = -(tt * F.log_softmax(sim(xt), dim=1)).sum(dim=1).mean()
+            if config.tie_weight > 0:
+                loss = loss + config.tie_weight * sim.q.tie_excess
             if config.float_weight > 0:
                 sim.q.mode = "float"
                 loss = loss + config.float_weight * -(tt * F.log_softmax(sim(xt), dim=1)).sum(dim=1).mean()
