@@ -74,6 +74,9 @@ def main() -> int:
     p.add_argument("--qat-ranges", default="calibration", choices=("calibration", "ema"))
     p.add_argument("--qat-float-weight", type=float, default=0.0)
     p.add_argument("--qat-tie-weight", type=float, default=0.0)
+    p.add_argument("--qat-margin", type=float, default=0.0, help="weight of the top-2 logit margin hinge")
+    p.add_argument("--qat-event-margin", type=float, default=0.0, help="weight of the per-cell event margin hinge")
+    p.add_argument("--qat-mixup", type=float, default=None, help="QAT mixup alpha (default: the run's; 0: off)")
     p.add_argument("--qat-tag", default="", help="suffix of the QAT run folders (compare QAT settings in one --work)")
     p.add_argument("--calib-size", type=int, default=300)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -92,7 +95,9 @@ def main() -> int:
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="edge-asc-int8fid-")
     work = Path(args.work or tmp.name)
     qcfg = QatConfig(epochs=args.qat_epochs, lr=args.qat_lr, optimizer=args.qat_optimizer, ranges=args.qat_ranges,
-                     float_weight=args.qat_float_weight, tie_weight=args.qat_tie_weight, calib_size=args.calib_size)
+                     float_weight=args.qat_float_weight, tie_weight=args.qat_tie_weight, mixup_alpha=args.qat_mixup,
+                     event_margin_weight=args.qat_event_margin, margin_weight=args.qat_margin,
+                     calib_size=args.calib_size)
     rows: list[dict] = []
     for seed in args.seeds:
         data = work / f"seed{seed}" / "data"

@@ -395,3 +395,13 @@ def test_qat_command_writes_a_qat_checkpoint_that_loads(tiny_dataset, tmp_path, 
     assert main(["qat", str(run), "--data", str(tiny_dataset), "--epochs", "1"]) == 1
     assert "already holds a run" in capsys.readouterr().err
     assert main(["qat", str(run), "--data", str(tiny_dataset), "--epochs", "0"]) == 2
+
+
+def test_qat_config_rejects_bad_values():
+    from edge_asc.train.qat import QatConfig
+
+    for bad in ({"epochs": 0}, {"lr": 0.0}, {"optimizer": "rmsprop"}, {"ranges": "learned"}, {"batch_size": 1},
+                {"mixup_alpha": -1.0}, {"margin_weight": -1.0}, {"event_margin_steps": 0.0}, {"tie_weight": -1}):
+        with pytest.raises(ConfigError):
+            QatConfig(**bad)
+    assert QatConfig().to_dict()["ranges"] == "calibration"

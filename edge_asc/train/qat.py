@@ -344,6 +344,8 @@ class QuantSim(nn.Module):
         self.q = Quantiser()
         # the point whose range the head's same-scale chain takes: the CONCATENATION, or the pooled GAP
         self.head = "head" if model.events is not None else "gap"
+        self.decoder_out: torch.Tensor | None = None
+        """the last forward's decoder output float[N, c1, H, W] (what the event block ranks per cell)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m, cfg, q = self.model, self.model.config, self.q
@@ -359,6 +361,7 @@ class QuantSim(nn.Module):
         d = q_conv_block(q, "dec1b", m.dec1b, q_conv_block(q, "dec1a", m.dec1a, d))
         d = q_unpool(q, "unpool1", d, pre1, p1, cfg)
         d = q_conv_block(q, "dec2", m.dec2, d)
+        self.decoder_out = d
         g = q_gap(q, d, cfg.gap_bands, self.head)
         if m.events is not None:
             g = q.a("head", torch.cat([g, q_events(q, m.events, d, self.head)], dim=1))
@@ -401,6 +404,18 @@ class QatConfig:
     ema_momentum: float = 0.99
     float_weight: float = 0.0
     """weight of a second cross-entropy on the float forward (0: the int8 simulation's loss only)."""
+    mixup_alpha: float | None = None
+    """mixup during fine-tuning (0: off, hard labels); None: the base run's augmentation as it was."""
+    margin_weight: float = 0.0
+    """weight of a hinge on each window's top-2 logit gap below ``margin`` (windows the float model is unsure of
+    are the ones whose int8 export can disagree; 0: off)."""
+    margin: float = 0.5
+    """logit units (``edge_asc.export.verify.CONFIDENT_MARGIN``)."""
+    event_margin_weight: float = 0.0
+    """weight of a hinge on the event block's per-cell decision: in cells whose largest decoder channel is positive,
+    the gap to the second largest below ``event_margin_steps`` int8 steps of that tensor is penalised (the block has
+    no gradient of its own; a gap under the int8 noise flips the cell's argmax between float and int8)."""
+    event_margin_steps: float = 2.0
     tie_weight: float = 0.0
     """weight of the penalty on float values outside the range the converter ties them to
     (:attr:`Quantiser.tie_excess`: the banded GAP's time MEAN takes the head concatenation's range)."""
@@ -422,6 +437,12 @@ class QatConfig:
             raise ConfigError(f"QAT ranges must be one of {RANGE_MODES}, got {self.ranges!r}")
         if not 0.0 <= self.ema_momentum < 1.0:
             raise ConfigError(f"ema_momentum must be in [0, 1), got {self.ema_momentum!r}")
+        if self.mixup_alpha is not None and self.mixup_alpha < 0:
+            raise ConfigError(f"mixup_alpha must be >= 0, got {self.mixup_alpha!r}")
+        if self.margin_weight < 0 or self.margin <= 0:
+            raise ConfigError("margin_weight must be >= 0 and margin > 0")
+        if self.event_margin_weight < 0 or self.event_margin_steps <= 0:
+            raise ConfigError("event_margin_weight must be >= 0 and event_margin_steps > 0")
         if self.float_weight < 0 or self.tie_weight < 0:
             raise ConfigError(f"float_weight and tie_weight must be >= 0, got {self.float_weight!r}, "
                               f"{self.tie_weight!r}")
@@ -525,6 +546,8 @@ def qat_finetune(checkpoint: str | os.PathLike, dataset: Any, out_dir: str | os.
     tc = TrainConfig.from_dict(meta.train_config) if meta.train_config else TrainConfig()
     window = meta.window_frames
     aug = tc.augment or AugmentConfig.for_window(meta.model_config.n_mels, window)
+    if config.mixup_alpha is not None:
+        aug = dataclasses.replace(aug, mixup_alpha=config.mixup_alpha)
     batch_size = config.batch_size or tc.batch_size
     cache = Path(cache_dir) if cache_dir is not None else out.parent / "feature-cache"
     train_split = resolve_split(dataset, "train", labels)
@@ -582,9 +605,15 @@ def qat_finetune(checkpoint: str | os.PathLike, dataset: Any, out_dir: str | os.
             x, target = make_batch(store, idx, train_split.y, len(labels), window, mean, std, aug, rng)
             xt, tt = torch.from_numpy(x), torch.from_numpy(target)
             sim.q.tie_excess = 0.0
-            loss = -(tt * F.log_softmax(sim(xt), dim=1)).sum(dim=1).mean()
+            logits = sim(xt)
+            loss = -(tt * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+            if config.margin_weight > 0:
+                top = torch.topk(logits, 2, dim=1).values
+                loss = loss + config.margin_weight * F.relu(config.margin - (top[:, 0] - top[:, 1])).mean()
             if config.tie_weight > 0:
                 loss = loss + config.tie_weight * sim.q.tie_excess
+            if config.event_margin_weight > 0 and model.events is not None:
+                loss = loss + config.event_margin_weight * _event_margin(sim, config.event_margin_steps)
             if config.float_weight > 0:
                 sim.q.mode = "float"
                 loss = loss + config.float_weight * -(tt * F.log_softmax(sim(xt), dim=1)).sum(dim=1).mean()
@@ -620,6 +649,17 @@ def qat_finetune(checkpoint: str | os.PathLike, dataset: Any, out_dir: str | os.
     for m in history:
         append_jsonl(out / HISTORY_FILE, m)
     return QatResult(run_dir=out, meta=new_meta, history=tuple(history))
+
+
+def _event_margin(sim: QuantSim, steps: float) -> torch.Tensor:
+    """Mean hinge ``relu(margin - (top1 - top2))`` over the cells of the last decoder output whose top channel is
+    positive; ``margin`` = ``steps`` int8 steps of the decoder output's calibrated range."""
+    d = sim.decoder_out
+    lo, hi = sim.q.range_of("dec2")
+    margin = steps * (max(hi, 0.0) - min(lo, 0.0)) / (QMAX - QMIN)
+    top = torch.topk(d, 2, dim=1).values
+    live = (top[:, 0] > 0).float()
+    return (F.relu(margin - (top[:, 0] - top[:, 1])) * live).sum() / live.sum().clamp(min=1.0)
 
 
 def _metrics_text(m: Mapping[str, Any]) -> str:
