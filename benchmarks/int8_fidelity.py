@@ -70,6 +70,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--qat-epochs", type=int, default=3)
     p.add_argument("--qat-lr", type=float, default=1e-4)
+    p.add_argument("--qat-schedule", default="cosine", choices=("cosine", "constant"))
     p.add_argument("--qat-optimizer", default="adam", choices=("adam", "sgd"))
     p.add_argument("--qat-ranges", default="calibration", choices=("calibration", "ema"))
     p.add_argument("--qat-float-weight", type=float, default=0.0)
@@ -94,8 +95,9 @@ def main() -> int:
     t0 = time.perf_counter()
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="edge-asc-int8fid-")
     work = Path(args.work or tmp.name)
-    qcfg = QatConfig(epochs=args.qat_epochs, lr=args.qat_lr, optimizer=args.qat_optimizer, ranges=args.qat_ranges,
-                     float_weight=args.qat_float_weight, tie_weight=args.qat_tie_weight, mixup_alpha=args.qat_mixup,
+    qcfg = QatConfig(epochs=args.qat_epochs, lr=args.qat_lr, schedule=args.qat_schedule,
+                     optimizer=args.qat_optimizer, ranges=args.qat_ranges, float_weight=args.qat_float_weight,
+                     tie_weight=args.qat_tie_weight, mixup_alpha=args.qat_mixup,
                      event_margin_weight=args.qat_event_margin, margin_weight=args.qat_margin,
                      calib_size=args.calib_size)
     rows: list[dict] = []

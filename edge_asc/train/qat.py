@@ -390,7 +390,10 @@ class QatConfig:
     epochs: int = 3
     """passes over the training split."""
     lr: float = 1e-4
-    """learning rate (constant)."""
+    """peak learning rate."""
+    schedule: str = "cosine"
+    """'cosine': from ``lr`` down to 0 over the run (per batch), so the weights the export takes are not a snapshot
+    of a noisy constant-rate walk; 'constant'."""
     optimizer: str = "adam"
     """'adam' or 'sgd' (momentum 0.9)."""
     batch_size: int | None = None
@@ -433,6 +436,8 @@ class QatConfig:
             raise ConfigError(f"QAT optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size >= 2):
             raise ConfigError(f"QAT batch size must be an integer >= 2, got {self.batch_size!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"QAT schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.ranges not in RANGE_MODES:
             raise ConfigError(f"QAT ranges must be one of {RANGE_MODES}, got {self.ranges!r}")
         if not 0.0 <= self.ema_momentum < 1.0:
@@ -602,6 +607,9 @@ def qat_finetune(checkpoint: str | os.PathLike, dataset: Any, out_dir: str | os.
             idx = order[b * batch_size:(b + 1) * batch_size]
             if len(idx) < 2:
                 continue
+            if config.schedule == "cosine":
+                for g in opt.param_groups:
+                    g["lr"] = 0.5 * config.lr * (1.0 + math.cos(math.pi * (epoch + b / nb) / config.epochs))
             x, target = make_batch(store, idx, train_split.y, len(labels), window, mean, std, aug, rng)
             xt, tt = torch.from_numpy(x), torch.from_numpy(target)
             sim.q.tie_excess = 0.0
