@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("features", "compute log-mel features of an audio file and print their shape and statistics"),
     "data": ("data", "synthesise, check and summarise datasets (TAU 2020/2022 Mobile layout)"),
     "train": ("train", "train a Mini-SegNet model (the paper's recipe)"),
+    "qat": ("qat", "quantisation-aware fine-tuning of a trained run for the full-int8 export"),
     "evaluate": ("evaluate", "score a checkpoint or a .tflite: macro accuracy, log loss, per-device table, confusion"),
     "calibrate": ("calibrate", "build the representative dataset for int8 calibration from training clips"),
     "export": ("export", "convert a checkpoint to TFLite (float, dynamic range or full int8) and verify it"),

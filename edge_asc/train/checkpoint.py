@@ -58,6 +58,9 @@ class CheckpointMeta:
     """the TrainConfig the run used (for --resume and provenance)."""
     weights_sha256: str = ""
     optimizer_sha256: str = ""
+    qat: Mapping[str, Any] | None = None
+    """set when the weights were quantisation-aware fine-tuned (``edge-asc qat``, :mod:`edge_asc.train.qat`): base
+    run, settings and float / simulated-int8 metrics before and after; None for a plain training run."""
     schema_version: int = CHECKPOINT_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -73,7 +76,7 @@ class CheckpointMeta:
                 f"{self.model_config.in_channels}x{self.model_config.n_mels}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "schema_version": self.schema_version,
             "model_config": self.model_config.to_dict(),
             "frontend": self.frontend.to_dict(),
@@ -87,6 +90,9 @@ class CheckpointMeta:
             "weights_sha256": self.weights_sha256,
             "optimizer_sha256": self.optimizer_sha256,
         }
+        if self.qat is not None:  # plain runs keep the keys they always had
+            d["qat"] = dict(self.qat)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CheckpointMeta:
