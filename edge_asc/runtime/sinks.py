@@ -130,6 +130,17 @@ class SqliteSink(Sink):
             pass
 
 
+def rss_mb() -> float:
+    """Resident set size of this process in MB (``/proc/self/statm``; peak RSS from ``resource`` elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 class _Stats:
     """CPU % of this process over the last interval, current RSS, from the standard library."""
 
@@ -145,13 +156,7 @@ class _Stats:
 
     @staticmethod
     def rss_mb() -> float:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-        except (OSError, ValueError, IndexError):
-            import resource
-
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        return rss_mb()
 
 
 class TerminalView(Sink):

@@ -14,22 +14,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .pipeline import WindowResult
-from .sinks import Sink
+from .sinks import Sink, rss_mb
 from .tracker import SceneChange
 
 #: device states in the snapshot's ``device`` field.
 DEVICE_STATES = ("starting", "waiting", "ok", "lost", "stopped")
-
-
-def rss_mb() -> float:
-    """Resident set size of this process in MB (``/proc/self/statm``; peak RSS from ``resource`` elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 class LiveStatus(Sink):
