@@ -56,7 +56,7 @@ def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
     audio, _ = load_audio(clip.path, 16_000)
     res = classify_audio(clf, audio)
     assert res.label in clf.labels and np.isclose(res.clip_probs.sum(), 1.0, atol=1e-4)
-    # silence and a -80 dBFS hiss (a muted microphone) once made the int8 instance norm divide by its zero point
+    # silence and a -80 dBFS hiss (a muted microphone): the int8 instance norm must not divide by its zero point
     hiss = 1e-4 * np.random.default_rng(0).standard_normal(16_000).astype(np.float32)
     for quiet in (np.zeros(16_000, np.float32), hiss):
         assert classify_audio(clf, quiet).label in clf.labels

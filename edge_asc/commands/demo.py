@@ -14,9 +14,8 @@ import argparse
 MARKER = ".edge-asc-demo"
 
 #: Dataset size, training length and calibration windows of the full and the --quick demo. Epochs end SGDR cycles
-#: (10, 30, 70, ...): 70 instead of 30 epochs measured seen/unseen macro accuracy 0.546/0.458 vs 0.487/0.375 (100
-#: clips/class, seed 0). Batch 32 instead of the paper's 64: on a few thousand clips it doubles the SGD steps (measured
-#: on 100 clips/class, 30 epochs: val macro accuracy 0.41 vs 0.33 with batch 64). Validation every 10 epochs only.
+#: (10, 30, 70, ...); batch 32 instead of the paper's 64 doubles the SGD steps on a few thousand clips; validation every
+#: 10 epochs only. Why these values: docs/model-design.md, "The demo recipe".
 FULL = {"clips_per_class": 200, "seconds": 1.0, "epochs": 70, "batch_size": 32, "calib_size": 300}
 QUICK = {"clips_per_class": 30, "seconds": 1.0, "epochs": 10, "batch_size": 32, "calib_size": 100}
 

@@ -2,7 +2,7 @@
 
 Run as ``python -m edge_asc.export._tflite_convert SAVED_MODEL OUT MODE [CALIB_NPY MEAN_JSON STD_JSON]``. onnx2tf
 itself converts every variant (float16, dynamic range, integer, full integer, two int16 variants) when asked for
-int8 and adds TF select ops to the allowed set; doing the one conversion we need here is ~2x faster and lets a model
+int8 and adds TF select ops to the allowed set; doing only the one conversion we need is faster and lets a model
 that would need TF select (Flex) ops fail instead of silently depending on them.
 
 Modes: 'dynamic-range' (int8 weights, float activations and I/O), 'int8' (full integer: int8 input, output and
