@@ -1,4 +1,5 @@
-"""``edge-asc train --data DIR --preset edge --epochs N --out runs/NAME [--resume] [--seed K]``.
+"""``edge-asc train --data DIR --preset edge --epochs N --out runs/NAME [--resume] [--seed K] [--device D]
+[--precision P]``.
 
 ``--preset`` is ``NAME[:field=value,...]`` (:func:`edge_asc.model.resolve_preset`), e.g. the ``to train:`` line that
 ``edge-asc fit`` prints.
@@ -35,6 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=int, default=1,
                    help="validate on the 'evaluate' split every N epochs (0: never)")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: <out>/../feature-cache)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="where to train: auto (CUDA if available, else Apple MPS, else CPU), cpu, cuda or mps; "
+                        "checkpoints are device-neutral, so --resume may continue elsewhere (default: auto)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="fp32, or mixed precision through torch.autocast: bf16 (CUDA or CPU) or fp16 (CUDA, with a "
+                        "gradient scaler); weights are always stored in float32 (default: fp32)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--portable-math", action="store_true",
                    help="cap PyTorch's CPU kernels at AVX2 so the run gives the same weights on any x86-64 machine "
@@ -71,6 +78,15 @@ def run(args: argparse.Namespace) -> int:
     require("torch", "train", "training")
     import torch
 
+    from ..errors import ConfigError
+    from ..train.device import Compute, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+        Compute(device=device, precision=args.precision)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
     from ..data import load_dataset
     from ..train.augment import AugmentConfig
     from ..train.loop import TrainConfig, train
@@ -96,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                          augment=aug, val_every=args.val_every)
     dataset = load_dataset(args.data)
     result = train(dataset, args.out, config, resume=args.resume, cache_dir=args.cache_dir,
-                   progress=None if not args.no_progress else False)
+                   progress=None if not args.no_progress else False, device=device, precision=args.precision)
     if args.json:
         print(json.dumps(result.meta.to_dict(), indent=2, sort_keys=True))
     else:

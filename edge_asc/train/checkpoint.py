@@ -61,6 +61,9 @@ class CheckpointMeta:
     qat: Mapping[str, Any] | None = None
     """set when the weights were quantisation-aware fine-tuned (``edge-asc qat``, :mod:`edge_asc.train.qat`): base
     run, settings and float / simulated-int8 metrics before and after; None for a plain training run."""
+    compute: Mapping[str, Any] | None = None
+    """where the last epoch was trained: ``{"device": "cpu" | "cuda" | "mps", "precision": "fp32" | "bf16" | "fp16"}``
+    (+ ``device_name`` on CUDA); informational, the tensors are device-neutral. None when not recorded."""
     schema_version: int = CHECKPOINT_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -92,6 +95,8 @@ class CheckpointMeta:
         }
         if self.qat is not None:  # plain runs keep the keys they always had
             d["qat"] = dict(self.qat)
+        if self.compute is not None:
+            d["compute"] = dict(self.compute)
         return d
 
     @classmethod
@@ -129,7 +134,10 @@ def resolve_run_dir(path: str | os.PathLike) -> Path:
 
 
 def save_checkpoint(run_dir: str | os.PathLike, model, meta: CheckpointMeta, optimizer=None) -> CheckpointMeta:
-    """Write weights (+ optimizer momentum) and then the JSON sidecar, each atomically. Returns the meta as written."""
+    """Write weights (+ optimizer momentum) and then the JSON sidecar, each atomically. Returns the meta as written.
+
+    Tensors are written from CPU copies, whatever device the model and optimizer are on, so the files load on any
+    machine (:func:`load_checkpoint` reads them to the CPU)."""
     import torch
     from safetensors.torch import save
 
@@ -141,7 +149,7 @@ def save_checkpoint(run_dir: str | os.PathLike, model, meta: CheckpointMeta, opt
     osha = ""
     if optimizer is not None:
         osd = optimizer.state_dict()
-        tensors = {f"{i}.{name}": t.detach().contiguous().clone()
+        tensors = {f"{i}.{name}": t.detach().to("cpu").contiguous().clone()
                    for i, st in osd["state"].items() for name, t in st.items() if isinstance(t, torch.Tensor)}
         obytes = save(tensors, metadata={"format": "pt", "edge_asc": "optimizer",
                                          "param_groups": json.dumps(osd["param_groups"])})

@@ -176,7 +176,8 @@ def predict_clips(model, clips: Sequence[np.ndarray], spec, window_frames: int, 
                   batch_size: int = 256) -> np.ndarray:
     """Clip posteriors float32[N, K]: each clip's features float[C, n_mels, T] (un-normalised dB) are normalised
     with ``spec``, cut into windows (:func:`edge_asc.frontend.windows`, ``hop`` frames apart, default half a
-    window), run through ``model`` (eval mode, no grad), and the window softmaxes averaged."""
+    window), run through ``model`` (eval mode, no grad, on the device of its parameters), and the window softmaxes
+    averaged."""
     import torch
 
     owners: list[int] = []
@@ -187,11 +188,13 @@ def predict_clips(model, clips: Sequence[np.ndarray], spec, window_frames: int, 
         owners.extend([i] * len(w))
     allw = np.concatenate(wins) if wins else np.zeros((0,))
     logits = []
+    device = next(model.parameters()).device  # the model's device (a GPU while training on one)
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for s in range(0, len(allw), batch_size):
-            logits.append(model(torch.from_numpy(np.ascontiguousarray(allw[s:s + batch_size]))).numpy())
+            x = torch.from_numpy(np.ascontiguousarray(allw[s:s + batch_size], dtype=np.float32)).to(device)
+            logits.append(model(x).float().cpu().numpy())
     model.train(was_training)
     p = softmax(np.concatenate(logits)) if logits else np.zeros((0, 0), np.float32)
     own = np.asarray(owners)

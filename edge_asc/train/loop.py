@@ -29,6 +29,7 @@ from ..spec import FrontendSpec, frontend_for_model, frontend_preset
 from .augment import AugmentConfig, crop, mixup, random_shift, spec_augment
 from .cache import FeatureStore, build_cache
 from .checkpoint import HISTORY_FILE, META_FILE, CheckpointMeta, load_optimizer_state, read_meta, save_checkpoint
+from .device import Compute, resolve_device
 from .evaluate import compute_report, predict_clips
 from .splits import SplitData, resolve_split
 
@@ -234,8 +235,10 @@ def _load_data(dataset, plan: _Plan, cache: Path, prior: CheckpointMeta | None, 
                  std=np.asarray(std_t, np.float32).reshape(1, -1, 1, 1))
 
 
-def _setup_model(plan: _Plan, out: Path, prior: CheckpointMeta | None, log: Callable[[str], None]):
-    """Model and SGD optimiser, seeded; on resume, their state from the checkpoint.
+def _setup_model(plan: _Plan, out: Path, prior: CheckpointMeta | None, log: Callable[[str], None],
+                 compute: Compute):
+    """Model and SGD optimiser, seeded, on ``compute.device``; on resume, their state from the checkpoint (CPU
+    tensors, moved to the device: a run may resume on another device than the one it started on).
 
     Returns ``(model, optimizer, start_epoch, run_id, history)``.
     """
@@ -246,23 +249,27 @@ def _setup_model(plan: _Plan, out: Path, prior: CheckpointMeta | None, log: Call
     config = plan.config
     torch.manual_seed(config.seed)
     model = build_model(plan.model_config)
+    if prior is not None:
+        from .checkpoint import WEIGHTS_FILE, _read_tensors
+
+        model.load_state_dict(_read_tensors(out / WEIGHTS_FILE, prior.weights_sha256, "weights"))
+    model.to(compute.device)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr_max, momentum=config.momentum,
                           weight_decay=config.weight_decay)
     if prior is None:
         run_id = f"{out.name}-{_dt.datetime.now(_dt.UTC).strftime('%Y%m%dT%H%M%SZ')}"
         return model, opt, 0, run_id, []
-    from .checkpoint import WEIGHTS_FILE, _read_tensors
-
-    model.load_state_dict(_read_tensors(out / WEIGHTS_FILE, prior.weights_sha256, "weights"))
     ostate = load_optimizer_state(out, prior)
     if ostate is not None:
-        opt.load_state_dict(ostate)
+        opt.load_state_dict(ostate)  # casts the momentum buffers to the parameters' device
     log(f"resuming {prior.run_id} after epoch {prior.epoch}")
     return model, opt, prior.epoch, prior.run_id, _read_history(out)[:prior.epoch]
 
 
-def _train_epoch(model, opt, plan: _Plan, data: _Data, epoch: int, progress: bool) -> dict[str, Any]:
-    """One pass over the shuffled training clips; returns the epoch's training metrics."""
+def _train_epoch(model, opt, plan: _Plan, data: _Data, epoch: int, progress: bool, compute: Compute,
+                 scaler=None) -> dict[str, Any]:
+    """One pass over the shuffled training clips on ``compute.device`` in ``compute.precision`` (``scaler``: the
+    fp16 gradient scaler); returns the epoch's training metrics."""
     import torch
     import torch.nn.functional as F
 
@@ -286,14 +293,21 @@ def _train_epoch(model, opt, plan: _Plan, data: _Data, epoch: int, progress: boo
                      t_mult=config.t_mult)
         for g in opt.param_groups:
             g["lr"] = lr
-        logits = model(torch.from_numpy(x))
-        loss = -(torch.from_numpy(t) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+        with compute.autocast():
+            logits = model(compute.to_device(x))
+        logits = logits.float()  # the loss in float32 whatever the forward precision
+        loss = -(compute.to_device(t) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         k = len(idx)
         loss_sum += float(loss.detach()) * k
-        correct += float((logits.detach().argmax(1).numpy() == y[idx]).sum())
+        correct += float((logits.detach().argmax(1).cpu().numpy() == y[idx]).sum())
         seen += k
         if bar is not None:
             bar.update(k)
@@ -321,7 +335,7 @@ def _validate(model, plan: _Plan, data: _Data) -> dict[str, Any]:
 
 def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: bool = False,
           cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-          log: Callable[[str], None] | None = None) -> TrainResult:
+          log: Callable[[str], None] | None = None, device: str = "cpu", precision: str = "fp32") -> TrainResult:
     """Train (or resume) a Mini-SegNet run in ``out_dir`` on ``dataset`` (an :mod:`edge_asc.data` Dataset: ``.labels``,
     ``.split('train' | 'evaluate')`` of clips with ``path, label, device, clip_id``).
 
@@ -331,13 +345,19 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     ``clips_per_s``, and with validation ``val_macro_acc`` / ``val_log_loss`` / ``val_{seen,unseen}_macro_acc``.
     Features are cached under ``cache_dir`` (default ``<out_dir>/../feature-cache``).
 
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``mps``; :func:`edge_asc.train.device.resolve_device`) and ``precision``
+    (``fp32``, ``bf16``: CUDA or CPU autocast, ``fp16``: CUDA autocast + gradient scaler) are recorded in the
+    checkpoint's ``compute`` but are not part of the run's settings: ``resume`` may continue on another device or in
+    another precision. Bit-exact resume holds for fp32 on the same device and thread count.
+
     Raises:
         DatasetError: empty training split, or labels outside the dataset's label set.
         ConfigError: ``out_dir`` already holds a run and ``resume`` is False, or the resumed run used other settings;
             a malformed preset string, one whose ``n_classes`` contradicts the dataset, or an ``in_channels`` no
-            front end gives (1 or 3).
+            front end gives (1 or 3); a device this machine cannot use, or a precision that device does not support.
         ModelContractError: a corrupt checkpoint on resume.
     """
+    compute = Compute(device=resolve_device(device), precision=precision)
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     progress = sys.stderr.isatty() if progress is None else progress
     out = Path(out_dir)
@@ -346,17 +366,18 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     prior = _prior_run(out, plan, resume)
     cache = Path(cache_dir) if cache_dir is not None else out.parent / "feature-cache"
     data = _load_data(dataset, plan, cache, prior, progress, log)
-    model, opt, start_epoch, run_id, history = _setup_model(plan, out, prior, log)
+    model, opt, start_epoch, run_id, history = _setup_model(plan, out, prior, log, compute)
+    scaler = compute.grad_scaler()
     meta = prior
     for epoch in range(start_epoch, config.epochs):
-        metrics = _train_epoch(model, opt, plan, data, epoch, progress)
+        metrics = _train_epoch(model, opt, plan, data, epoch, progress, compute, scaler)
         if data.val_store is not None and config.val_every and ((epoch + 1) % config.val_every == 0
                                                                 or epoch + 1 == config.epochs):
             metrics.update(_validate(model, plan, data))
         meta = save_checkpoint(out, model, CheckpointMeta(
             model_config=plan.model_config, frontend=data.spec, labels=plan.labels, window_frames=plan.window,
             epoch=epoch + 1, metrics=metrics, run_id=run_id, preset=plan.preset_string,
-            train_config=config.to_dict()), opt)
+            train_config=config.to_dict(), compute=compute.describe()), opt)
         append_jsonl(out / HISTORY_FILE, metrics)
         history.append(metrics)
         log(_summary(metrics, config.epochs))
