@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         ("check", ["data", "check", str(data)]),
         ("train", ["train", "--data", str(data), "--preset", args.preset, "--epochs", str(params["epochs"]),
                    "--batch-size", str(params["batch_size"]), "--out", str(run_dir), "--seed", str(args.seed),
-                   "--val-every", "10", "--threads", str(args.threads)]),
+                   "--val-every", "10", "--threads", str(args.threads), "--device", "cpu"]),
         ("evaluate", ["evaluate", str(run_dir), "--data", str(data), "--json", str(out / "evaluate.json"),
                       "--png", str(out / "confusion.png")]),
         ("calibrate", ["calibrate", str(run_dir), "--data", str(data), "--out", str(out / "calib"),
