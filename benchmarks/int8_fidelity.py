@@ -69,13 +69,14 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=70, help="float training epochs (the demo's 70)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--qat-epochs", type=int, default=3)
-    p.add_argument("--qat-lr", type=float, default=1e-4)
+    p.add_argument("--qat-lr", type=float, default=1e-3)
     p.add_argument("--qat-schedule", default="cosine", choices=("cosine", "constant"))
     p.add_argument("--qat-optimizer", default="adam", choices=("adam", "sgd"))
     p.add_argument("--qat-ranges", default="calibration", choices=("calibration", "ema"))
     p.add_argument("--qat-float-weight", type=float, default=0.0)
     p.add_argument("--qat-tie-weight", type=float, default=0.0)
-    p.add_argument("--qat-margin", type=float, default=0.0, help="weight of the top-2 logit margin hinge")
+    p.add_argument("--qat-margin", type=float, default=1.0, help="weight of the top-2 logit margin hinge (0: off)")
+    p.add_argument("--qat-margin-target", type=float, default=0.5, help="the hinge's margin in logit units")
     p.add_argument("--qat-event-margin", type=float, default=0.0, help="weight of the per-cell event margin hinge")
     p.add_argument("--qat-mixup", type=float, default=None, help="QAT mixup alpha (default: the run's; 0: off)")
     p.add_argument("--qat-tag", default="", help="suffix of the QAT run folders (compare QAT settings in one --work)")
@@ -99,6 +100,7 @@ def main() -> int:
                      optimizer=args.qat_optimizer, ranges=args.qat_ranges, float_weight=args.qat_float_weight,
                      tie_weight=args.qat_tie_weight, mixup_alpha=args.qat_mixup,
                      event_margin_weight=args.qat_event_margin, margin_weight=args.qat_margin,
+                     margin=args.qat_margin_target,
                      calib_size=args.calib_size)
     rows: list[dict] = []
     for seed in args.seeds:

@@ -389,7 +389,7 @@ class QatConfig:
 
     epochs: int = 3
     """passes over the training split."""
-    lr: float = 1e-4
+    lr: float = 1e-3
     """peak learning rate."""
     schedule: str = "cosine"
     """'cosine': from ``lr`` down to 0 over the run (per batch), so the weights the export takes are not a snapshot
@@ -409,9 +409,9 @@ class QatConfig:
     """weight of a second cross-entropy on the float forward (0: the int8 simulation's loss only)."""
     mixup_alpha: float | None = None
     """mixup during fine-tuning (0: off, hard labels); None: the base run's augmentation as it was."""
-    margin_weight: float = 0.0
-    """weight of a hinge on each window's top-2 logit gap below ``margin`` (windows the float model is unsure of
-    are the ones whose int8 export can disagree; 0: off)."""
+    margin_weight: float = 1.0
+    """weight of a hinge on each window's top-2 logit gap below ``margin``: windows the float model is unsure of are
+    the ones whose int8 export can disagree (0: off, cross-entropy on the int8 simulation only)."""
     margin: float = 0.5
     """logit units (``edge_asc.export.verify.CONFIDENT_MARGIN``)."""
     event_margin_weight: float = 0.0
