@@ -16,7 +16,11 @@ tensor (read from exported files with ``preserve_all_tensors``; see ``tests/test
 - activations: per tensor, asymmetric int8 over the min/max the float graph reaches on the calibration windows, the
   range widened to include 0 and the zero point nudged to an integer as the converter does
   (:func:`activation_qparams`); a RELU / RELU6 that the converter fuses into the CONV_2D / FULLY_CONNECTED / ADD / MUL
-  in front of it is applied before that op's quantisation point (one int8 tensor, not two);
+  in front of it is applied before that op's quantisation point (one int8 tensor, not two). The converter's
+  calibrator logs an op's inputs after the op ran, and LiteRT runs an ADD / SUB / MUL in the buffer of a single-use,
+  same-shape input that is not a graph output, so that input's range also covers the op's output (``merge``): the
+  soft unpooling's difference gets the mask's [0, 6] (twice its own step), the MixupNorm's ``r * w`` and ``mu * lam``
+  the range of the ADD after them;
 - ops whose int8 kernels keep their input's scale (MAX_POOL_2D, RESIZE_NEAREST_NEIGHBOR, PAD, RESHAPE, TRANSPOSE,
   REDUCE_MAX / REDUCE_MIN) add no point; AVERAGE_POOL_2D and CONCATENATION give their operands their result's range,
   so the banded GAP's time MEAN and row pool and the event block's outputs are quantised with the range of the head's
@@ -28,7 +32,13 @@ tensor (read from exported files with ``preserve_all_tensors``; see ``tests/test
 Gradients pass the rounding as straight-through estimators (``torch.fake_quantize_*``: 1 inside the int8 range, 0
 where a value saturates). Activation ranges are not learned: the converter will set them from the float model's
 calibration min/max, so QAT re-estimates exactly those (float forward over the same calibration windows the export
-draws) before every epoch and keeps them fixed within it.
+draws) before every epoch and keeps them fixed within it (:attr:`QatConfig.ranges`; a moving average of the training
+batches is the measured alternative).
+
+The loss is the cross-entropy of the simulated int8 logits plus, by default, a hinge on top-2 logit gaps below
+``CONFIDENT_MARGIN``: float-vs-int8 disagreements happen on windows the float model is unsure of (on those with a
+margin >= 0.5 the export agrees on every window measured), and cross-entropy through straight-through rounding alone
+hardly moves the float-vs-int8 error (measurements: ``benchmarks/int8_fidelity.py``).
 
 The simulation is built from :class:`Quantiser` (the quantisation points and their ranges) and one function per
 block (:func:`q_conv_block`, :func:`q_mixup_norm`, :func:`q_recip`, :func:`q_unpool`, :func:`q_gap`,
@@ -58,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DatasetError
+from ..export.verify import CONFIDENT_MARGIN
 from ..model.layers import CELL_SLOPE, MixupNorm, upsample_to
 
 #: int8 activation codes.
@@ -412,8 +423,8 @@ class QatConfig:
     margin_weight: float = 1.0
     """weight of a hinge on each window's top-2 logit gap below ``margin``: windows the float model is unsure of are
     the ones whose int8 export can disagree (0: off, cross-entropy on the int8 simulation only)."""
-    margin: float = 0.5
-    """logit units (``edge_asc.export.verify.CONFIDENT_MARGIN``)."""
+    margin: float = CONFIDENT_MARGIN
+    """the hinge's margin, in logit units."""
     event_margin_weight: float = 0.0
     """weight of a hinge on the event block's per-cell decision: in cells whose largest decoder channel is positive,
     the gap to the second largest below ``event_margin_steps`` int8 steps of that tensor is penalised (the block has
@@ -475,7 +486,7 @@ def compare_float_int8(sim: QuantSim, wins: np.ndarray, owners: np.ndarray, y: n
                        n_classes: int) -> dict[str, float]:
     """Float model vs its int8 simulation on held-out windows (normalised float32[N, C, n_mels, W], clip index per
     window, label per clip): clip macro accuracies (mean window posterior per clip), window top-1 agreement, and that
-    agreement on windows whose float top-2 margin is >= 0.5 (``edge_asc.export.verify.CONFIDENT_MARGIN``)."""
+    agreement on windows whose float top-2 margin is >= ``CONFIDENT_MARGIN``."""
     from ..metrics import macro_accuracy, softmax
 
     mode, training = sim.q.mode, sim.training
@@ -496,7 +507,7 @@ def compare_float_int8(sim: QuantSim, wins: np.ndarray, owners: np.ndarray, y: n
         return macro_accuracy(clip.argmax(1), y, n_classes)
 
     top2 = np.sort(fl, axis=1)[:, -2:]
-    sure = (top2[:, 1] - top2[:, 0]) >= 0.5
+    sure = (top2[:, 1] - top2[:, 0]) >= CONFIDENT_MARGIN
     agree = fl.argmax(1) == ql.argmax(1)
     return {"float_macro_acc": macro(fl), "sim_int8_macro_acc": macro(ql), "sim_top1_agreement": float(agree.mean()),
             "sim_confident_agreement": float(agree[sure].mean()) if sure.any() else float("nan"),
