@@ -77,6 +77,7 @@ def main() -> int:
     p.add_argument("--qat-tie-weight", type=float, default=0.0)
     p.add_argument("--qat-margin", type=float, default=1.0, help="weight of the top-2 logit margin hinge (0: off)")
     p.add_argument("--qat-margin-target", type=float, default=0.5, help="the hinge's margin in logit units")
+    p.add_argument("--qat-margin-on", default="label", choices=("label", "top1"))
     p.add_argument("--qat-event-margin", type=float, default=0.0, help="weight of the per-cell event margin hinge")
     p.add_argument("--qat-mixup", type=float, default=None, help="QAT mixup alpha (default: the run's; 0: off)")
     p.add_argument("--qat-tag", default="", help="suffix of the QAT run folders (compare QAT settings in one --work)")
@@ -100,7 +101,7 @@ def main() -> int:
                      optimizer=args.qat_optimizer, ranges=args.qat_ranges, float_weight=args.qat_float_weight,
                      tie_weight=args.qat_tie_weight, mixup_alpha=args.qat_mixup,
                      event_margin_weight=args.qat_event_margin, margin_weight=args.qat_margin,
-                     margin=args.qat_margin_target,
+                     margin=args.qat_margin_target, margin_on=args.qat_margin_on,
                      calib_size=args.calib_size)
     rows: list[dict] = []
     for seed in args.seeds:

@@ -425,6 +425,10 @@ class QatConfig:
     the ones whose int8 export can disagree (0: off, cross-entropy on the int8 simulation only)."""
     margin: float = CONFIDENT_MARGIN
     """the hinge's margin, in logit units."""
+    margin_on: str = "label"
+    """'label': the gap between the target class (the largest share of a mixed batch's target) and the best other
+    class (a multi-class hinge loss: it does not make wrong answers more confident); 'top1': the gap between the
+    two largest logits, whatever the label."""
     event_margin_weight: float = 0.0
     """weight of a hinge on the event block's per-cell decision: in cells whose largest decoder channel is positive,
     the gap to the second largest below ``event_margin_steps`` int8 steps of that tensor is penalised (the block has
@@ -457,6 +461,8 @@ class QatConfig:
             raise ConfigError(f"mixup_alpha must be >= 0, got {self.mixup_alpha!r}")
         if self.margin_weight < 0 or self.margin <= 0:
             raise ConfigError("margin_weight must be >= 0 and margin > 0")
+        if self.margin_on not in ("label", "top1"):
+            raise ConfigError(f"margin_on must be 'label' or 'top1', got {self.margin_on!r}")
         if self.event_margin_weight < 0 or self.event_margin_steps <= 0:
             raise ConfigError("event_margin_weight must be >= 0 and event_margin_steps > 0")
         if self.float_weight < 0 or self.tie_weight < 0:
@@ -627,8 +633,7 @@ def qat_finetune(checkpoint: str | os.PathLike, dataset: Any, out_dir: str | os.
             logits = sim(xt)
             loss = -(tt * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
             if config.margin_weight > 0:
-                top = torch.topk(logits, 2, dim=1).values
-                loss = loss + config.margin_weight * F.relu(config.margin - (top[:, 0] - top[:, 1])).mean()
+                loss = loss + config.margin_weight * _margin_hinge(logits, tt, config.margin, config.margin_on)
             if config.tie_weight > 0:
                 loss = loss + config.tie_weight * sim.q.tie_excess
             if config.event_margin_weight > 0 and model.events is not None:
@@ -668,6 +673,18 @@ def qat_finetune(checkpoint: str | os.PathLike, dataset: Any, out_dir: str | os.
     for m in history:
         append_jsonl(out / HISTORY_FILE, m)
     return QatResult(run_dir=out, meta=new_meta, history=tuple(history))
+
+
+def _margin_hinge(logits: torch.Tensor, targets: torch.Tensor, margin: float, on: str) -> torch.Tensor:
+    """Mean ``relu(margin - gap)`` over the batch; ``gap``: target-class logit minus the best other one
+    (``on='label'``), or the top-2 logit gap (``on='top1'``)."""
+    if on == "top1":
+        top = torch.topk(logits, 2, dim=1).values
+        return F.relu(margin - (top[:, 0] - top[:, 1])).mean()
+    y = targets.argmax(dim=1, keepdim=True)
+    z_y = logits.gather(1, y).squeeze(1)
+    others = logits.scatter(1, y, float("-inf")).amax(dim=1)
+    return F.relu(margin - (z_y - others)).mean()
 
 
 def _event_margin(sim: QuantSim, steps: float) -> torch.Tensor:
