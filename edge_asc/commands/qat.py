@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="activation ranges: re-calibrated before every epoch as the export will (default), or a "
                         "moving average of the training batches")
     p.add_argument("--margin-weight", type=float, default=1.0, metavar="W",
-                   help="weight of the hinge on top-2 logit gaps below 0.5 (the windows whose int8 answer can "
+                   help="weight of the hinge on top-2 logit gaps below 0.2 (the windows whose int8 answer can "
                         "differ from the float one; 0: cross-entropy on the int8 simulation only; default: 1)")
     p.add_argument("--calib", metavar="DIR",
                    help="calibration set written by 'edge-asc calibrate' (default: 300 training windows, seed 0, "

@@ -36,9 +36,9 @@ draws) before every epoch and keeps them fixed within it (:attr:`QatConfig.range
 batches is the measured alternative).
 
 The loss is the cross-entropy of the simulated int8 logits plus, by default, a hinge on top-2 logit gaps below
-``CONFIDENT_MARGIN``: float-vs-int8 disagreements happen on windows the float model is unsure of (on those with a
-margin >= 0.5 the export agrees on every window measured), and cross-entropy through straight-through rounding alone
-hardly moves the float-vs-int8 error (measurements: ``benchmarks/int8_fidelity.py``).
+``QatConfig.margin``: float-vs-int8 disagreements happen on windows the float model is unsure of (on those with a
+margin >= ``CONFIDENT_MARGIN`` the export agrees on almost every window measured), and cross-entropy through
+straight-through rounding alone hardly moves the float-vs-int8 error (measurements: ``benchmarks/int8_fidelity.py``).
 
 The simulation is built from :class:`Quantiser` (the quantisation points and their ranges) and one function per
 block (:func:`q_conv_block`, :func:`q_mixup_norm`, :func:`q_recip`, :func:`q_unpool`, :func:`q_gap`,
@@ -423,9 +423,10 @@ class QatConfig:
     margin_weight: float = 1.0
     """weight of a hinge on each window's top-2 logit gap below ``margin``: windows the float model is unsure of are
     the ones whose int8 export can disagree (0: off, cross-entropy on the int8 simulation only)."""
-    margin: float = CONFIDENT_MARGIN
-    """the hinge's margin, in logit units."""
-    margin_on: str = "label"
+    margin: float = 0.2
+    """the hinge's margin, in logit units (a few int8 steps of the logits; ``CONFIDENT_MARGIN`` = 0.5 agreed more
+    but cost float accuracy on weakly trained models)."""
+    margin_on: str = "top1"
     """'label': the gap between the target class (the largest share of a mixed batch's target) and the best other
     class (a multi-class hinge loss: it does not make wrong answers more confident); 'top1': the gap between the
     two largest logits, whatever the label."""
