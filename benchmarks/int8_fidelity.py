@@ -24,6 +24,7 @@ other QAT settings (``--qat-tag``) retrains nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import time
@@ -69,16 +70,19 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=70, help="float training epochs (the demo's 70)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--qat-epochs", type=int, default=3)
-    p.add_argument("--qat-lr", type=float, default=1e-4)
+    p.add_argument("--qat-lr", type=float, default=1e-3)
     p.add_argument("--qat-schedule", default="cosine", choices=("cosine", "constant"))
     p.add_argument("--qat-optimizer", default="adam", choices=("adam", "sgd"))
     p.add_argument("--qat-ranges", default="calibration", choices=("calibration", "ema"))
     p.add_argument("--qat-float-weight", type=float, default=0.0)
     p.add_argument("--qat-tie-weight", type=float, default=0.0)
-    p.add_argument("--qat-margin", type=float, default=0.0, help="weight of the top-2 logit margin hinge")
+    p.add_argument("--qat-margin", type=float, default=1.0, help="weight of the top-2 logit margin hinge (0: off)")
+    p.add_argument("--qat-margin-target", type=float, default=0.2, help="the hinge's margin in logit units")
+    p.add_argument("--qat-margin-on", default="top1", choices=("label", "top1"))
     p.add_argument("--qat-event-margin", type=float, default=0.0, help="weight of the per-cell event margin hinge")
     p.add_argument("--qat-mixup", type=float, default=None, help="QAT mixup alpha (default: the run's; 0: off)")
-    p.add_argument("--qat-tag", default="", help="suffix of the QAT run folders (compare QAT settings in one --work)")
+    p.add_argument("--qat-tag", default="", help="suffix of the QAT run folders (their names carry a hash of the "
+                                                 "QAT settings already)")
     p.add_argument("--calib-size", type=int, default=300)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--work", help="keep datasets, runs and models here (default: a temporary folder)")
@@ -99,7 +103,10 @@ def main() -> int:
                      optimizer=args.qat_optimizer, ranges=args.qat_ranges, float_weight=args.qat_float_weight,
                      tie_weight=args.qat_tie_weight, mixup_alpha=args.qat_mixup,
                      event_margin_weight=args.qat_event_margin, margin_weight=args.qat_margin,
+                     margin=args.qat_margin_target, margin_on=args.qat_margin_on,
                      calib_size=args.calib_size)
+    # QAT runs are kept per settings: a re-run with other settings does not reuse them
+    qtag = hashlib.sha256(json.dumps(qcfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     rows: list[dict] = []
     for seed in args.seeds:
         data = work / f"seed{seed}" / "data"
@@ -118,14 +125,14 @@ def main() -> int:
             train_s = time.perf_counter() - t
             row_plain = {"seed": seed, "preset": preset, "variant": "plain", "train_s": train_s,
                          **_export(plain, root / f"plain-e{args.epochs}.tflite", ds, args.calib_size)}
-            qat = root / f"qat-e{args.epochs}{args.qat_tag}"
+            qat = root / f"qat-e{args.epochs}-{qtag}{args.qat_tag}"
             t = time.perf_counter()
             if not (qat / "checkpoint.json").exists():
                 qat_finetune(plain, ds, qat, qcfg, cache_dir=work / "feature-cache",
                              log=lambda s: print(f"    {s}", flush=True))
             qat_s = time.perf_counter() - t
             row_qat = {"seed": seed, "preset": preset, "variant": "qat", "qat_s": qat_s,
-                       **_export(qat, root / f"qat-e{args.epochs}{args.qat_tag}.tflite", ds, args.calib_size)}
+                       **_export(qat, root / f"{qat.name}.tflite", ds, args.calib_size)}
             row_qat["float_macro_accuracy_before_qat"] = row_plain["float_macro_accuracy"]
             rows += [row_plain, row_qat]
             for r in (row_plain, row_qat):

@@ -18,13 +18,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="the dataset the run was trained on")
     p.add_argument("--out", metavar="DIR", help="the new run directory (default: RUN-qat beside RUN)")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default: 3)")
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: 1e-4)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, cosine to 0 (default: 1e-3)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="default: adam")
     p.add_argument("--batch-size", type=int, help="clips per batch (default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="seed for batches, augmentation and dropout (default: 0)")
     p.add_argument("--ranges", choices=("calibration", "ema"), default="calibration",
                    help="activation ranges: re-calibrated before every epoch as the export will (default), or a "
                         "moving average of the training batches")
+    p.add_argument("--margin-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the hinge on top-2 logit gaps below 0.2 (the windows whose int8 answer can "
+                        "differ from the float one; 0: cross-entropy on the int8 simulation only; default: 1)")
     p.add_argument("--calib", metavar="DIR",
                    help="calibration set written by 'edge-asc calibrate' (default: 300 training windows, seed 0, "
                         "as 'edge-asc export' draws them)")
@@ -45,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--lr must be in (0, 1), got {args.lr}")
     if args.batch_size is not None and args.batch_size < 2:
         raise UsageError(f"--batch-size must be >= 2, got {args.batch_size}")
+    if args.margin_weight < 0:
+        raise UsageError(f"--margin-weight must be >= 0, got {args.margin_weight}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     from ..train.checkpoint import read_meta, resolve_run_dir
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
         calibration = load_calibration(args.calib)
     config = QatConfig(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size,
-                       seed=args.seed, ranges=args.ranges)
+                       seed=args.seed, ranges=args.ranges, margin_weight=args.margin_weight)
     result = qat_finetune(base, load_dataset(args.data), out, config, calibration=calibration,
                           cache_dir=args.cache_dir if args.cache_dir else base.parent / "feature-cache")
     if args.json:

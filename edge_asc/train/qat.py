@@ -16,7 +16,11 @@ tensor (read from exported files with ``preserve_all_tensors``; see ``tests/test
 - activations: per tensor, asymmetric int8 over the min/max the float graph reaches on the calibration windows, the
   range widened to include 0 and the zero point nudged to an integer as the converter does
   (:func:`activation_qparams`); a RELU / RELU6 that the converter fuses into the CONV_2D / FULLY_CONNECTED / ADD / MUL
-  in front of it is applied before that op's quantisation point (one int8 tensor, not two);
+  in front of it is applied before that op's quantisation point (one int8 tensor, not two). The converter's
+  calibrator logs an op's inputs after the op ran, and LiteRT runs an ADD / SUB / MUL in the buffer of a single-use,
+  same-shape input that is not a graph output, so that input's range also covers the op's output (``merge``): the
+  soft unpooling's difference gets the mask's [0, 6] (twice its own step), the MixupNorm's ``r * w`` and ``mu * lam``
+  the range of the ADD after them;
 - ops whose int8 kernels keep their input's scale (MAX_POOL_2D, RESIZE_NEAREST_NEIGHBOR, PAD, RESHAPE, TRANSPOSE,
   REDUCE_MAX / REDUCE_MIN) add no point; AVERAGE_POOL_2D and CONCATENATION give their operands their result's range,
   so the banded GAP's time MEAN and row pool and the event block's outputs are quantised with the range of the head's
@@ -28,7 +32,13 @@ tensor (read from exported files with ``preserve_all_tensors``; see ``tests/test
 Gradients pass the rounding as straight-through estimators (``torch.fake_quantize_*``: 1 inside the int8 range, 0
 where a value saturates). Activation ranges are not learned: the converter will set them from the float model's
 calibration min/max, so QAT re-estimates exactly those (float forward over the same calibration windows the export
-draws) before every epoch and keeps them fixed within it.
+draws) before every epoch and keeps them fixed within it (:attr:`QatConfig.ranges`; a moving average of the training
+batches is the measured alternative).
+
+The loss is the cross-entropy of the simulated int8 logits plus, by default, a hinge on top-2 logit gaps below
+``QatConfig.margin``: float-vs-int8 disagreements happen on windows the float model is unsure of (on those with a
+margin >= ``CONFIDENT_MARGIN`` the export agrees on almost every window measured), and cross-entropy through
+straight-through rounding alone hardly moves the float-vs-int8 error (measurements: ``benchmarks/int8_fidelity.py``).
 
 The simulation is built from :class:`Quantiser` (the quantisation points and their ranges) and one function per
 block (:func:`q_conv_block`, :func:`q_mixup_norm`, :func:`q_recip`, :func:`q_unpool`, :func:`q_gap`,
@@ -58,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DatasetError
+from ..export.verify import CONFIDENT_MARGIN
 from ..model.layers import CELL_SLOPE, MixupNorm, upsample_to
 
 #: int8 activation codes.
@@ -389,7 +400,7 @@ class QatConfig:
 
     epochs: int = 3
     """passes over the training split."""
-    lr: float = 1e-4
+    lr: float = 1e-3
     """peak learning rate."""
     schedule: str = "cosine"
     """'cosine': from ``lr`` down to 0 over the run (per batch), so the weights the export takes are not a snapshot
@@ -409,11 +420,16 @@ class QatConfig:
     """weight of a second cross-entropy on the float forward (0: the int8 simulation's loss only)."""
     mixup_alpha: float | None = None
     """mixup during fine-tuning (0: off, hard labels); None: the base run's augmentation as it was."""
-    margin_weight: float = 0.0
-    """weight of a hinge on each window's top-2 logit gap below ``margin`` (windows the float model is unsure of
-    are the ones whose int8 export can disagree; 0: off)."""
-    margin: float = 0.5
-    """logit units (``edge_asc.export.verify.CONFIDENT_MARGIN``)."""
+    margin_weight: float = 1.0
+    """weight of a hinge on each window's top-2 logit gap below ``margin``: windows the float model is unsure of are
+    the ones whose int8 export can disagree (0: off, cross-entropy on the int8 simulation only)."""
+    margin: float = 0.2
+    """the hinge's margin, in logit units (a few int8 steps of the logits; ``CONFIDENT_MARGIN`` = 0.5 agreed more
+    but cost float accuracy on weakly trained models)."""
+    margin_on: str = "top1"
+    """'label': the gap between the target class (the largest share of a mixed batch's target) and the best other
+    class (a multi-class hinge loss: it does not make wrong answers more confident); 'top1': the gap between the
+    two largest logits, whatever the label."""
     event_margin_weight: float = 0.0
     """weight of a hinge on the event block's per-cell decision: in cells whose largest decoder channel is positive,
     the gap to the second largest below ``event_margin_steps`` int8 steps of that tensor is penalised (the block has
@@ -446,6 +462,8 @@ class QatConfig:
             raise ConfigError(f"mixup_alpha must be >= 0, got {self.mixup_alpha!r}")
         if self.margin_weight < 0 or self.margin <= 0:
             raise ConfigError("margin_weight must be >= 0 and margin > 0")
+        if self.margin_on not in ("label", "top1"):
+            raise ConfigError(f"margin_on must be 'label' or 'top1', got {self.margin_on!r}")
         if self.event_margin_weight < 0 or self.event_margin_steps <= 0:
             raise ConfigError("event_margin_weight must be >= 0 and event_margin_steps > 0")
         if self.float_weight < 0 or self.tie_weight < 0:
@@ -475,7 +493,7 @@ def compare_float_int8(sim: QuantSim, wins: np.ndarray, owners: np.ndarray, y: n
                        n_classes: int) -> dict[str, float]:
     """Float model vs its int8 simulation on held-out windows (normalised float32[N, C, n_mels, W], clip index per
     window, label per clip): clip macro accuracies (mean window posterior per clip), window top-1 agreement, and that
-    agreement on windows whose float top-2 margin is >= 0.5 (``edge_asc.export.verify.CONFIDENT_MARGIN``)."""
+    agreement on windows whose float top-2 margin is >= ``CONFIDENT_MARGIN``."""
     from ..metrics import macro_accuracy, softmax
 
     mode, training = sim.q.mode, sim.training
@@ -496,7 +514,7 @@ def compare_float_int8(sim: QuantSim, wins: np.ndarray, owners: np.ndarray, y: n
         return macro_accuracy(clip.argmax(1), y, n_classes)
 
     top2 = np.sort(fl, axis=1)[:, -2:]
-    sure = (top2[:, 1] - top2[:, 0]) >= 0.5
+    sure = (top2[:, 1] - top2[:, 0]) >= CONFIDENT_MARGIN
     agree = fl.argmax(1) == ql.argmax(1)
     return {"float_macro_acc": macro(fl), "sim_int8_macro_acc": macro(ql), "sim_top1_agreement": float(agree.mean()),
             "sim_confident_agreement": float(agree[sure].mean()) if sure.any() else float("nan"),
@@ -616,8 +634,7 @@ def qat_finetune(checkpoint: str | os.PathLike, dataset: Any, out_dir: str | os.
             logits = sim(xt)
             loss = -(tt * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
             if config.margin_weight > 0:
-                top = torch.topk(logits, 2, dim=1).values
-                loss = loss + config.margin_weight * F.relu(config.margin - (top[:, 0] - top[:, 1])).mean()
+                loss = loss + config.margin_weight * _margin_hinge(logits, tt, config.margin, config.margin_on)
             if config.tie_weight > 0:
                 loss = loss + config.tie_weight * sim.q.tie_excess
             if config.event_margin_weight > 0 and model.events is not None:
@@ -657,6 +674,18 @@ def qat_finetune(checkpoint: str | os.PathLike, dataset: Any, out_dir: str | os.
     for m in history:
         append_jsonl(out / HISTORY_FILE, m)
     return QatResult(run_dir=out, meta=new_meta, history=tuple(history))
+
+
+def _margin_hinge(logits: torch.Tensor, targets: torch.Tensor, margin: float, on: str) -> torch.Tensor:
+    """Mean ``relu(margin - gap)`` over the batch; ``gap``: target-class logit minus the best other one
+    (``on='label'``), or the top-2 logit gap (``on='top1'``)."""
+    if on == "top1":
+        top = torch.topk(logits, 2, dim=1).values
+        return F.relu(margin - (top[:, 0] - top[:, 1])).mean()
+    y = targets.argmax(dim=1, keepdim=True)
+    z_y = logits.gather(1, y).squeeze(1)
+    others = logits.scatter(1, y, float("-inf")).amax(dim=1)
+    return F.relu(margin - (z_y - others)).mean()
 
 
 def _event_margin(sim: QuantSim, steps: float) -> torch.Tensor:
