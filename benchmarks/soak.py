@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -158,6 +159,9 @@ def listen_cmd(model: str, wav: Path, loops: int, speed: float, d: Path, mqtt_po
     return cmd
 
 
+STATUS_URL = re.compile(r"status page at (http://127\.0\.0\.1:\d+/)")
+
+
 def start_listen(cmd: list[str]) -> tuple[subprocess.Popen, list[str], str]:
     """Start listen; return the process, its stderr lines (filled by a thread) and the status page URL."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -168,7 +172,7 @@ def start_listen(cmd: list[str]) -> tuple[subprocess.Popen, list[str], str]:
     threading.Thread(target=lambda: lines.extend(iter(p.stderr.readline, "")), daemon=True).start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and p.poll() is None:
-        url = next((x.split("status page at ")[1].strip() for x in list(lines) if "status page at " in x), None)
+        url = next((m.group(1) for x in list(lines) if (m := STATUS_URL.search(x))), None)
         if url:
             return p, lines, url
         time.sleep(0.05)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,21 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+def stderr_line(message: str) -> None:
+    """Write ``message`` and its newline to stderr in one locked write, then flush.
+
+    ``print(..., file=sys.stderr)`` writes the text and the newline separately, so lines from the MQTT thread and the
+    listen loop could interleave mid-line; anything that parses these lines (the soak benchmark, a log shipper)
+    needs whole lines.
+    """
+    with _STDERR_LOCK:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
 
 
 def _json_default(o: Any) -> Any:

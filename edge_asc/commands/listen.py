@@ -52,9 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
     import signal
-    import sys
     import threading
 
+    from .._io import stderr_line
     from ..errors import UsageError
 
     if args.list_devices:
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
 
             server = StatusServer(http_address, status=live, db_path=args.db)
             sinks.append(server)
-            print(f"edge-asc: status page at {server.url}", file=sys.stderr, flush=True)
+            stderr_line(f"edge-asc: status page at {server.url}")
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, _handler)
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
                 if wait_for_device(sd, args.device, stop=stop, tick=tick, log=say) is None:
                     for s in sinks:
                         s.event("stop", "", stopped_by="signal", windows=0)
-                    print("edge-asc: stopped (signal) while waiting for the input device", file=sys.stderr)
+                    stderr_line("edge-asc: stopped (signal) while waiting for the input device")
                     return 0
                 source = MicSource(args.device, sd=sd)
             else:
@@ -200,8 +200,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, h in previous.items():
             signal.signal(sig, h)
-    print(f"edge-asc: stopped ({summary.stopped_by}) after {summary.stream_seconds:.1f} s of audio: "
+    stderr_line(f"edge-asc: stopped ({summary.stopped_by}) after {summary.stream_seconds:.1f} s of audio: "
           f"{summary.windows} windows, {summary.scene_changes} scene changes, last scene "
           f"'{summary.final_label}', {summary.input_overflows} input overflows, {summary.ring_overruns} ring overruns, "
-          f"{summary.device_losses} device losses; CPU {summary.cpu_seconds:.2f} s", file=sys.stderr)
+          f"{summary.device_losses} device losses; CPU {summary.cpu_seconds:.2f} s")
     return 0

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import socket
-import sys
 import threading
 import time
 from collections import deque
@@ -39,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import __version__
+from .._io import stderr_line
 from ..errors import ConfigError, MissingExtraError, UsageError
 from .pipeline import WindowResult
 from .sinks import Sink
@@ -253,7 +253,7 @@ def discovery_messages(cfg: MqttConfig, labels: Sequence[str], *, model_name: st
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    stderr_line(message)
 
 
 class MqttSink(Sink):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .._io import append_jsonl
+from .._io import append_jsonl, stderr_line
 from ..errors import ConfigError
 from .pipeline import WindowResult
 from .tracker import SceneChange
@@ -227,7 +227,7 @@ class TerminalView(Sink):
             if self._live is not None:
                 self._live.console.print(message)
             else:
-                print(message, file=sys.stderr, flush=True)
+                stderr_line(message)
 
     def close(self) -> None:
         if self._live is not None:
