@@ -395,6 +395,12 @@ def test_qat_command_writes_a_qat_checkpoint_that_loads(tiny_dataset, tmp_path, 
     assert main(["qat", str(run), "--data", str(tiny_dataset), "--epochs", "1"]) == 1
     assert "already holds a run" in capsys.readouterr().err
     assert main(["qat", str(run), "--data", str(tiny_dataset), "--epochs", "0"]) == 2
+    # plain training must not continue a QAT run (it would drop the record): refused, one line, weights kept
+    before = (qrun / "checkpoint.json").read_bytes()
+    assert main(["train", "--data", str(tiny_dataset), "--preset", "micro:n_frames=24", "--epochs", "2",
+                 "--out", str(qrun), "--resume", "--val-every", "0", "--no-progress", "--threads", "1"]) != 0
+    assert "quantisation-aware" in capsys.readouterr().err
+    assert (qrun / "checkpoint.json").read_bytes() == before
 
 
 def test_qat_config_rejects_bad_values():

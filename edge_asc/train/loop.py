@@ -195,6 +195,9 @@ def _prior_run(out: Path, plan: _Plan, resume: bool) -> CheckpointMeta | None:
         raise ConfigError(f"{str(out)!r} already holds a training run: pass --resume to continue it "
                           "or choose another --out")
     prior = read_meta(out)
+    if prior.qat is not None:
+        raise ConfigError(f"{str(out)!r} holds quantisation-aware fine-tuned weights (edge-asc qat): --resume would "
+                          "train them on in float and drop that record; resume the base run it names instead")
     if prior.labels != plan.labels:
         raise DatasetError(f"the dataset's labels {list(plan.labels)} differ from the checkpoint's "
                            f"{list(prior.labels)}: resume on the same dataset")
