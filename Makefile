@@ -21,7 +21,7 @@ install: $(STAMP)
 # .ci/run sets it) a test whose optional dependency is missing fails instead of being skipped (tests/conftest.py).
 test: $(STAMP) firmware-toolchain
 	$(VENV)/bin/ruff check edge_asc tests benchmarks scripts
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 # The firmware bench's cross compiler and emulator (the QEMU tests skip without them, and fail under CI): installed
 # with apt when missing and running as root, as pi-check installs its tools; otherwise a note, never a failure here.
