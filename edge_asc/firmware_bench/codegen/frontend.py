@@ -237,3 +237,36 @@ def frontend_sources(plan: FrontendPlan) -> dict[str, str]:
         tables.append(f"const float ek_fe_delta_taps[2][{width}] = {{\n    {{{_floats(taps[0])}}},\n    "
                       f"{{{_floats(taps[1])}}}}};")
     return {"ek_frontend_config.h": header, "ek_frontend_tables.c": "\n".join(tables) + "\n"}
+
+
+def reference_inputs(plan: FrontendPlan, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the Python front end gives for int16 ``audio``: (features float32[C, n_mels, T] in dB, the model input
+    tensors int8[n_windows, input bytes]) at the windows the firmware runs (:func:`edge_asc.frontend.windows`),
+    normalised, laid out and quantised as :meth:`edge_asc.runtime.Classifier.input_tensor` does."""
+    from ...audio import to_float32
+    from ...frontend import normalize, offline, window_starts
+
+    feats = offline(to_float32(np.asarray(audio, dtype=np.int16)), plan.spec)
+    starts = window_starts(feats.shape[2], plan.window_frames, plan.hop_frames) \
+        if feats.shape[2] >= plan.window_frames else range(0)
+    out = []
+    for s in starts:
+        x = normalize(feats[:, :, s:s + plan.window_frames], plan.spec)
+        x = x.transpose(1, 2, 0) if plan.layout == "NHWC" else x
+        q = np.clip(np.rint(x / np.float32(plan.scale)) + np.float32(plan.zero_point), -128, 127)
+        out.append(q.astype(np.int8).reshape(-1))
+    size = plan.window_frames * plan.spec.n_mels * plan.spec.channels
+    return feats, (np.stack(out) if out else np.zeros((0, size), np.int8))
+
+
+def seeded_audio(plan: FrontendPlan, windows: int = 2, seed: int = 0) -> np.ndarray:
+    """int16 audio for ``windows`` model windows: seeded noise shaped to fall off with frequency plus a tone, at
+    about -12 dBFS, so the mel bands span a wide range of levels."""
+    spec = plan.spec
+    n = spec.samples_for_frames(plan.window_frames + (windows - 1) * plan.hop_frames)
+    rng = np.random.default_rng(seed)
+    noise = np.cumsum(rng.standard_normal(n)) * 0.02
+    noise -= np.convolve(noise, np.ones(64) / 64, mode="same")  # remove the random walk's drift
+    t = np.arange(n) / spec.sample_rate
+    x = 0.25 * noise / max(1e-9, float(np.abs(noise).max())) + 0.2 * np.sin(2 * np.pi * 440.0 * t)
+    return np.clip(np.rint(x * 32767), -32768, 32767).astype(np.int16)
