@@ -92,6 +92,9 @@ def plan_frontend(model: Model, *, card=None, preset: str | None = None, hop_fra
         raise ModelContractError(f"the front end feeds one input tensor; the model has {len(model.inputs)}")
     t = model.tensors[model.inputs[0]]
     shape = tuple(int(v) for v in t.shape)
+    if t.dtype != "int8" or not t.scales:
+        raise ModelContractError(f"the front end produces an int8 input tensor; the model's input is {t.dtype}"
+                                 + ("" if t.scales else " without quantisation"))
     if card is not None:
         spec, frames, layout, source = card.frontend, card.window_frames, card.input_layout, "model card"
         want = card.input_shape
@@ -106,9 +109,6 @@ def plan_frontend(model: Model, *, card=None, preset: str | None = None, hop_fra
     if shape != tuple(want):
         raise ModelContractError(f"the model's input tensor has shape {list(shape)}, its front end gives "
                                  f"{list(want)} ({layout})")
-    if t.dtype != "int8" or not t.scales:
-        raise ModelContractError(f"the front end produces an int8 input tensor; the model's input is {t.dtype}"
-                                 + ("" if t.scales else " without quantisation"))
     n = spec.n_fft
     if n & (n - 1):
         raise ConfigError(f"the firmware front end needs a power-of-two n_fft (its FFT is radix 2), got {n}")
