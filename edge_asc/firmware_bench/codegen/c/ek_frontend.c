@@ -55,11 +55,16 @@ uint32_t ek_fe_write(const int16_t *x, uint32_t n) {
 
 int ek_fe_ready(void) { return ek_fe_wr - ek_fe_rd >= EK_FE_N_FFT; }
 
-/* (b * w) >> 30 for b < 2^55 in magnitude and a Q30 twiddle w, in 32 x 32 -> 64 products: b = bh 2^24 + bl with
- * 0 <= bl < 2^24 (the result is floored, within 2 units) */
-static inline int64_t ek_fe_mulq30(int64_t b, int32_t w) {
-    const int32_t bh = (int32_t)(b >> 24), bl = (int32_t)(b & 0xFFFFFF);
-    return ((int64_t)bh * w + (((int64_t)bl * w) >> 24)) >> 6;
+/* t = b * w >> 30 for a complex b (|b0|, |b1| < 2^55) and a Q30 twiddle w = wr + i wi, given as wr, wi and -wi:
+ * each b splits into bh 2^24 + bl (0 <= bl < 2^24), so every product is one 32 x 32 -> 64-bit multiply(-accumulate);
+ * each component is floored once (within 1 unit) */
+static inline void ek_fe_cmul(int64_t b0, int64_t b1, int32_t wr, int32_t wi, int32_t nwi, int64_t *tr,
+                              int64_t *ti) {
+    const int32_t b0h = (int32_t)(b0 >> 24), b0l = (int32_t)(b0 & 0xFFFFFF);
+    const int32_t b1h = (int32_t)(b1 >> 24), b1l = (int32_t)(b1 & 0xFFFFFF);
+    const int64_t rl = (int64_t)b0l * wr + (int64_t)b1l * nwi, il = (int64_t)b0l * wi + (int64_t)b1l * wr;
+    *tr = ((int64_t)b0h * wr + (int64_t)b1h * nwi + (rl >> 24)) >> 6;
+    *ti = ((int64_t)b0h * wi + (int64_t)b1h * wr + (il >> 24)) >> 6;
 }
 
 /* int64 -> float through two 32-bit -> float conversions: the software int64 conversion is slower */
@@ -101,9 +106,8 @@ static void ek_fe_power(uint32_t rd) {
             if (2 * j == half) continue;
             const int32_t wr = ek_fe_twiddle[2 * j * tstep], wi = ek_fe_twiddle[2 * j * tstep + 1];
             for (uint32_t i = j; i < EK_FE_M; i += len) {
-                int64_t *a = z + 2 * i, *b = z + 2 * (i + half);
-                const int64_t tr = ek_fe_mulq30(b[0], wr) - ek_fe_mulq30(b[1], wi);
-                const int64_t ti = ek_fe_mulq30(b[0], wi) + ek_fe_mulq30(b[1], wr);
+                int64_t *a = z + 2 * i, *b = z + 2 * (i + half), tr, ti;
+                ek_fe_cmul(b[0], b[1], wr, wi, -wi, &tr, &ti);
                 b[0] = a[0] - tr;
                 b[1] = a[1] - ti;
                 a[0] += tr;
@@ -121,8 +125,8 @@ static void ek_fe_power(uint32_t rd) {
          * Computed as 2 E and 2 O: the power carries a factor 4, folded into EK_FE_POW_SCALE4. */
         const int64_t er2 = ar + br, ei2 = ai - bi, or2 = ai + bi, oi2 = br - ar;
         const int32_t wr = ek_fe_twiddle[2 * k], wi = ek_fe_twiddle[2 * k + 1];
-        const int64_t wor = ek_fe_mulq30(or2, wr) - ek_fe_mulq30(oi2, wi);
-        const int64_t woi = ek_fe_mulq30(or2, wi) + ek_fe_mulq30(oi2, wr);
+        int64_t wor, woi;
+        ek_fe_cmul(or2, oi2, wr, wi, -wi, &wor, &woi);
         const float xkr = ek_fe_tofloat(er2 + wor), xki = ek_fe_tofloat(ei2 + woi);
         const float xcr = ek_fe_tofloat(er2 - wor), xci = ek_fe_tofloat(woi - ei2);
         p[k] = (xkr * xkr + xki * xki) * EK_FE_POW_SCALE4;
