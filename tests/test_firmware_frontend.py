@@ -195,3 +195,18 @@ def _sizes(elf):
     from edge_asc.firmware_bench.codegen.runner import section_sizes
 
     return section_sizes(elf)
+
+
+@pytest.mark.usefixtures("host_cc")
+def test_cli_host_build_with_the_front_end_reports_its_parity(models, tmp_path, capsys):
+    import json
+
+    from edge_asc.cli import main
+
+    out = tmp_path / "fw"
+    assert main(["firmware", str(models["edge"]), "--target", "stm32h7", "--out", str(out), "--host", "--frontend",
+                 "--verify", "0"]) == 0
+    assert "front end, host build on seeded audio: log-mel within" in capsys.readouterr().out
+    fp = json.loads((out / "firmware_report.json").read_text())["frontend_parity"]
+    assert fp["frames"] == 91 and fp["max_db"] <= LOGMEL_DB and fp["windows"] == 2   # 61 + 30 frames: two windows
+    assert fp["int8_equal"] >= 0.999 * fp["int8_elements"] == 0.999 * 2 * 64 * 61 and fp["int8_max_step"] <= 1

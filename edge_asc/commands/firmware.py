@@ -45,6 +45,11 @@ def _text(rep, top: int = 8) -> str:
         verdict = "bit-exact" if c["bit_exact"] else f"NOT bit-exact (max |diff| {c['max_abs_diff']})"
         lines.append(f"  {c['where']}: {c['n_equal']}/{c['n']} seeded inputs identical to TFLite Micro: {verdict}"
                      + (f"; {c['first_divergence']}" if c["first_divergence"] else ""))
+    fp = rep.frontend_parity
+    if fp:
+        lines.append(f"  front end, host build on seeded audio: log-mel within {fp['max_db']:.2g} dB of "
+                     f"edge_asc.frontend ({fp['frames']} frames); int8 input tensor equal in {fp['int8_equal']:,}/"
+                     f"{fp['int8_elements']:,} elements (max step {fp['int8_max_step']})")
     if rep.instructions is not None:
         lines.append(f"  measured on QEMU {rep.qemu_machine}: flash {rep.flash_bytes:,} B of {rep.chip_flash_bytes:,}, "
                      f"RAM {rep.ram_bytes:,} B of {rep.chip_ram_bytes:,} (data+bss {rep.static_ram_bytes:,}, stack "

@@ -26,9 +26,9 @@ from .lower import LOWERINGS, UnsupportedOpError
 from .project import Project, generate
 from .runner import LinkOverflowError, RunResult, ToolchainError, arm_toolchain_present, install_arm_toolchain
 
-__all__ = ["CHIPS", "LOWERINGS", "REPORT_FILE", "Chip", "FirmwareReport", "LinkOverflowError", "NotBitExactError",
-           "Project", "ToolchainError", "UnsupportedOpError", "arm_toolchain_present", "firmware", "generate",
-           "get_chip", "install_arm_toolchain", "load_firmware_runs"]
+__all__ = ["CHIPS", "LOWERINGS", "REPORT_FILE", "Chip", "FirmwareReport", "FrontendMeasurement", "LinkOverflowError",
+           "NotBitExactError", "Project", "ToolchainError", "UnsupportedOpError", "arm_toolchain_present", "firmware",
+           "generate", "get_chip", "install_arm_toolchain", "load_firmware_runs"]
 
 #: the report a firmware run leaves in its project folder (read by ``edge-asc report``)
 REPORT_FILE = "firmware_report.json"
@@ -70,6 +70,8 @@ class FirmwareReport:
         provenance: where each number comes from.
         frontend: with a front end (``--frontend``) and ``run``: the audio-in -> label-out program measured under
             QEMU (see :class:`FrontendMeasurement`); None otherwise.
+        frontend_parity: with a front end and ``host``: the host build's log-mel and int8 input tensors on seeded
+            audio against :mod:`edge_asc.frontend` (``max_db``, ``int8_elements``, ``int8_equal``, ``int8_max_step``).
     """
 
     model: str
@@ -97,6 +99,7 @@ class FirmwareReport:
     clock_hz: float = 0.0
     provenance: dict[str, str] = field(default_factory=dict)
     frontend: dict | None = None
+    frontend_parity: dict | None = None
 
     @property
     def est_ms(self) -> float | None:
@@ -200,9 +203,7 @@ def _measure_frontend(project: Project, measured_model: RunResult | None) -> Fro
     audio = seeded_audio(plan)
     run = run_app_qemu(project, audio)
     _, ref = reference_inputs(plan, audio)
-    got = run.inputs
-    n = min(len(ref), len(got))
-    diff = np.abs(ref[:n].astype(np.int16) - got[:n].astype(np.int16))
+    agree = _int8_agreement(ref, run.inputs)
     hops = [i for i, e in zip(run.hop_instructions, run.hop_emitted) if e] or list(run.hop_instructions)
     chip = project.chip
     model_flash = measured_model.flash_bytes if measured_model else 0
@@ -215,9 +216,30 @@ def _measure_frontend(project: Project, measured_model: RunResult | None) -> Fro
         flash_bytes=run.flash_bytes, ram_bytes=run.ram_bytes,
         flash_added_bytes=run.flash_bytes - model_flash if model_flash else 0,
         ram_added_bytes=run.ram_bytes - model_ram if model_ram else 0,
-        int8_elements=int(diff.size), int8_equal=int((diff == 0).sum()),
-        int8_max_step=int(diff.max()) if diff.size else 0, cpi=chip.cpi, clock_hz=chip.clock_hz,
+        int8_elements=agree["int8_elements"], int8_equal=agree["int8_equal"],
+        int8_max_step=agree["int8_max_step"], cpi=chip.cpi, clock_hz=chip.clock_hz,
         source=plan.source)
+
+
+def _int8_agreement(ref: np.ndarray, got: np.ndarray) -> dict:
+    n = min(len(ref), len(got))
+    diff = np.abs(ref[:n].astype(np.int16) - got[:n].astype(np.int16))
+    return {"windows": n, "int8_elements": int(diff.size), "int8_equal": int((diff == 0).sum()),
+            "int8_max_step": int(diff.max()) if diff.size else 0}
+
+
+def _frontend_parity(project: Project) -> dict:
+    """The host build of the audio-in -> label-out program on seeded audio against the Python front end."""
+    from .frontend import reference_inputs, seeded_audio
+    from .runner import run_app_host
+
+    audio = seeded_audio(project.frontend)
+    run = run_app_host(project, audio)
+    feats, ref = reference_inputs(project.frontend, audio)
+    got = run.features.transpose(1, 2, 0)
+    t = min(got.shape[2], feats.shape[2])
+    max_db = float(np.abs(got[:, :, :t] - feats[:, :, :t]).max()) if t else 0.0
+    return {"max_db": max_db, "frames": t, **_int8_agreement(ref, run.inputs)}
 
 
 def load_firmware_runs(paths, model_sha256: str) -> tuple[dict[str, dict], list[str]]:
@@ -314,9 +336,10 @@ def firmware(model_path: str | os.PathLike, target: str, out_dir: str | os.PathL
               "stack_bytes": measured.stack_bytes, "static_ram_bytes": measured.static_ram_bytes,
               "instructions": round(sum(measured.instructions) / n),
               "instructions_range": (min(measured.instructions), max(measured.instructions)), "op_costs": per_op}
+    if host and project.frontend is not None:
+        kw["frontend_parity"] = _frontend_parity(project)
     if run and project.frontend is not None:
-        fm = _measure_frontend(project, measured)
-        kw["frontend"] = fm.to_dict()
+        kw["frontend"] = _measure_frontend(project, measured).to_dict()
     prov = {"arena_bytes": "planned (generator)", "bit_exact": "TFLite Micro Python interpreter (tflite-micro)"}
     if measured is not None:
         prov.update(flash_bytes="measured (arm-none-eabi-size: vectors + text + rodata + data)",
