@@ -7,7 +7,8 @@ or for the chip and run under QEMU, bit-exact with TensorFlow Lite Micro, with m
 
 Modules: :mod:`.graph` (the file as :func:`edge_asc.artifact.read_artifact` reads it, constants as numpy),
 :mod:`.lower` (op -> kernel call, TFLM's parameter arithmetic), :mod:`.plan` (static arena), :mod:`.project` (write
-the C project), :mod:`.runner` (build, run, measure), :mod:`.verify` (compare with TFLM), :mod:`.chips` (targets).
+the C project), :mod:`.runner` (build, run, measure), :mod:`.verify` (compare with TFLM), :mod:`.chips` (targets),
+:mod:`.frontend` (the model's FrontendSpec in C, with ``frontend=``: audio in -> label out, measured per STFT hop).
 """
 
 from __future__ import annotations

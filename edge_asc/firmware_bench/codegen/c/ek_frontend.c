@@ -6,12 +6,10 @@
  *
  * The FFT is fixed point: int64 data, Q30 twiddles, products split into 32 x 32 -> 64-bit multiplies. The windowed
  * samples x * w are exact (window in Q(EK_FE_WQ), chosen so that no value can exceed 2^52, as |X[k]| <= sum |x w|),
- * and every stage keeps an absolute resolution of 2^-EK_FE_WQ int16 steps. Neither float32 nor an int32 FFT is
- * accurate enough: float32 rounds relative to the largest values (already the windowed samples of a full-scale
- * signal) and an int32 FFT has a few bits below one int16 step; on a full-scale tone both were 0.15-0.4 dB off
- * edge_asc.frontend's float64 in the mel bands 100 dB below the tone, where only the int16 noise floor is left. The
- * power spectrum, mel sums, log and deltas are float32 (all-positive sums: relative error ~1e-7). Window and
- * twiddles come from Python, computed in double precision and rounded once. */
+ * and every stage keeps an absolute resolution of 2^-EK_FE_WQ int16 steps: enough for the mel bands 100 dB below a
+ * full-scale tone to match edge_asc.frontend's float64 within 0.01 dB, which float32 and int32 FFTs are not
+ * (docs/firmware-frontend.md). The power spectrum, mel sums, log and deltas are float32 (all-positive sums: relative
+ * error ~1e-7). Window and twiddles come from Python, computed in double precision and rounded once. */
 #include "ek_frontend.h"
 
 #include <math.h>

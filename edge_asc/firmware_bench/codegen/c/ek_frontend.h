@@ -2,7 +2,7 @@
  *
  * Audio in: int16 samples written into a ring (ek_fe_write, e.g. from the microphone's DMA callback). Each call of
  * ek_fe_step() takes one STFT frame (n_fft samples, then advances by hop_length, center=False framing as
- * edge_asc.frontend), windows it, runs a real FFT (float32), sums the mel filterbank (sparse: one run of FFT bins
+ * edge_asc.frontend), windows it, runs a real FFT (int64 fixed point, see ek_frontend.c), sums the mel filterbank (sparse: one run of FFT bins
  * per band), takes 10*log10(max(mel, amin)) dB, optionally the Savitzky-Golay deltas, normalises with the spec's
  * mean/std and quantises with the model input tensor's scale and zero point into one int8 feature column of a ring
  * of window_frames columns. Every hop_frames feature frames (after the first window_frames) a window is ready and
@@ -20,7 +20,9 @@
 /* Forget all samples, frames and delta history. */
 void ek_fe_reset(void);
 /* Producer: copy n samples into the ring; when the ring is full the oldest unread samples are overwritten (the
- * newest audio is kept). Returns the samples overwritten by this call. */
+ * newest audio is kept). Returns the samples overwritten by this call. ek_app.c calls it and ek_fe_step from one
+ * loop; a DMA interrupt calling it must not preempt ek_fe_step (mask it around the step, or hand over whole
+ * blocks). */
 uint32_t ek_fe_write(const int16_t *x, uint32_t n);
 /* 1 when the ring holds a full STFT frame (ek_fe_step will compute one). */
 int ek_fe_ready(void);
