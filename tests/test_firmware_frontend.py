@@ -163,7 +163,10 @@ def test_qemu_m4_measures_the_front_end_per_hop_and_links_it(arm_toolchain, mode
     lo, hi = fe["hop_instructions_range"]
     assert 10_000 < lo <= fe["hop_instructions"] <= hi < 1.05 * lo   # one STFT frame costs the same every hop
     assert fe["flash_bytes"] > rep.flash_bytes and fe["ram_bytes"] > rep.ram_bytes
-    assert fe["flash_added_bytes"] == fe["flash_bytes"] - rep.flash_bytes
+    # the symbols the model-only firmware lacks: at least the window + twiddle tables, and the audio ring, the FFT
+    # buffer and the int8 feature ring of the edge spec (1024 x int16, 512 x int64, 61 x 64 x int8)
+    assert 4 * (512 + 512) < fe["flash_added_bytes"] < fe["flash_bytes"]
+    assert 2 * 1024 + 8 * 512 + 61 * 64 <= fe["ram_added_bytes"] < fe["ram_bytes"]
     s = rep.cpi / rep.clock_hz
     assert fe["audio_to_label_ms"] == pytest.approx(
         (fe["hop_instructions"] + fe["window_instructions"] + fe["model_instructions"]) * s * 1e3)

@@ -151,6 +151,10 @@ class FrontendMeasurement:
     - ``audio_to_label_ms``: from the last sample of a window arriving to its label: one hop + the layout + the model.
     - ``duty_cycle``: busy share of the core while streaming, ``(hop_frames x hop + window + model) / stride_s``.
     - ``frontend_duty_cycle``: the front end's share alone, ``hop_instructions x cpi / clock / hop_s``.
+
+    ``flash_bytes`` / ``ram_bytes``: the whole program (front end + model) linked for the chip, RAM with its stack
+    high-water mark. ``flash_added_bytes`` / ``ram_added_bytes``: the symbols it links that the model-only firmware
+    does not (the front end's code, tables and state, the libm functions it calls; static RAM, no stack).
     """
 
     hop_instructions: int
@@ -198,7 +202,7 @@ def _measure_frontend(project: Project, measured_model: RunResult | None) -> Fro
     """Run the audio-in -> label-out program under QEMU on seeded audio (two model windows) and compare its int8
     input tensors with the Python front end's."""
     from .frontend import reference_inputs, seeded_audio
-    from .runner import run_app_qemu
+    from .runner import added_bytes, run_app_qemu
 
     plan = project.frontend
     audio = seeded_audio(plan)
@@ -207,16 +211,16 @@ def _measure_frontend(project: Project, measured_model: RunResult | None) -> Fro
     agree = _int8_agreement(ref, run.inputs)
     hops = [i for i, e in zip(run.hop_instructions, run.hop_emitted) if e] or list(run.hop_instructions)
     chip = project.chip
-    model_flash = measured_model.flash_bytes if measured_model else 0
-    model_ram = measured_model.ram_bytes if measured_model else 0
+    model_elf = project.out_dir / "build" / "arm" / "model.elf"
+    flash_added, ram_added = added_bytes(project.out_dir / "build" / "arm" / "app.elf", model_elf) \
+        if measured_model is not None and model_elf.exists() else (0, 0)
     return FrontendMeasurement(
         hop_instructions=round(sum(hops) / len(hops)), hop_instructions_range=(min(hops), max(hops)),
         window_instructions=round(sum(run.window_instructions) / max(1, len(run.window_instructions))),
         model_instructions=round(sum(run.inference_instructions) / max(1, len(run.inference_instructions))),
         hop_frames=plan.hop_frames, hop_s=plan.hop_seconds, stride_s=plan.stride_seconds,
         flash_bytes=run.flash_bytes, ram_bytes=run.ram_bytes,
-        flash_added_bytes=run.flash_bytes - model_flash if model_flash else 0,
-        ram_added_bytes=run.ram_bytes - model_ram if model_ram else 0,
+        flash_added_bytes=flash_added, ram_added_bytes=ram_added,
         int8_elements=agree["int8_elements"], int8_equal=agree["int8_equal"],
         int8_max_step=agree["int8_max_step"], cpi=chip.cpi, clock_hz=chip.clock_hz,
         source=plan.source)

@@ -196,6 +196,25 @@ def section_sizes(elf: Path) -> dict[str, int]:
     return sizes
 
 
+def symbol_sizes(elf: Path) -> dict[str, tuple[str, int]]:
+    """Symbol name -> (``nm`` type letter, bytes) of an ELF's sized symbols (``arm-none-eabi-nm -S``)."""
+    proc = subprocess.run(["arm-none-eabi-nm", "-S", str(elf)], capture_output=True, text=True, check=True)
+    out = {}
+    for ln in proc.stdout.splitlines():
+        parts = ln.split()
+        if len(parts) == 4:
+            out[parts[3]] = (parts[2], int(parts[1], 16))
+    return out
+
+
+def added_bytes(elf: Path, base: Path) -> tuple[int, int]:
+    """(flash, static RAM) of the symbols ``elf`` links that ``base`` does not: code and constants (nm types
+    T/t/R/r, plus initialised data D/d) count as flash, data and bss (D/d/B/b) as RAM."""
+    new, old = symbol_sizes(elf), symbol_sizes(base)
+    extra = [(t, n) for name, (t, n) in new.items() if name not in old]
+    return (sum(n for t, n in extra if t in "TtRrDd"), sum(n for t, n in extra if t in "DdBb"))
+
+
 def run_qemu(project: Project, inputs: np.ndarray | None = None, *, timeout_s: float = 600.0) -> RunResult:
     """Build for the chip and run under ``qemu-system-arm -icount shift=0`` on ``inputs`` (None: one seeded input).
 
