@@ -192,6 +192,7 @@ def test_a_front_end_that_does_not_fit_fails_the_link(arm_toolchain, models, tmp
     with pytest.raises(LinkOverflowError) as e:
         run_app_qemu(project, np.zeros(16_000, np.int16))
     assert e.value.region == "RAM" and e.value.overflow_bytes > 0
+    assert str(e.value).startswith("the firmware with its front end does not fit")
 
 
 def _sizes(elf):

@@ -109,10 +109,10 @@ def _make(project: Project, target: str, extra: str = "", timeout_s: float = 600
     cmd = ["make", "-C", str(project.out_dir), "-s", target]
     if extra:
         cmd.append(f"EXTRA={extra}")
-    if target == "arm" and not which("arm-none-eabi-gcc"):
+    if target in ("arm", "app-arm") and not which("arm-none-eabi-gcc"):
         raise ToolchainError("arm-none-eabi-gcc not found: install the Debian packages "
                              f"{' '.join(APT_PACKAGES)} (apt-get install, as root)")
-    if target != "arm" and not which(os.environ.get("CC", "cc")):
+    if target not in ("arm", "app-arm") and not which(os.environ.get("CC", "cc")):
         raise ToolchainError("no host C compiler (cc) found: install gcc")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     if proc.returncode:
@@ -122,7 +122,8 @@ def _make(project: Project, target: str, extra: str = "", timeout_s: float = 600
             regions = {r: int(n) for r, n in over}
             region, n = max(regions.items(), key=lambda kv: kv[1])
             what = "; ".join(f"{r} by {n:,} bytes" for r, n in regions.items())
-            raise LinkOverflowError(f"the firmware does not fit {project.chip.name}: region {what} "
+            fw = "the firmware with its front end" if target.startswith("app") else "the firmware"
+            raise LinkOverflowError(f"{fw} does not fit {project.chip.name}: region {what} "
                                     f"(arena {project.arena_bytes:,} B, constants {project.weight_bytes:,} B)",
                                     region=region, overflow_bytes=n)
         lines = log.strip().splitlines()
