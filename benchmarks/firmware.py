@@ -5,6 +5,11 @@ on seeded inputs and compared bit for bit with TFLite Micro. Reported per target
 stack high-water mark), instructions per inference and of the largest convolution per MAC (measured), milliseconds
 at the target's clock and assumed CPI (estimate) and the duty cycle for the runtime's default hop (half a window).
 
+With the front end on the device (the model preset's FrontendSpec in C, ``edge-asc firmware --frontend``): its
+instructions per STFT hop (measured), the flash and RAM it adds to the model's link, and per target the audio-in ->
+label-out time (one hop + window layout + model, after a window's last sample) and the duty cycle with it
+((STFT hops per window stride x hop + layout + model) / stride), both estimates at the chip's CPI and clock.
+
 Reference points: TFLite Micro's arena for the same file (measured with its Python interpreter) and the TFLM +
 CMSIS-NN instruction count that ``edge-asc report`` estimates from its measured per-op table (``targets.toml``,
 ``tflm-cmsis-nn-armv7em``); building TFLM + CMSIS-NN itself for the ratios of issue 17 (``--tflm-root``) is not
@@ -65,7 +70,8 @@ def measure(preset: str, targets: list[str], n_verify: int, work: Path) -> list[
         ref = _tflm_reference(model, chip.report_target or ("nrf52840" if chip.core == "cortex-m4" else None))
         row = {"preset": preset, "target": key, "core": chip.core, "hop_s": hop_s, **ref}
         try:
-            rep = firmware(model, key, work / preset / f"fw-{key}", run=True, n_verify=n_verify)
+            rep = firmware(model, key, work / preset / f"fw-{key}", run=True, n_verify=n_verify,
+                           frontend=_frontend_preset(preset))
         except LinkOverflowError as exc:
             row.update(fits=False, link_error=str(exc), region=exc.region, overflow_bytes=exc.overflow_bytes)
             rows.append(row)
@@ -83,6 +89,7 @@ def measure(preset: str, targets: list[str], n_verify: int, work: Path) -> list[
         if ref.get("tflm_arena_bytes"):
             row["arena_vs_tflm"] = rep.arena_bytes / ref["tflm_arena_bytes"]
         row["flash_vs_tflm_est"] = rep.flash_bytes / ref["tflm_flash_bytes_est"]
+        row.update(_frontend_columns(rep))
         rows.append(row)
     return rows
 
@@ -99,6 +106,46 @@ def _table(rows: list[dict]) -> str:
                      f"{r['arena_bytes']:>9,} {r['instructions']:>13,} "
                      f"{r['largest_conv_instructions_per_mac'] or float('nan'):>10.2f} {r['est_ms']:>8.1f} "
                      f"{100 * r['duty_cycle']:>6.1f}% {r['bit_exact']!s:>9}")
+    return "\n".join(lines)
+
+
+def _frontend_preset(preset: str) -> str:
+    """The front-end preset of a model preset (the exported file has no card): its FrontendSpec on the device."""
+    from edge_asc.model import resolve_preset
+
+    return resolve_preset(preset).frontend
+
+
+def _frontend_columns(rep) -> dict:
+    """The front end's figures of a firmware run (``FirmwareReport.frontend``), flattened for the table and JSON:
+    instructions per STFT hop (measured, qemu), flash and RAM it adds to the model's link, and with the model:
+    audio-in -> label-out ms (one hop + window layout + model, after a window's last sample) and duty cycle
+    ((hops per window stride x hop + layout + model) / stride), estimates at the chip's CPI and clock."""
+    fe = rep.frontend
+    if not fe:
+        return {}
+    return {"frontend_hop_instructions": fe["hop_instructions"], "frontend_hop_ms": fe["hop_ms"],
+            "frontend_window_instructions": fe["window_instructions"],
+            "frontend_flash_added_bytes": fe["flash_added_bytes"], "frontend_ram_added_bytes": fe["ram_added_bytes"],
+            "app_flash_bytes": fe["flash_bytes"], "app_ram_bytes": fe["ram_bytes"],
+            "audio_to_label_ms": fe["audio_to_label_ms"], "duty_cycle_with_frontend": fe["duty_cycle"],
+            "frontend_int8_equal": fe["int8_equal"] / fe["int8_elements"] if fe["int8_elements"] else None,
+            "frontend_int8_max_step": fe["int8_max_step"], "frontend_stride_s": fe["stride_s"]}
+
+
+def _frontend_table(rows: list[dict]) -> str:
+    head = (f"{'model':<6} {'target':<10} {'FE instr/hop':>12} {'FE ms/hop':>9} {'+flash B':>9} {'+RAM B':>8} "
+            f"{'app flash B':>11} {'app RAM B':>10} {'audio->label ms':>15} {'duty':>7} {'int8 equal':>10}")
+    lines = ["front end on the device (int16 ring -> log-mel -> int8 input tensor), with the model:", head,
+             "-" * len(head)]
+    for r in rows:
+        if not r.get("frontend_hop_instructions"):
+            continue
+        lines.append(f"{r['preset']:<6} {r['target']:<10} {r['frontend_hop_instructions']:>12,} "
+                     f"{r['frontend_hop_ms']:>9.2f} {r['frontend_flash_added_bytes']:>9,} "
+                     f"{r['frontend_ram_added_bytes']:>8,} {r['app_flash_bytes']:>11,} {r['app_ram_bytes']:>10,} "
+                     f"{r['audio_to_label_ms']:>15.1f} {100 * r['duty_cycle_with_frontend']:>6.1f}% "
+                     f"{100 * r['frontend_int8_equal']:>9.2f}%")
     return "\n".join(lines)
 
 
@@ -126,6 +173,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edge_asc_fw_bench_") as d:
         rows = [r for preset in args.presets.split(",") for r in measure(preset, targets, args.verify, Path(d))]
     print(_table(rows))
+    print(_frontend_table(rows))
     for r in rows:
         if r["fits"] and r.get("instructions_vs_tflm_cmsis_est"):
             print(f"{r['preset']} on {r['target']}: instructions {r['instructions_vs_tflm_cmsis_est']:.2f}x the "

@@ -1,11 +1,15 @@
-"""``edge-asc firmware MODEL --target T --out DIR [--host] [--run] [--verify N] [--json F]``.
+"""``edge-asc firmware MODEL --target T --out DIR [--host] [--run] [--frontend [PRESET]] [--verify N] [--json F]``.
 
 Generate a self-contained C project of a full-int8 ``.tflite`` for a microcontroller (:mod:`edge_asc.firmware_bench.
 codegen`): weights as const arrays, a static tensor arena, int8 kernels bit-exact with TensorFlow Lite Micro, a
 ``main`` running one inference between markers, and a linker script with the chip's flash and RAM. ``--host`` builds
 it with the host's C compiler, ``--run`` for the chip with arm-none-eabi-gcc and runs it under QEMU; both compare the
-outputs of seeded inputs with TFLite Micro's. Exit codes: 1 not bit-exact, an unsupported op or a failed build,
-2 usage, 3 the firmware does not fit the chip (the linker's overflow).
+outputs of seeded inputs with TFLite Micro's. ``--frontend`` adds the model's front end in C (the streaming log-mel of
+its FrontendSpec fed from an int16 ring, producing the int8 input tensor) and an audio-in -> label-out program; with
+``--run`` it is measured too: instructions per STFT hop, flash and RAM of front end + model linked for the chip,
+audio-in -> label-out milliseconds and duty cycle (estimates at the chip's CPI and clock).
+Exit codes: 1 not bit-exact, an unsupported op or a failed build, 2 usage, 3 the firmware does not fit the chip
+(the linker's overflow).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify", type=int, default=20, metavar="N",
                    help="seeded inputs compared with TFLite Micro (default 20; 0 = no comparison)")
     p.add_argument("--seed", type=int, default=0, help="seed of the int8 inputs (default 0)")
+    p.add_argument("--frontend", nargs="?", const="card", metavar="PRESET",
+                   help="add the front end: the model card's (no value, or 'card'), or for a file without a card "
+                        "a front-end preset fitted to the input tensor (e.g. edge)")
     p.add_argument("--stack-bytes", type=int, metavar="B", help="main stack reserved in RAM (default 4096)")
     p.add_argument("--install-toolchain", action="store_true",
                    help="with --run: apt-get install the arm toolchain and QEMU when missing (root)")
@@ -38,6 +45,11 @@ def _text(rep, top: int = 8) -> str:
         verdict = "bit-exact" if c["bit_exact"] else f"NOT bit-exact (max |diff| {c['max_abs_diff']})"
         lines.append(f"  {c['where']}: {c['n_equal']}/{c['n']} seeded inputs identical to TFLite Micro: {verdict}"
                      + (f"; {c['first_divergence']}" if c["first_divergence"] else ""))
+    fp = rep.frontend_parity
+    if fp:
+        lines.append(f"  front end, host build on seeded audio: log-mel within {fp['max_db']:.2g} dB of "
+                     f"edge_asc.frontend ({fp['frames']} frames); int8 input tensor equal in {fp['int8_equal']:,}/"
+                     f"{fp['int8_elements']:,} elements (max step {fp['int8_max_step']})")
     if rep.instructions is not None:
         lines.append(f"  measured on QEMU {rep.qemu_machine}: flash {rep.flash_bytes:,} B of {rep.chip_flash_bytes:,}, "
                      f"RAM {rep.ram_bytes:,} B of {rep.chip_ram_bytes:,} (data+bss {rep.static_ram_bytes:,}, stack "
@@ -47,6 +59,17 @@ def _text(rep, top: int = 8) -> str:
         if big:
             lines.append(f"  largest conv (op {big.index}): {big.macs:,} MACs, "
                          f"{big.instructions_per_mac:.2f} instructions/MAC")
+        fe = rep.frontend
+        if fe:
+            lines.append(f"  front end ({fe['source']}): {fe['hop_instructions']:,} instructions per STFT hop "
+                         f"({fe['hop_s'] * 1e3:g} ms of audio; {fe['hop_ms']:.2f} ms, "
+                         f"{100 * fe['frontend_duty_cycle']:.1f}% of the core), window layout "
+                         f"{fe['window_instructions']:,}; with the model: flash {fe['flash_bytes']:,} B "
+                         f"(+{fe['flash_added_bytes']:,}), RAM {fe['ram_bytes']:,} B (+{fe['ram_added_bytes']:,})")
+            lines.append(f"  audio in -> label out: {fe['audio_to_label_ms']:.1f} ms after a window's last sample; "
+                         f"duty cycle {100 * fe['duty_cycle']:.1f}% (a window every {fe['hop_frames']} hops = "
+                         f"{fe['stride_s']:g} s); int8 input tensor equal to the Python front end's in "
+                         f"{fe['int8_equal']:,}/{fe['int8_elements']:,} elements (max step {fe['int8_max_step']})")
         lines.append("  instructions per op type:")
         for name, count, ins, macs in rep.op_type_table()[:top]:
             share = 100.0 * ins / rep.instructions if rep.instructions else 0.0
@@ -67,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.run and args.install_toolchain:
         install_arm_toolchain()
     rep = firmware(args.model, args.target, args.out, host=args.host, run=args.run, n_verify=args.verify,
-                   seed=args.seed, stack_bytes=args.stack_bytes)
+                   seed=args.seed, stack_bytes=args.stack_bytes, frontend=args.frontend)
     if args.json == "-":
         print(rep.to_json())
     else:

@@ -62,6 +62,11 @@ class TargetResult:
     """ops an accelerator leaves on the CPU."""
     notes: tuple[str, ...] = ()
     source: str = ""
+    frontend: dict[str, Any] | None = None
+    """with a measured ``edge-asc firmware --frontend --run``: the on-device front end, ``hop_instructions`` per STFT
+    hop (measured, qemu), ``hop_s``, and at this report's hop (window stride) ``audio_to_label_s`` (one hop + window
+    layout + model, estimate) and ``duty_cycle`` ((STFT hops per stride x hop + layout + model) / stride, estimate);
+    flash and RAM of front end + model linked together (the fit verdict uses them)."""
     estimate: LatencyEstimate | None = None
     """the cycle model (:meth:`Target.estimate`): for provenance 'estimate' the latency itself; for 'measured' its
     prediction, for comparison; for 'vela' the share of the ops left on the CPU (None when there are none)."""
@@ -300,6 +305,7 @@ def evaluate_target(t: Target, *, graph: ModelGraph, hop_s: float, tflm: TflmRes
     """Fit and latency verdict of one target (see :class:`TargetResult`); ``firmware_run``: a measured
     ``edge-asc firmware`` report for this target (:func:`edge_asc.firmware_bench.codegen.load_firmware_runs`)."""
     notes: list[str] = []
+    frontend = None
     est = t.estimate(graph.layers)
     latency, latency_multi, threads, provenance = est.seconds, None, 1, "estimate"
     runs = True
@@ -331,6 +337,15 @@ def evaluate_target(t: Target, *, graph: ModelGraph, hop_s: float, tflm: TflmRes
                      f"(-icount); cycles = instructions x CPI {cpi:g} (assumed); flash {fw['flash_bytes']:,} B "
                      f"and RAM {fw['ram_bytes']:,} B of the generated firmware, measured; "
                      f"bit-exact with TFLM: {fw.get('bit_exact')}")
+        if fw.get("frontend"):
+            frontend = _frontend_result(fw["frontend"], cpi=cpi, clock_hz=t.clock_hz, hop_s=hop_s,
+                                        model_latency_s=latency)
+            ram, flash = fw["frontend"]["ram_bytes"], fw["frontend"]["flash_bytes"]
+            ram_src = "generated firmware with its front end: data + bss + stack high-water mark (measured, qemu)"
+            notes.append(f"front end on the device: {frontend['hop_instructions']:,} instructions per STFT hop "
+                         f"({frontend['hop_s'] * 1e3:g} ms of audio), audio in -> label out "
+                         f"{frontend['audio_to_label_s'] * 1e3:.1f} ms, duty cycle "
+                         f"{100 * frontend['duty_cycle']:.1f}% with the model; flash and RAM include it")
     elif t.kind == "mcu":
         if tflm is not None and not tflm.runs:
             runs = False
@@ -374,12 +389,25 @@ def evaluate_target(t: Target, *, graph: ModelGraph, hop_s: float, tflm: TflmRes
         latency_s_multi=latency_multi, threads=threads, duty_cycle=latency / hop_s,
         ram_needed_bytes=ram_needed, ram_source=ram_src, ram_available_bytes=t.ram_bytes,
         fits_ram=ram_needed <= t.ram_bytes, flash_needed_bytes=flash_needed, flash_available_bytes=t.flash_bytes,
-        fits_flash=fits_flash, runs=runs, cpu_ops=cpu_ops, notes=tuple(notes),
+        fits_flash=fits_flash, runs=runs, cpu_ops=cpu_ops, notes=tuple(notes), frontend=frontend,
         source=(t.source if provenance == "estimate" else
                 f"edge-asc firmware in {firmware_run['out_dir']}" if provenance == "firmware (qemu)" else
                 ("Vela " + vela.vela_version if vela else "LiteRT")),
         estimate=est,
     )
+
+
+def _frontend_result(fe: dict, *, cpi: float, clock_hz: float, hop_s: float, model_latency_s: float) -> dict:
+    """The front-end figures of a firmware run at this report's hop (window stride) ``hop_s``: the front end runs
+    ``hop_s / fe['hop_s']`` times per stride, the window layout and the model once."""
+    sec = cpi / clock_hz
+    per_hop = fe["hop_instructions"] * sec
+    layout = fe["window_instructions"] * sec
+    return {"hop_instructions": fe["hop_instructions"], "hop_s": fe["hop_s"], "hop_seconds": per_hop,
+            "window_instructions": fe["window_instructions"],
+            "audio_to_label_s": per_hop + layout + model_latency_s,
+            "duty_cycle": (per_hop * hop_s / fe["hop_s"] + layout + model_latency_s) / hop_s,
+            "flash_bytes": fe["flash_bytes"], "ram_bytes": fe["ram_bytes"]}
 
 
 def host_result(host: HostLatency, *, hop_s: float, graph: ModelGraph) -> TargetResult:

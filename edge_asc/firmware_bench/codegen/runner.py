@@ -109,10 +109,10 @@ def _make(project: Project, target: str, extra: str = "", timeout_s: float = 600
     cmd = ["make", "-C", str(project.out_dir), "-s", target]
     if extra:
         cmd.append(f"EXTRA={extra}")
-    if target == "arm" and not which("arm-none-eabi-gcc"):
+    if target in ("arm", "app-arm") and not which("arm-none-eabi-gcc"):
         raise ToolchainError("arm-none-eabi-gcc not found: install the Debian packages "
                              f"{' '.join(APT_PACKAGES)} (apt-get install, as root)")
-    if target != "arm" and not which(os.environ.get("CC", "cc")):
+    if target not in ("arm", "app-arm") and not which(os.environ.get("CC", "cc")):
         raise ToolchainError("no host C compiler (cc) found: install gcc")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     if proc.returncode:
@@ -122,7 +122,8 @@ def _make(project: Project, target: str, extra: str = "", timeout_s: float = 600
             regions = {r: int(n) for r, n in over}
             region, n = max(regions.items(), key=lambda kv: kv[1])
             what = "; ".join(f"{r} by {n:,} bytes" for r, n in regions.items())
-            raise LinkOverflowError(f"the firmware does not fit {project.chip.name}: region {what} "
+            fw = "the firmware with its front end" if target.startswith("app") else "the firmware"
+            raise LinkOverflowError(f"{fw} does not fit {project.chip.name}: region {what} "
                                     f"(arena {project.arena_bytes:,} B, constants {project.weight_bytes:,} B)",
                                     region=region, overflow_bytes=n)
         lines = log.strip().splitlines()
@@ -196,6 +197,25 @@ def section_sizes(elf: Path) -> dict[str, int]:
     return sizes
 
 
+def symbol_sizes(elf: Path) -> dict[str, tuple[str, int]]:
+    """Symbol name -> (``nm`` type letter, bytes) of an ELF's sized symbols (``arm-none-eabi-nm -S``)."""
+    proc = subprocess.run(["arm-none-eabi-nm", "-S", str(elf)], capture_output=True, text=True, check=True)
+    out = {}
+    for ln in proc.stdout.splitlines():
+        parts = ln.split()
+        if len(parts) == 4:
+            out[parts[3]] = (parts[2], int(parts[1], 16))
+    return out
+
+
+def added_bytes(elf: Path, base: Path) -> tuple[int, int]:
+    """(flash, static RAM) of the symbols ``elf`` links that ``base`` does not: code and constants (nm types
+    T/t/R/r, plus initialised data D/d) count as flash, data and bss (D/d/B/b) as RAM."""
+    new, old = symbol_sizes(elf), symbol_sizes(base)
+    extra = [(t, n) for name, (t, n) in new.items() if name not in old]
+    return (sum(n for t, n in extra if t in "TtRrDd"), sum(n for t, n in extra if t in "DdBb"))
+
+
 def run_qemu(project: Project, inputs: np.ndarray | None = None, *, timeout_s: float = 600.0) -> RunResult:
     """Build for the chip and run under ``qemu-system-arm -icount shift=0`` on ``inputs`` (None: one seeded input).
 
@@ -233,3 +253,129 @@ def run_qemu(project: Project, inputs: np.ndarray | None = None, *, timeout_s: f
                      op_instructions=tuple(round(t * ipt) for t in op_ticks), instructions_per_tick=ipt,
                      stack_bytes=int(stack.group(1)) if stack else 0, flash_bytes=flash,
                      static_ram_bytes=static_ram, arena_bytes=project.arena_bytes, console=console)
+
+
+# ---- audio in -> label out (the front end) --------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class AppRun:
+    """One run of the audio-in -> label-out program (``ek_app.c``) on int16 audio.
+
+    Attributes:
+        inputs: int8[n_windows, input bytes], the model input tensor the front end laid out for each window.
+        outputs: int8[n_windows, output bytes], the model's outputs on them.
+        features: (host build only) float32[n_frames, channels, n_mels], every emitted feature frame in dB
+            (un-normalised), or None.
+        hop_instructions: (QEMU) instructions of each STFT frame (``ek_fe_step``), in order.
+        hop_emitted: (QEMU) whether each of those frames emitted a feature frame.
+        window_instructions, inference_instructions: (QEMU) per model window.
+        instructions_per_tick, stack_bytes, flash_bytes, static_ram_bytes: as in :class:`RunResult` (QEMU).
+        overrun_samples: samples the ring overwrote (0 when the program keeps up).
+    """
+
+    inputs: np.ndarray
+    outputs: np.ndarray
+    features: np.ndarray | None = None
+    hop_instructions: tuple[int, ...] = ()
+    hop_emitted: tuple[bool, ...] = ()
+    window_instructions: tuple[int, ...] = ()
+    inference_instructions: tuple[int, ...] = ()
+    instructions_per_tick: float = 0.0
+    stack_bytes: int = 0
+    flash_bytes: int = 0
+    static_ram_bytes: int = 0
+    overrun_samples: int = 0
+    console: str = field(default="", repr=False)
+
+    @property
+    def ram_bytes(self) -> int:
+        return self.static_ram_bytes + self.stack_bytes
+
+
+def _app_dir(project: Project, name: str, audio: np.ndarray) -> Path:
+    if project.frontend is None:
+        raise ToolchainError(f"the project in {project.out_dir} has no front end: generate it with a front end")
+    d = project.out_dir / "build" / name
+    d.mkdir(parents=True, exist_ok=True)
+    for f in ("ek_audio.bin", "ek_app_out.bin", "ek_features.bin"):
+        (d / f).unlink(missing_ok=True)
+    a = np.asarray(audio)
+    if a.dtype != np.int16 or a.ndim != 1:
+        raise ValueError(f"audio must be int16[n], got {a.dtype}{list(a.shape)}")
+    (d / "ek_audio.bin").write_bytes(a.astype("<i2").tobytes())
+    return d
+
+
+def _app_outputs(project: Project, d: Path) -> tuple[np.ndarray, np.ndarray]:
+    in_bytes, out_bytes = project.input_bytes, project.output_bytes
+    raw = np.frombuffer((d / "ek_app_out.bin").read_bytes(), dtype=np.int8) if (d / "ek_app_out.bin").exists() \
+        else np.zeros(0, np.int8)
+    rec = raw.reshape(-1, in_bytes + out_bytes)
+    return rec[:, :in_bytes].copy(), rec[:, in_bytes:].copy()
+
+
+def run_app_host(project: Project, audio: np.ndarray, *, timeout_s: float = 600.0) -> AppRun:
+    """Build (if needed) and run the audio-in -> label-out program on the host on ``audio`` (int16[n]).
+
+    Raises:
+        ToolchainError: no host compiler, no front end in the project, or the program failed.
+    """
+    _make(project, "app")
+    exe = (project.out_dir / "build" / "host" / "app").resolve()
+    d = _app_dir(project, "run-app-host", audio)
+    proc = subprocess.run([str(exe)], cwd=d, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if proc.returncode or "EK done" not in proc.stdout:
+        raise ToolchainError(f"the host audio-in -> label-out program exited with {proc.returncode}: "
+                             f"{proc.stderr.strip()[:200]}")
+    fe = project.frontend
+    inputs, outputs = _app_outputs(project, d)
+    feats = np.frombuffer((d / "ek_features.bin").read_bytes(), dtype=np.float32).reshape(
+        -1, fe.spec.channels, fe.spec.n_mels).copy()
+    done = re.search(r"^EK done \d+ \d+ (\d+)", proc.stdout, re.M)
+    return AppRun(inputs=inputs, outputs=outputs, features=feats, overrun_samples=int(done.group(1)),
+                  console=proc.stdout)
+
+
+def run_app_qemu(project: Project, audio: np.ndarray, *, timeout_s: float = 600.0) -> AppRun:
+    """Build the audio-in -> label-out program for the chip (front end + model, linked with the chip's flash and
+    RAM) and run it under ``qemu-system-arm -icount shift=0`` on ``audio`` (int16[n]): instructions per STFT hop,
+    per window layout and per inference, flash and RAM of the whole program.
+
+    Raises:
+        LinkOverflowError: front end + model do not fit the chip.
+        ToolchainError: no toolchain / emulator, no front end in the project, or the program failed.
+    """
+    _make(project, "app-arm")
+    elf = (project.out_dir / "build" / "arm" / "app.elf").resolve()
+    if not which("qemu-system-arm"):
+        raise ToolchainError("qemu-system-arm not found: install the Debian package qemu-system-arm")
+    d = _app_dir(project, "run-app-qemu", audio)
+    cmd = ["qemu-system-arm", "-M", project.chip.qemu_machine, "-nographic", "-monitor", "none", "-serial", "none",
+           "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
+    try:
+        proc = subprocess.run(cmd, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ToolchainError(f"QEMU ({project.chip.qemu_machine}) did not finish within {timeout_s:.0f} s") from exc
+    console = proc.stdout
+    if proc.returncode or "EK done" not in console:
+        last = (console.strip().splitlines() or ["no output"])[-1]
+        raise ToolchainError(f"the audio-in -> label-out firmware failed under QEMU {project.chip.qemu_machine} "
+                             f"(exit {proc.returncode}): {last[:200]}")
+    cal = re.search(r"^EK calibrate (\d+) (\d+)", console, re.M)
+    ipt = int(cal.group(1)) / int(cal.group(2)) if cal and int(cal.group(2)) else 0.0
+    hops = re.findall(r"^EK hop \d+ (\d+) ([01])", console, re.M)
+    wins = [int(t) for t in re.findall(r"^EK window \d+ (\d+)", console, re.M)]
+    infs = [int(t) for t in re.findall(r"^EK inference \d+ (\d+)", console, re.M)]
+    stack = re.search(r"^EK stack (\d+)", console, re.M)
+    done = re.search(r"^EK done \d+ \d+ (\d+)", console, re.M)
+    sizes = section_sizes(elf)
+    inputs, outputs = _app_outputs(project, d)
+    return AppRun(inputs=inputs, outputs=outputs, hop_instructions=tuple(round(int(t) * ipt) for t, _ in hops),
+                  hop_emitted=tuple(e == "1" for _, e in hops),
+                  window_instructions=tuple(round(t * ipt) for t in wins),
+                  inference_instructions=tuple(round(t * ipt) for t in infs), instructions_per_tick=ipt,
+                  stack_bytes=int(stack.group(1)) if stack else 0,
+                  flash_bytes=sum(sizes.get(s, 0) for s in (".vectors", ".text", ".ARM.exidx", ".data")),
+                  static_ram_bytes=sizes.get(".data", 0) + sizes.get(".bss", 0),
+                  overrun_samples=int(done.group(1)) if done else 0, console=console)
