@@ -222,3 +222,44 @@ def test_bad_arguments_and_a_damaged_entry(tmp_path):
         f.truncate(chunk.stat().st_size - 2)
     with pytest.raises(DatasetError, match="damaged"):
         build_cache(paths, ids, spec, tmp_path / "c", workers=1)
+
+
+def test_features_command_fills_the_cache_that_train_reads(tiny_dataset, tmp_path, capsys):
+    from edge_asc.cli import main
+    from edge_asc.data import load_dataset
+
+    require("torch")
+    from edge_asc.train.loop import TrainConfig, train
+
+    cache = tmp_path / "cache"
+    assert main(["features", "--data", str(tiny_dataset), "--preset", "edge", "--cache-dir", str(cache),
+                 "--no-progress", "--json"]) == 0  # default workers: in-process for this small set
+    out = json.loads(capsys.readouterr().out)
+    assert out["splits"]["train"]["clips"] == 110 and out["splits"]["evaluate"]["clips"] == 90
+    entries = {r["entry"] for r in out["splits"].values()}
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+
+    class FeaturesDone(Exception):
+        pass
+
+    lines = []
+
+    def log(line):  # stop the run once both splits' features are loaded: the model part is not under test
+        lines.append(line)
+        if line.startswith("features (evaluate)"):
+            raise FeaturesDone
+
+    with pytest.raises(FeaturesDone):
+        train(load_dataset(tiny_dataset), tmp_path / "run", TrainConfig(preset="edge", epochs=1), cache_dir=cache,
+              log=log, progress=False)
+    assert {x.rsplit("-> ", 1)[1] for x in lines if x.startswith("features (")} == entries
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()} == before  # reused, nothing rewritten
+
+
+def test_features_command_usage_errors(tmp_path, capsys):
+    from edge_asc.cli import main
+
+    assert main(["features"]) == 2
+    assert main(["features", "--data", str(tmp_path)]) == 2  # no --cache-dir
+    assert main(["features", "--data", str(tmp_path), "--cache-dir", str(tmp_path / "c"), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err

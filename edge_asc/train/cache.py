@@ -232,6 +232,21 @@ def _compute_chunk(entry: str, k: int, paths: Sequence[str], spec: FrontendSpec,
     return frames
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while worker processes are started (from the main thread only, where Python allows it)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _worker_init() -> None:
     # Ctrl-C reaches the whole process group; the parent alone handles it (and stops the pool), so a worker
     # finishes or loses its current chunk quietly instead of printing a traceback per process.
@@ -366,10 +381,11 @@ def _run_pool(entry: Path, jobs: dict[int, list[str]], spec: FrontendSpec, worke
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
     pending: dict = {}
     try:
-        for k in queue:
-            pending[pool.submit(_compute_chunk, str(entry), k, jobs[k], spec)] = k
-            if len(pending) >= 2 * workers:
-                break
+        with _sigint_ignored():  # the workers start here and inherit the ignored SIGINT, even while importing
+            for k in queue:
+                pending[pool.submit(_compute_chunk, str(entry), k, jobs[k], spec)] = k
+                if len(pending) >= 2 * workers:
+                    break
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
