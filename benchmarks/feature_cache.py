@@ -10,6 +10,8 @@ frames per clip) from scratch in a fresh process for every dataset size and work
   the cores free;
 - peak RSS of the building process (its own VmHWM) and of each worker and of the whole process tree (psutil samples
   every 10 ms), at two dataset sizes: memory is bounded when these do not grow with the size;
+- the parent memory that does grow with the dataset (clip list and bookkeeping, no feature data), in KB per clip,
+  from builds of 500 and 5000 tiny clips;
 - disk bytes per clip (float16) and the float16 rounding error against the exact float32 features.
 
 The WAVs are in the page cache when built (just written), so this measures CPU work; a cold TAU copy adds the read
@@ -37,8 +39,9 @@ SAMPLE_RATE = 44_100
 TAU2020_CLIPS = 13_965 + 2_970
 """TAU Urban Acoustic Scenes 2020 Mobile development: train + evaluate split of the 10-s clips."""
 
-#: Builds the cache of the clips listed in argv[1] into argv[2] with argv[3] workers; prints the build time, the CPU
-#: seconds of the process and its (joined) workers, and the process's own peak RSS (VmHWM) as JSON. A fresh process
+#: Builds the cache of the clips listed in argv[1] into argv[2] with argv[3] workers and the argv[4] front end; prints
+#: the build time, the CPU seconds of the process and its (joined) workers, and the process's RSS before the build
+#: and its peak (VmHWM) as JSON. A fresh process
 #: per build, so one build's pages do not count in the next.
 CHILD = """
 import json, resource, sys, time
@@ -48,13 +51,17 @@ from edge_asc.train.cache import build_cache
 def cpu():
     return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+def status(key):
+    return [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith(key)][0]
 if __name__ == "__main__":
     paths = [Path(p) for p in Path(sys.argv[1]).read_text().split()]
+    ids = [p.stem for p in paths]
+    rss0 = status("VmRSS")
     t0, c0 = time.perf_counter(), cpu()
-    store = build_cache(paths, [p.stem for p in paths], PRESETS["paper"], sys.argv[2], workers=int(sys.argv[3]))
+    store = build_cache(paths, ids, PRESETS[sys.argv[4]], sys.argv[2], workers=int(sys.argv[3]))
     build_s, cpu_s = time.perf_counter() - t0, cpu() - c0
-    hwm = [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")][0]
-    print(json.dumps({"build_s": build_s, "cpu_s": cpu_s, "parent_vmhwm_kb": hwm, "entry": str(store.path)}))
+    print(json.dumps({"build_s": build_s, "cpu_s": cpu_s, "parent_vmhwm_kb": status("VmHWM"),
+                      "parent_rss_before_build_kb": rss0, "entry": str(store.path)}))
 """
 
 
@@ -76,14 +83,14 @@ def write_clips(folder: Path, n: int) -> list[Path]:
     return out
 
 
-def build(paths: list[Path], cache: Path, workers: int, work: Path) -> dict:
+def build(paths: list[Path], cache: Path, workers: int, work: Path, preset: str = "paper") -> dict:
     """One build in a fresh process, its process tree sampled for RSS every 10 ms."""
     import psutil
 
     listing = work / f"clips-{len(paths)}.txt"
     listing.write_text("\n".join(str(p) for p in paths))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(listing), str(cache), str(workers)], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(listing), str(cache), str(workers), preset], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ps = psutil.Process(proc.pid)
     peak_parent = peak_worker = peak_total = 0
@@ -112,6 +119,7 @@ def build(paths: list[Path], cache: Path, workers: int, work: Path) -> dict:
         "clips_per_s": round(len(paths) / r["build_s"], 2),
         "cpu_s": round(r["cpu_s"], 2), "cpu_s_per_clip": round(r["cpu_s"] / len(paths), 4),
         "parent_peak_rss_mb": round(r["parent_vmhwm_kb"] / 1024, 1),
+        "parent_rss_growth_kb": r["parent_vmhwm_kb"] - r["parent_rss_before_build_kb"],
         "parent_peak_rss_sampled_mb": round(peak_parent * mb, 1),
         "worker_peak_rss_sampled_mb": round(peak_worker * mb, 1) if worker_pids else None,
         "tree_peak_rss_sampled_mb": round(peak_total * mb, 1),
@@ -119,6 +127,26 @@ def build(paths: list[Path], cache: Path, workers: int, work: Path) -> dict:
         "disk_bytes_per_clip": disk // len(paths),
         "entry": str(entry),
     }
+
+
+def bookkeeping(work: Path, sizes=(500, 5000)) -> dict:
+    """Parent memory that does grow with the dataset: the clip list, ids, frame counts and chunk jobs. Builds caches
+    of many 0.25-s 16-kHz clips (``edge`` front end, in-process) so that the per-clip bookkeeping dominates, and
+    reports the growth of the building process's peak RSS over its RSS before the build, per clip."""
+    from edge_asc.audio import write_audio
+
+    folder = work / "tiny"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(max(sizes)):
+        p = folder / f"t{i:05d}.wav"
+        write_audio(p, (0.1 * rng.standard_normal(4000)).astype(np.float32), 16_000)
+        paths.append(p)
+    runs = [build(paths[:n], work / f"tiny-cache-{n}", 1, work, preset="edge") for n in sizes]
+    growth = [r["parent_rss_growth_kb"] for r in runs]
+    return {"clips": list(sizes), "parent_rss_growth_kb": growth,
+            "kb_per_clip": round((growth[-1] - growth[0]) / (sizes[-1] - sizes[0]), 3)}
 
 
 def float16_error(paths: list[Path], entry_cache: Path, n: int = 20) -> dict:
@@ -167,6 +195,7 @@ def main() -> int:
                       file=sys.stderr, flush=True)
         biggest = max(args.sizes)
         f16 = float16_error(clips[:biggest], work / f"cache-{biggest}-w{args.workers[0]}")
+        books = bookkeeping(work)
         # the same bytes whatever the worker count
         same = len({tuple((q.name, q.read_bytes()) for q in sorted((Path(r["entry"]) / "chunks").glob("*.f16")))
                     for r in runs if r["clips"] == biggest}) == 1
@@ -192,6 +221,8 @@ def main() -> int:
                                    for k in ("parent_peak_rss_mb", "worker_peak_rss_sampled_mb",
                                              "tree_peak_rss_sampled_mb")}
                           for w, rs in by_size.items() if len(rs) > 1},
+        "bookkeeping": books,
+        "tau2020_bookkeeping_mb": round(books["kb_per_clip"] * TAU2020_CLIPS / 1024, 1),
         "bit_identical_across_workers": same,
         "float16": f16,
         "load_average_before": [round(x, 2) for x in load_before],
@@ -204,6 +235,7 @@ def main() -> int:
           f"({t['projected_hours_idle_machine']:.2f} h with the cores idle), "
           f"{t['projected_disk_gb']:.1f} GB float16; RSS growth {args.sizes[0]}->{biggest} clips: "
           + ", ".join(f"w{w} tree {g['tree_peak_rss_sampled_mb']:+.0f} MB" for w, g in results["rss_growth_mb"].items())
+          + f" (bookkeeping {books['kb_per_clip']:.2f} KB/clip)"
           + f"; float16 max error {f16['max_abs_error']:.4f} dB; bit-identical across workers: {same}; "
           f"load {load_before[0]:.1f} -> {load_after[0]:.1f}")
     return 0

@@ -6,7 +6,7 @@ features at float16, twice that at float32) and larger. Layout of a cache entry
 
     build.json            how the entry is cut into chunks (written first, never changed)
     chunks/NNNNNN.f16     raw float16 features of clips [k*K, (k+1)*K), each clip as [C, n_mels, T_i], back to back
-    journal.jsonl         one line per finished chunk: its index, byte count and frame counts
+    journal.jsonl         one line per finished chunk: its index, byte count, frame counts, per-clip feature sums
     index.json            clip ids, frame counts, chunk layout; written last: its presence = the entry is complete
 
 **Why it survives interruption.** A chunk is computed into a temporary file, renamed into ``chunks/`` when whole,
@@ -27,8 +27,9 @@ feature data. The store is a memory map: reading a clip pages in only that clip.
 65504 at the top) and their deltas. float16 keeps 11 significant bits, so rounding changes a value by at most
 2^-11 of its magnitude: <= 0.031 dB for |x| in [64, 128) dB, <= 0.016 dB in [32, 64), less for the deltas. That is
 about 0.002 standard deviations after the per-channel normalisation (std ~ 15 dB), far below the quantisation
-of the 16-bit audio itself and the training augmentation. ``store[i]`` returns float32 (the float16 values widened
-exactly), so callers see the same dtype as before.
+of the 16-bit audio itself and the training augmentation. The normalisation statistics themselves come from sums
+the workers take of the exact float32 features, so they are bit-identical to those of a float32 cache.
+``store[i]`` returns float32 (the float16 values widened exactly), so callers see the same dtype as before.
 
 Keyed by :meth:`FrontendSpec.feature_hash` (normalisation excluded) and by the clip list (path, size, mtime), so a
 changed front end or changed audio gives a new entry. numpy only (plus :mod:`edge_asc.audio` /
@@ -99,6 +100,10 @@ class FeatureStore:
     """float16 flat memmap of each chunk file."""
     starts: np.ndarray = field(repr=False)
     """int64[N]: element offset of each clip inside its chunk."""
+    sums: np.ndarray = field(repr=False)
+    """float64[N, C]: per clip and channel, the sum of the exact (float32) features over bins and frames."""
+    sums_sq: np.ndarray = field(repr=False)
+    """float64[N, C]: the same for the squared features."""
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -117,15 +122,18 @@ class FeatureStore:
         return self.raw(i).astype(np.float32)
 
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel mean and standard deviation (dB) over every bin and frame of every clip (float64 sums)."""
+        """Per-channel mean and standard deviation (dB) over every bin and frame of every clip (float64 sums).
+
+        Computed from the per-clip sums the build took of the exact float32 features, accumulated clip by clip as
+        the float32 cache (version 1) did: the statistics are those of the unrounded features, bit for bit, so
+        float16 storage does not move the normalisation and a run's ``--resume`` check still holds."""
         s = np.zeros(self.channels)
         s2 = np.zeros(self.channels)
         n = 0
         for i in range(len(self)):
-            x = np.asarray(self.raw(i), dtype=np.float64)
-            s += x.sum(axis=(1, 2))
-            s2 += (x * x).sum(axis=(1, 2))
-            n += x.shape[1] * x.shape[2]
+            s += self.sums[i]
+            s2 += self.sums_sq[i]
+            n += self.n_mels * int(self.frames[i])
         if n == 0:
             raise DatasetError("no feature frames to compute normalisation statistics from: are the clips empty?")
         mean = s / n
@@ -169,47 +177,55 @@ def _open(entry: Path) -> FeatureStore:
                                "delete that folder and run again")
         chunks.append(np.memmap(path, dtype=STORE_DTYPE, mode="r", shape=(int(sizes.sum()),)))
     return FeatureStore(path=entry, clip_ids=tuple(idx["clip_ids"]), frames=frames, channels=c, n_mels=m,
-                        chunk_clips=k_clips, chunks=tuple(chunks), starts=starts)
+                        chunk_clips=k_clips, chunks=tuple(chunks), starts=starts,
+                        sums=np.asarray(idx["sums"], dtype=np.float64).reshape(len(frames), c),
+                        sums_sq=np.asarray(idx["sums_sq"], dtype=np.float64).reshape(len(frames), c))
 
 
-def _journaled(entry: Path, per_clip_elems: int) -> dict[int, list[int]]:
-    """Chunks finished by earlier (possibly interrupted) builds: ``{k: frames}`` for every journal line whose chunk
-    file exists with the journaled size. A torn last line (a kill during the append) is dropped and the journal
-    rewritten without it, so later appends start on a fresh line."""
+def _journaled(entry: Path, per_clip_elems: int) -> dict[int, dict]:
+    """Chunks finished by earlier (possibly interrupted) builds: ``{k: record}`` (the record of
+    :func:`_compute_chunk`) for every journal line whose chunk file exists with the journaled size. A torn last line
+    (a kill during the append) is dropped and the journal rewritten without it, so later appends start on a fresh
+    line."""
     journal = entry / "journal.jsonl"
     if not journal.exists():
         return {}
     text = journal.read_text(encoding="utf-8", errors="replace")
-    done: dict[int, list[int]] = {}
+    done: dict[int, dict] = {}
     good_lines = []
     for line in text.splitlines():
         try:
             rec = json.loads(line)
             k, frames, nbytes = int(rec["chunk"]), [int(t) for t in rec["frames"]], int(rec["bytes"])
+            if not len(frames) == len(rec["sums"]) == len(rec["sums_sq"]):
+                raise ValueError("inconsistent record")
         except (ValueError, KeyError, TypeError):
             continue
         good_lines.append(line)
         p = _chunk_path(entry, k)
         want = sum(frames) * per_clip_elems * STORE_DTYPE.itemsize
         if nbytes == want and p.is_file() and p.stat().st_size == nbytes:
-            done[k] = frames
+            done[k] = rec
     if (text and not text.endswith("\n")) or len(good_lines) != len(text.splitlines()):
         atomic_write_text(journal, "".join(f"{line}\n" for line in good_lines))
     return done
 
 
 def _compute_chunk(entry: str, k: int, paths: Sequence[str], spec: FrontendSpec,
-                   on_clip: Callable[[], None] | None = None) -> list[int]:
+                   on_clip: Callable[[], None] | None = None) -> dict:
     """Compute chunk ``k`` (the features of ``paths``, in order), write it atomically, then journal it.
 
     Runs in a worker process (top-level, so ``spawn`` can pickle it) or in-process for ``workers=1``. Holds one
-    clip at a time. Returns the clips' frame counts.
+    clip at a time. Returns the journal record: ``bytes``, and per clip ``frames`` and the per-channel ``sums`` and
+    ``sums_sq`` of the exact features (float64, for :meth:`FeatureStore.channel_stats`).
     """
     from ..audio import load_audio
     from ..frontend import offline
 
     e = Path(entry)
     frames: list[int] = []
+    sums: list[list[float]] = []
+    sums_sq: list[list[float]] = []
     with atomic_path(_chunk_path(e, k)) as tmp, open(tmp, "wb") as f:
         for p in paths:
             audio, _ = load_audio(p, spec.sample_rate)
@@ -223,13 +239,18 @@ def _compute_chunk(entry: str, k: int, paths: Sequence[str], spec: FrontendSpec,
                                   "the front end does not produce dB values")
             f.write(np.ascontiguousarray(x, dtype=STORE_DTYPE).tobytes())
             frames.append(int(x.shape[2]))
+            x64 = np.asarray(x, dtype=np.float64)
+            sums.append(x64.sum(axis=(1, 2)).tolist())
+            sums_sq.append((x64 * x64).sum(axis=(1, 2)).tolist())
+            del x, x64
             if on_clip is not None:
                 on_clip()
         f.flush()
         os.fsync(f.fileno())
         nbytes = f.tell()
-    append_jsonl(e / "journal.jsonl", {"chunk": k, "bytes": nbytes, "frames": frames})
-    return frames
+    rec = {"chunk": k, "bytes": nbytes, "frames": frames, "sums": sums, "sums_sq": sums_sq}
+    append_jsonl(e / "journal.jsonl", rec)  # JSON floats round-trip exactly (repr)
+    return rec
 
 
 @contextlib.contextmanager
@@ -348,7 +369,7 @@ def _build(entry: Path, paths: list[Path], clip_ids: Sequence[str], spec: Fronte
                 on_clip(n_done, total)
 
     for k in sorted(done):
-        report(len(done[k]))
+        report(len(done[k]["frames"]))
     todo = [k for k in range(n_chunks) if k not in done]
     jobs = {k: [str(p) for p in paths[k * k_clips:(k + 1) * k_clips]] for k in todo}
     workers = min(workers, len(todo))
@@ -364,19 +385,22 @@ def _build(entry: Path, paths: list[Path], clip_ids: Sequence[str], spec: Fronte
         shutil.rmtree(entry, ignore_errors=True)
         raise
 
-    frames = [t for k in range(n_chunks) for t in done[k]]
+    def column(name: str) -> list:
+        return [v for k in range(n_chunks) for v in done[k][name]]
+
     atomic_write_text(entry / "index.json", json.dumps({
-        "version": CACHE_VERSION, "spec": spec.to_dict(), "clip_ids": list(clip_ids), "frames": frames,
+        "version": CACHE_VERSION, "spec": spec.to_dict(), "clip_ids": list(clip_ids), "frames": column("frames"),
+        "sums": column("sums"), "sums_sq": column("sums_sq"),
         "chunk_clips": k_clips, "dtype": STORE_DTYPE.name, "channels": spec.channels, "n_mels": spec.n_mels}))
 
 
 def _run_pool(entry: Path, jobs: dict[int, list[str]], spec: FrontendSpec, workers: int,
-              report: Callable[[int], None]) -> dict[int, list[int]]:
+              report: Callable[[int], None]) -> dict[int, dict]:
     """Compute ``jobs`` (chunk -> paths) in ``workers`` spawned processes, at most ``2 * workers`` in flight."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    out: dict[int, list[int]] = {}
+    out: dict[int, dict] = {}
     queue = iter(sorted(jobs))
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
     pending: dict = {}
@@ -391,7 +415,7 @@ def _run_pool(entry: Path, jobs: dict[int, list[str]], spec: FrontendSpec, worke
             for fut in finished:
                 k = pending.pop(fut)
                 out[k] = fut.result()  # a worker's AudioInputError is raised here, with its one-line message
-                report(len(out[k]))
+                report(len(out[k]["frames"]))
                 nxt = next(queue, None)
                 if nxt is not None:
                     pending[pool.submit(_compute_chunk, str(entry), nxt, jobs[nxt], spec)] = nxt
