@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split", nargs="+", choices=("train", "evaluate"), default=["train", "evaluate"],
                    help="splits to cache (default: train evaluate)")
     g.add_argument("--workers", type=int,
-                   help="extraction processes (default: min(CPUs, 8); 1 computes in this process)")
+                   help="extraction processes (default: min(CPUs, 8), or 1 below 32 MB of audio; 1 computes in "
+                        "this process; the cache is the same for every value)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
