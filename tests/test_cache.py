@@ -141,6 +141,8 @@ def test_sigkill_mid_chunk_resumes_to_the_uninterrupted_cache(tmp_path):
     store = build_cache(paths, ids, spec, tmp_path / "c", workers=1, on_clip=lambda d, n: calls.append(d))
     assert calls == list(range(1, 11))  # 6 clips reported as already done, then 4 computed
     assert {k: (entry / "chunks" / f"00000{k}.f16").stat().st_mtime_ns for k in (0, 1)} == kept
+    # the torn fragment was dropped: every journal line parses and each chunk is journaled once
+    assert sorted(json.loads(x)["chunk"] for x in (entry / "journal.jsonl").read_text().splitlines()) == [0, 1, 2, 3]
     assert not list((entry / "chunks").glob(".*.tmp"))  # the dead build's temporary file is gone
     ref = build_cache(paths, ids, spec, tmp_path / "ref", workers=1, chunk_clips=5)  # chunk size of the resume wins
     assert files_of(store.path).keys() >= {"index.json", "build.json"}
@@ -164,7 +166,7 @@ if __name__ == "__main__":
 
 def test_sigkill_of_a_parallel_build_resumes(tmp_path):
     spec = PRESETS["paper"]
-    paths = make_clips(tmp_path / "a", 24, 3.0, 44_100)
+    paths = make_clips(tmp_path / "a", 24, 6.0, 44_100)  # enough work that the kill lands mid-build
     ids = [p.stem for p in paths]
     script = tmp_path / "build.py"
     script.write_text(textwrap.dedent(_BUILD_PARALLEL))
