@@ -20,7 +20,7 @@ from .errors import EdgeAscError
 #: name -> (module in edge_asc.commands, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run the whole pipeline on synthetic data: train, export int8, verify, report, classify"),
-    "features": ("features", "log-mel features of an audio file (shape, statistics), or fill a dataset's feature cache (--data)"),
+    "features": ("features", "log-mel features of an audio file, or fill a dataset's feature cache (--data)"),
     "data": ("data", "synthesise, check and summarise datasets (TAU 2020/2022 Mobile layout)"),
     "train": ("train", "train a Mini-SegNet model (the paper's recipe)"),
     "qat": ("qat", "quantisation-aware fine-tuning of a trained run for the full-int8 export"),
