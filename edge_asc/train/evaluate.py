@@ -177,31 +177,49 @@ def predict_clips(model, clips: Sequence[np.ndarray], spec, window_frames: int, 
     """Clip posteriors float32[N, K]: each clip's features float[C, n_mels, T] (un-normalised dB) are normalised
     with ``spec``, cut into windows (:func:`edge_asc.frontend.windows`, ``hop`` frames apart, default half a
     window), run through ``model`` (eval mode, no grad, on the device of its parameters), and the window softmaxes
-    averaged."""
+    averaged.
+
+    ``clips`` is read one clip at a time (a :class:`~edge_asc.train.cache.FeatureStore` can be passed as it is) and
+    at most ``batch_size`` windows are held, so memory does not grow with the dataset; batches run across clip
+    boundaries, as if all windows were stacked.
+    """
     import torch
 
-    owners: list[int] = []
-    wins: list[np.ndarray] = []
-    for i, x in enumerate(clips):
-        w = windows(normalize(np.asarray(x), spec), window_frames, hop)
-        wins.append(w)
-        owners.extend([i] * len(w))
-    allw = np.concatenate(wins) if wins else np.zeros((0,))
-    logits = []
+    n = len(clips)
     device = next(model.parameters()).device  # the model's device (a GPU while training on one)
     was_training = model.training
     model.eval()
+    sums: np.ndarray | None = None
+    counts = np.zeros(n, dtype=np.int64)
+    pending: list[np.ndarray] = []
+    owners: list[np.ndarray] = []
+    held = 0
+
+    def run(k: int) -> None:
+        nonlocal sums, pending, owners, held
+        allw, own = np.concatenate(pending), np.concatenate(owners)
+        x = torch.from_numpy(np.ascontiguousarray(allw[:k], dtype=np.float32)).to(device)
+        p = softmax(model(x).float().cpu().numpy())
+        if sums is None:
+            sums = np.zeros((n, p.shape[1]), dtype=np.float64)
+        np.add.at(sums, own[:k], p)
+        pending, owners, held = [allw[k:]], [own[k:]], len(allw) - k
+
     with torch.no_grad():
-        for s in range(0, len(allw), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(allw[s:s + batch_size], dtype=np.float32)).to(device)
-            logits.append(model(x).float().cpu().numpy())
+        for i in range(n):
+            w = windows(normalize(np.asarray(clips[i]), spec), window_frames, hop)
+            pending.append(w)
+            owners.append(np.full(len(w), i, dtype=np.int64))
+            counts[i] = len(w)
+            held += len(w)
+            while held >= batch_size:
+                run(batch_size)
+        if held:
+            run(held)
     model.train(was_training)
-    p = softmax(np.concatenate(logits)) if logits else np.zeros((0, 0), np.float32)
-    own = np.asarray(owners)
-    out = np.zeros((len(clips), p.shape[1]), dtype=np.float64)
-    np.add.at(out, own, p)
-    counts = np.bincount(own, minlength=len(clips))
-    return (out / counts[:, None]).astype(np.float32)
+    if sums is None:
+        return np.zeros((n, 0), dtype=np.float32)
+    return (sums / counts[:, None]).astype(np.float32)
 
 
 def plot_confusion(report: EvalReport, path: str) -> None:
@@ -270,7 +288,7 @@ def evaluate_checkpoint(checkpoint: str, dataset, *, split: str = "evaluate", ho
     run = resolve_run_dir(checkpoint)
     cache = Path(cache_dir) if cache_dir is not None else run.parent / "feature-cache"
     store = build_cache(data.paths, data.clip_ids, meta.frontend, cache)
-    probs = predict_clips(model, [store[i] for i in range(len(store))], meta.frontend, meta.window_frames, hop=h)
+    probs = predict_clips(model, store, meta.frontend, meta.window_frames, hop=h)
     rep = compute_report(probs, data.y, meta.labels, data.devices, split=split, checkpoint=str(run),
                          clip_ids=data.clip_ids, files=[str(p) for p in data.paths])
     return dataclasses.replace(rep, extra={"epoch": meta.epoch, "run_id": meta.run_id, "preset": meta.preset,
