@@ -331,7 +331,7 @@ def _train_epoch(model, opt, plan: _Plan, data: _Data, epoch: int, progress: boo
     if bar is not None:
         bar.close()
     totals = dist.sum([loss_sum, correct, seen] + [r[3] for r in step_rows], compute.device)
-    loss_sum, correct, seen = totals[:3]
+    loss_sum, correct, seen = (float(v) for v in totals[:3])
     if steps is not None:
         steps.extend({"epoch": epoch + 1, "step": r[0], "lr": r[1], "loss": float(s) / r[2], "clips": r[2]}
                      for r, s in zip(step_rows, totals[3:]))
