@@ -80,6 +80,7 @@ def runs(tiny_dataset, tmp_path_factory):
     return d, common
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(runs):
     """edge-asc train --nproc 2 == one process with the same global batch: 20 steps' losses within 1e-4."""
     d, _ = runs
@@ -107,6 +108,7 @@ def test_two_processes_equal_one(runs):
     assert abs(m1["train_loss"] - m2["train_loss"]) < 1e-4
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_same_weights(runs):
     """SIGKILL the 2-process run (torchrun itself) after its first checkpoint, --resume it: bit for bit the weights
     and momentum of the uninterrupted run."""
