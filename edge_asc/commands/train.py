@@ -1,8 +1,13 @@
 """``edge-asc train --data DIR --preset edge --epochs N --out runs/NAME [--resume] [--seed K] [--device D]
-[--precision P]``.
+[--precision P] [--nproc N]``.
 
 ``--preset`` is ``NAME[:field=value,...]`` (:func:`edge_asc.model.resolve_preset`), e.g. the ``to train:`` line that
 ``edge-asc fit`` prints.
+
+Many processes: ``edge-asc train --nproc N ...`` starts ``torchrun --standalone --nproc-per-node N -m edge_asc train
+...`` (the same options, without ``--nproc``) on this machine; ``torchrun ... -m edge_asc train ...`` started by hand
+(e.g. on a cluster, with torchrun's rendezvous across machines) makes each worker join its process group
+(:mod:`edge_asc.train.distributed`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--portable-math", action="store_true",
                    help="cap PyTorch's CPU kernels at AVX2 so the run gives the same weights on any x86-64 machine "
                         "and thread count (what 'edge-asc demo' does; see docs/reproducibility.md)")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train with N processes on this machine (DDP through torchrun: one per GPU with --device "
+                        "cuda, gloo workers on the CPU); --batch-size stays the global batch and must be a multiple "
+                        "of N. On many machines, start 'torchrun ... -m edge_asc train' yourself (docs/training.md)")
+    p.add_argument("--step-log", metavar="FILE",
+                   help="append one JSON line per optimizer step (epoch, step, lr, global-batch loss, clips) to FILE "
+                        "after each epoch, e.g. to compare runs step by step")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the final checkpoint metadata as JSON")
 
@@ -65,6 +77,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--mixup-alpha must be >= 0, got {args.mixup_alpha}")
     if args.val_every < 0:
         raise UsageError(f"--val-every must be >= 0, got {args.val_every}")
+    from ..train.distributed import torchrun_world_size
+
+    world = torchrun_world_size()
+    if args.nproc is not None:
+        if world is not None:
+            raise UsageError("--nproc starts torchrun itself: under torchrun, leave --nproc out")
+        if args.nproc < 1:
+            raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
+        world = args.nproc
+    if world and args.batch_size % world:
+        raise UsageError(f"--batch-size {args.batch_size} is the global batch and must split evenly over {world} "
+                         f"processes: choose a multiple of {world}")
     from ..model import resolve_preset
 
     preset = resolve_preset(args.preset)  # a malformed preset string fails here, before torch is imported
@@ -76,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
                              "process, or ATEN_CPU_CAPABILITY/ONEDNN_MAX_CPU_ISA are set to other values): run "
                              "'edge-asc train' in a fresh process without those variables")
     require("torch", "train", "training")
+    if args.nproc is not None and args.nproc > 1:
+        from ..train.distributed import launch
+
+        return launch(args.nproc, _worker_argv(args))
     import torch
 
     from ..errors import ConfigError
@@ -111,8 +139,17 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, lr_max=args.lr_max, lr_min=args.lr_min, seed=args.seed,
                          augment=aug, val_every=args.val_every)
     dataset = load_dataset(args.data)
-    result = train(dataset, args.out, config, resume=args.resume, cache_dir=args.cache_dir,
-                   progress=None if not args.no_progress else False, device=device, precision=args.precision)
+    from ..train.distributed import init_from_env
+
+    dist = init_from_env(device)
+    try:
+        result = train(dataset, args.out, config, resume=args.resume, cache_dir=args.cache_dir,
+                       progress=None if not args.no_progress else False, device=device, precision=args.precision,
+                       dist=dist, step_log=args.step_log)
+    finally:
+        dist.shutdown()
+    if not dist.is_main:
+        return 0
     if args.json:
         print(json.dumps(result.meta.to_dict(), indent=2, sort_keys=True))
     else:
@@ -121,3 +158,20 @@ def run(args: argparse.Namespace) -> int:
               f"train acc {m.get('train_acc', float('nan')):.3f}"
               + (f", val macro-acc {m['val_macro_acc']:.3f}" if "val_macro_acc" in m else "") + ")")
     return 0
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of a torchrun worker: ``train`` with every option of ``args`` that differs from its default,
+    without ``--nproc``."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_arguments(p)
+    argv = ["-v", "train"] if getattr(args, "verbose", False) else ["train"]
+    for action in p._actions:
+        if not action.option_strings or action.dest == "nproc":
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value is None or value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)
+        argv += [flag] if action.nargs == 0 else [flag, str(value)]
+    return argv

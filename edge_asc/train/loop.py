@@ -6,6 +6,9 @@ Reproducibility: the model is initialised from ``seed``; epoch ``e`` draws every
 shifts, masks, mixup) from ``numpy.random.default_rng([seed, e])`` and dropout from ``torch.manual_seed`` derived
 from (seed, e); the learning rate is a pure function of (epoch, batch). A checkpoint after each epoch stores weights,
 BN statistics and SGD momentum, so ``resume`` continues exactly as an uninterrupted run would (same thread count).
+
+Many processes (torchrun, DDP): a :class:`~edge_asc.train.distributed.DistContext` shards every global batch over
+the ranks and synchronises BatchNorm; see :mod:`edge_asc.train.distributed`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .augment import AugmentConfig, crop, mixup, random_shift, spec_augment
 from .cache import FeatureStore, build_cache
 from .checkpoint import HISTORY_FILE, META_FILE, CheckpointMeta, load_optimizer_state, read_meta, save_checkpoint
 from .device import Compute, resolve_device
+from .distributed import DistContext
 from .evaluate import compute_report, predict_clips
 from .splits import SplitData, resolve_split
 
@@ -270,28 +274,36 @@ def _setup_model(plan: _Plan, out: Path, prior: CheckpointMeta | None, log: Call
 
 
 def _train_epoch(model, opt, plan: _Plan, data: _Data, epoch: int, progress: bool, compute: Compute,
-                 scaler=None) -> dict[str, Any]:
+                 scaler=None, dist: DistContext | None = None, steps: list[dict[str, Any]] | None = None
+                 ) -> dict[str, Any]:
     """One pass over the shuffled training clips on ``compute.device`` in ``compute.precision`` (``scaler``: the
-    fp16 gradient scaler); returns the epoch's training metrics."""
+    fp16 gradient scaler); returns the epoch's training metrics (summed over the ranks of ``dist``). ``steps``:
+    a list to which one ``{"epoch", "step", "lr", "loss", "clips"}`` per optimizer step is appended (``loss``: the
+    global batch's mean loss, ``clips``: the global batch's size)."""
     import torch
     import torch.nn.functional as F
 
+    dist = dist or DistContext()
     config, aug, y = plan.config, plan.config.augment, data.train.y
-    rng = np.random.default_rng([config.seed, epoch])
-    torch.manual_seed(config.seed * 1_000_003 + epoch + 1)
+    rng = np.random.default_rng([config.seed, epoch])  # the shuffle: the same on every rank
+    aug_rng = dist.rank_rng([config.seed, epoch], rng)
+    torch.manual_seed(dist.rank_seed(config.seed * 1_000_003 + epoch + 1))
     model.train()
     n = len(data.train_store)
     nb = max(1, math.ceil(n / config.batch_size))
     order = rng.permutation(n)
+    step_rows: list[tuple[int, float, int, float]] = []  # (batch, lr, global clips, local loss sum)
     bar = _progress(n, f"epoch {epoch + 1}/{config.epochs}", progress)
     t_start = time.perf_counter()
     loss_sum = correct = seen = 0.0
     lr = config.lr_max
     for b in range(nb):
-        idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-        if len(idx) < 2:  # BatchNorm needs two samples; a single leftover clip waits for the next epoch
+        batch = order[b * config.batch_size:(b + 1) * config.batch_size]
+        if len(batch) < max(2, dist.world_size):  # BatchNorm needs two samples, every rank one: leftovers wait
             continue
-        x, t = make_batch(data.train_store, idx, y, len(plan.labels), plan.window, data.mean, data.std, aug, rng)
+        idx = dist.shard(batch)
+        x, t = make_batch(data.train_store, idx, y, len(plan.labels), plan.window, data.mean, data.std, aug,
+                          aug_rng)
         lr = sgdr_lr(epoch + b / nb, lr_max=config.lr_max, lr_min=config.lr_min, t0=config.t0,
                      t_mult=config.t_mult)
         for g in opt.param_groups:
@@ -301,33 +313,44 @@ def _train_epoch(model, opt, plan: _Plan, data: _Data, epoch: int, progress: boo
         logits = logits.float()  # the loss in float32 whatever the forward precision
         loss = -(compute.to_device(t) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
         opt.zero_grad(set_to_none=True)
+        k = len(idx)
+        step_loss = dist.scale_loss(loss, k, len(batch))
         if scaler is None:
-            loss.backward()
+            step_loss.backward()
             opt.step()
         else:
-            scaler.scale(loss).backward()
+            scaler.scale(step_loss).backward()
             scaler.step(opt)
             scaler.update()
-        k = len(idx)
-        loss_sum += float(loss.detach()) * k
+        step_rows.append((b, lr, len(batch), float(loss.detach()) * k))
+        loss_sum += step_rows[-1][3]
         correct += float((logits.detach().argmax(1).cpu().numpy() == y[idx]).sum())
         seen += k
         if bar is not None:
-            bar.update(k)
+            bar.update(len(batch))
             el = time.perf_counter() - t_start
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.2e}",
                             clips_s=f"{seen / max(el, 1e-9):.0f}", refresh=False)
     if bar is not None:
         bar.close()
+    totals = dist.sum([loss_sum, correct, seen] + [r[3] for r in step_rows], compute.device)
+    loss_sum, correct, seen = (float(v) for v in totals[:3])
+    if steps is not None:
+        steps.extend({"epoch": epoch + 1, "step": r[0], "lr": r[1], "loss": float(s) / r[2], "clips": r[2]}
+                     for r, s in zip(step_rows, totals[3:]))
     secs = time.perf_counter() - t_start
     return {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
             "lr": lr, "seconds": secs, "clips_per_s": seen / max(secs, 1e-9)}
 
 
-def _validate(model, plan: _Plan, data: _Data) -> dict[str, Any]:
-    """Clip-level scores on the 'evaluate' split (windows of :mod:`edge_asc.frontend.windows`, default hop)."""
+def _validate(model, plan: _Plan, data: _Data, dist: DistContext | None = None) -> dict[str, Any]:
+    """Clip-level scores on the 'evaluate' split (windows of :mod:`edge_asc.frontend.windows`, default hop); under
+    DDP each rank predicts its share of the clips and every rank gets the same scores."""
+    dist = dist or DistContext()
     store = data.val_store
-    probs = predict_clips(model, [store[i] for i in range(len(store))], data.spec, plan.window)
+    mine = dist.shard(np.arange(len(store)))
+    parts = dist.gather(predict_clips(model, [store[int(i)] for i in mine], data.spec, plan.window))
+    probs = np.concatenate([p for p in parts if len(p)])
     rep = compute_report(probs, data.val.y, plan.labels, data.val.devices, split="evaluate")
     metrics: dict[str, Any] = {"val_macro_acc": rep.overall.macro_accuracy, "val_acc": rep.overall.accuracy,
                                "val_log_loss": rep.overall.log_loss}
@@ -338,7 +361,8 @@ def _validate(model, plan: _Plan, data: _Data) -> dict[str, Any]:
 
 def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: bool = False,
           cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-          log: Callable[[str], None] | None = None, device: str = "cpu", precision: str = "fp32") -> TrainResult:
+          log: Callable[[str], None] | None = None, device: str = "cpu", precision: str = "fp32",
+          dist: DistContext | None = None, step_log: str | os.PathLike | None = None) -> TrainResult:
     """Train (or resume) a Mini-SegNet run in ``out_dir`` on ``dataset`` (an :mod:`edge_asc.data` Dataset: ``.labels``,
     ``.split('train' | 'evaluate')`` of clips with ``path, label, device, clip_id``).
 
@@ -353,38 +377,60 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     checkpoint's ``compute`` but are not part of the run's settings: ``resume`` may continue on another device or in
     another precision. Bit-exact resume holds for fp32 on the same device and thread count.
 
+    ``dist`` (:func:`edge_asc.train.distributed.init_from_env`): this process's rank in a torchrun job; every rank
+    calls ``train`` with the same arguments. ``config.batch_size`` is the global batch, split over the ranks; rank 0
+    alone logs and writes files; the checkpoint is the one a single process writes. ``None``: a single process.
+
+    ``step_log``: a JSON-lines file to which rank 0 appends one line per optimizer step after each epoch's checkpoint
+    (``epoch``, ``step`` within the epoch, ``lr``, ``loss`` = the global batch's mean loss, ``clips``), e.g. to
+    compare a DDP run with a single-process one step by step.
+
     Raises:
         DatasetError: empty training split, or labels outside the dataset's label set.
         ConfigError: ``out_dir`` already holds a run and ``resume`` is False, or the resumed run used other settings;
+            a batch size that the world size of ``dist`` does not divide;
             a malformed preset string, one whose ``n_classes`` contradicts the dataset, or an ``in_channels`` no
             front end gives (1 or 3); a device this machine cannot use, or a precision that device does not support.
         ModelContractError: a corrupt checkpoint on resume.
     """
     compute = Compute(device=resolve_device(device), precision=precision)
+    dist = dist or DistContext()
+    if config.batch_size % dist.world_size:
+        raise ConfigError(f"the batch size {config.batch_size} is global and must split evenly over "
+                          f"{dist.world_size} processes: choose a multiple of {dist.world_size}")
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     progress = sys.stderr.isatty() if progress is None else progress
+    if not dist.is_main:
+        log, progress = (lambda s: None), False
     out = Path(out_dir)
     plan = _plan(dataset, config)
     config = plan.config
     prior = _prior_run(out, plan, resume)
     cache = Path(cache_dir) if cache_dir is not None else out.parent / "feature-cache"
-    data = _load_data(dataset, plan, cache, prior, progress, log)
+    data = dist.main_first(lambda: _load_data(dataset, plan, cache, prior, progress, log))
     model, opt, start_epoch, run_id, history = _setup_model(plan, out, prior, log, compute)
+    net = dist.wrap(model, compute.device)  # DDP around ``model`` (which checkpoints and validation use)
     scaler = compute.grad_scaler()
     meta = prior
     for epoch in range(start_epoch, config.epochs):
-        metrics = _train_epoch(model, opt, plan, data, epoch, progress, compute, scaler)
+        steps: list[dict[str, Any]] | None = [] if step_log is not None else None
+        metrics = _train_epoch(net, opt, plan, data, epoch, progress, compute, scaler, dist, steps)
         if data.val_store is not None and config.val_every and ((epoch + 1) % config.val_every == 0
                                                                 or epoch + 1 == config.epochs):
-            metrics.update(_validate(model, plan, data))
+            metrics.update(_validate(model, plan, data, dist))
+        history.append(metrics)
+        if not dist.is_main:
+            continue
         meta = save_checkpoint(out, model, CheckpointMeta(
             model_config=plan.model_config, frontend=data.spec, labels=plan.labels, window_frames=plan.window,
             epoch=epoch + 1, metrics=metrics, run_id=run_id, preset=plan.preset_string,
-            train_config=config.to_dict(), compute=compute.describe()), opt)
+            train_config=config.to_dict(), compute={**compute.describe(), **dist.describe()}), opt)
         append_jsonl(out / HISTORY_FILE, metrics)
-        history.append(metrics)
+        for row in steps or ():
+            append_jsonl(step_log, row)
         log(_summary(metrics, config.epochs))
-    if meta is None:  # resumed a run that had already reached --epochs
+    dist.barrier()  # the other ranks return once rank 0 has written the last checkpoint
+    if meta is None or not dist.is_main:  # resumed a run that had already reached --epochs, or not rank 0
         meta = read_meta(out)
     return TrainResult(run_dir=out, meta=meta, history=tuple(history))
 
