@@ -343,13 +343,26 @@ def _train_epoch(model, opt, plan: _Plan, data: _Data, epoch: int, progress: boo
             "lr": lr, "seconds": secs, "clips_per_s": seen / max(secs, 1e-9)}
 
 
+class _Picked:
+    """``store[idx[k]]`` as a sequence read lazily (one clip at a time), for :func:`predict_clips`."""
+
+    def __init__(self, store: FeatureStore, idx: np.ndarray) -> None:
+        self._store, self._idx = store, idx
+
+    def __len__(self) -> int:
+        return len(self._idx)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        return self._store[int(self._idx[k])]
+
+
 def _validate(model, plan: _Plan, data: _Data, dist: DistContext | None = None) -> dict[str, Any]:
     """Clip-level scores on the 'evaluate' split (windows of :mod:`edge_asc.frontend.windows`, default hop); under
     DDP each rank predicts its share of the clips and every rank gets the same scores."""
     dist = dist or DistContext()
     store = data.val_store
     mine = dist.shard(np.arange(len(store)))
-    parts = dist.gather(predict_clips(model, [store[int(i)] for i in mine], data.spec, plan.window))
+    parts = dist.gather(predict_clips(model, _Picked(store, mine), data.spec, plan.window))
     probs = np.concatenate([p for p in parts if len(p)])
     rep = compute_report(probs, data.val.y, plan.labels, data.val.devices, split="evaluate")
     metrics: dict[str, Any] = {"val_macro_acc": rep.overall.macro_accuracy, "val_acc": rep.overall.accuracy,
