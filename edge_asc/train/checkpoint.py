@@ -133,6 +133,20 @@ def resolve_run_dir(path: str | os.PathLike) -> Path:
     raise ModelContractError(f"{str(p)!r} is not a checkpoint: pass the run directory or its {META_FILE}")
 
 
+def _canonical(data: bytes) -> bytes:
+    """A safetensors file with its JSON header's keys sorted.
+
+    safetensors writes the header from a hash map, so the same tensors and metadata give different bytes (and a
+    different ``weights_sha256``) in different processes. Only the header is rewritten: tensor data and offsets do
+    not depend on the header's key order. The header is padded with spaces to a multiple of 8 bytes, as safetensors
+    does.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + data[8 + n:]
+
+
 def save_checkpoint(run_dir: str | os.PathLike, model, meta: CheckpointMeta, optimizer=None) -> CheckpointMeta:
     """Write weights (+ optimizer momentum) and then the JSON sidecar, each atomically. Returns the meta as written.
 
@@ -144,15 +158,15 @@ def save_checkpoint(run_dir: str | os.PathLike, model, meta: CheckpointMeta, opt
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    wbytes = save(state, metadata={"format": "pt", "edge_asc": "weights"})
+    wbytes = _canonical(save(state, metadata={"format": "pt", "edge_asc": "weights"}))
     atomic_write_bytes(run / WEIGHTS_FILE, wbytes)
     osha = ""
     if optimizer is not None:
         osd = optimizer.state_dict()
         tensors = {f"{i}.{name}": t.detach().to("cpu").contiguous().clone()
                    for i, st in osd["state"].items() for name, t in st.items() if isinstance(t, torch.Tensor)}
-        obytes = save(tensors, metadata={"format": "pt", "edge_asc": "optimizer",
-                                         "param_groups": json.dumps(osd["param_groups"])})
+        obytes = _canonical(save(tensors, metadata={"format": "pt", "edge_asc": "optimizer",
+                                                    "param_groups": json.dumps(osd["param_groups"])}))
         atomic_write_bytes(run / OPTIMIZER_FILE, obytes)
         osha = _sha256(obytes)
     meta = dataclasses.replace(meta, weights_sha256=_sha256(wbytes), optimizer_sha256=osha)
