@@ -1,16 +1,20 @@
-"""``edge-asc firmware MODEL --target T --out DIR [--host] [--run] [--verify N] [--json F]``.
+"""``edge-asc firmware MODEL --target T --out DIR [--host] [--run [--tflm-root DIR]] [--verify N] [--json F]``.
 
 Generate a self-contained C project of a full-int8 ``.tflite`` for a microcontroller (:mod:`edge_asc.firmware_bench.
 codegen`): weights as const arrays, a static tensor arena, int8 kernels bit-exact with TensorFlow Lite Micro, a
 ``main`` running one inference between markers, and a linker script with the chip's flash and RAM. ``--host`` builds
 it with the host's C compiler, ``--run`` for the chip with arm-none-eabi-gcc and runs it under QEMU; both compare the
-outputs of seeded inputs with TFLite Micro's. Exit codes: 1 not bit-exact, an unsupported op or a failed build,
-2 usage, 3 the firmware does not fit the chip (the linker's overflow).
+outputs of seeded inputs with TFLite Micro's. With ``--run --tflm-root DIR`` TFLite Micro + CMSIS-NN is also built from
+its sources in DIR for the same core and run on the same inputs (:mod:`edge_asc.firmware_bench.tflm_ref`): a TFLM
+column per op type and the goal ratios (instructions, arena, flash) are added. Exit codes: 1 not bit-exact, an
+unsupported op or a failed build, 2 usage, 3 the firmware does not fit the chip (the linker's overflow).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 TARGETS = ("nrf52840", "stm32l4r5", "stm32h7", "m55")
 
@@ -28,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack-bytes", type=int, metavar="B", help="main stack reserved in RAM (default 4096)")
     p.add_argument("--install-toolchain", action="store_true",
                    help="with --run: apt-get install the arm toolchain and QEMU when missing (root)")
+    p.add_argument("--tflm-root", metavar="DIR",
+                   help="with --run: also build TFLite Micro + CMSIS-NN from DIR and compare (docs/firmware.md)")
     p.add_argument("--json", metavar="F", help="write the report as JSON ('-' for stdout instead of the table)")
 
 
@@ -66,14 +72,39 @@ def run(args: argparse.Namespace) -> int:
 
     if args.run and args.install_toolchain:
         install_arm_toolchain()
+    if args.tflm_root and not args.run:
+        raise UsageError("--tflm-root needs --run (TFLM is compared on the emulated core)")
     rep = firmware(args.model, args.target, args.out, host=args.host, run=args.run, n_verify=args.verify,
                    seed=args.seed, stack_bytes=args.stack_bytes)
+    out = rep.to_dict()
+    tflm_text = ""
+    if args.tflm_root:
+        tflm_text, out["tflm"] = _tflm(rep, args)
     if args.json == "-":
-        print(rep.to_json())
+        print(json.dumps(out, indent=1))
     else:
-        print(_text(rep), end="")
+        print(_text(rep) + tflm_text, end="")
         if args.json:
-            from pathlib import Path
-
-            Path(args.json).write_text(rep.to_json() + "\n")
+            Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
+
+
+def _tflm(rep, args: argparse.Namespace) -> tuple[str, dict | None]:
+    """TFLite Micro + CMSIS-NN on the same file, core and seeded inputs: (text, JSON); 'TFLM not available: ...'
+    when its sources or build are missing (not an error: the firmware's own results stand)."""
+    from ..firmware_bench import tflm_ref
+    from ..firmware_bench.codegen import get_chip
+    from ..firmware_bench.codegen.verify import seeded_inputs, tflm_reference
+
+    model = Path(args.model)
+    inputs = seeded_inputs(model.read_bytes(), max(args.verify, 1), args.seed)
+    try:
+        ref = tflm_ref.measure(model, get_chip(args.target), args.tflm_root, Path(args.out) / "tflm", inputs,
+                               expected=tflm_reference(model, inputs)[0] if args.verify else None)
+    except tflm_ref.TflmNotAvailable as exc:
+        return f"  {exc}\n", None
+    ours = [(name, count, ins) for name, count, ins, _ in rep.op_type_table()]
+    kw = {"instructions": rep.instructions, "arena_bytes": rep.arena_bytes, "ram_bytes": rep.ram_bytes,
+          "flash_bytes": rep.flash_bytes, "ref": ref}
+    text = tflm_ref.format_comparison("  ours vs TFLite Micro + CMSIS-NN (same file, core and inputs):", ours, **kw)
+    return text + "\n", {**ref.to_json(), "vs_tflm": tflm_ref.ratios(**kw)}
