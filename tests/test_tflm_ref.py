@@ -61,6 +61,9 @@ def test_the_driver_registers_exactly_the_models_op_types():
     assert "resolver.AddConv2D()" in src and "resolver.AddMean()" in src and src.count("resolver.Add") == 2
     assert "MicroMutableOpResolver<EK_N_OP_TYPES>" in src and "#define EK_N_OP_TYPES 2" in src
     assert "#define EK_ARENA_BYTES 12345" in src and "#define EK_MAX_EVENTS 15" in src
+    assert "#define EK_FIND_ARENA 0" in src
+    assert "#define EK_FIND_ARENA 1" in tflm_ref.driver_source(["MEAN"], methods, n_ops=1, arena_bytes=64,
+                                                                find_arena=True)
     with pytest.raises(tflm_ref.TflmNotAvailable, match="no MicroMutableOpResolver method for SVDF"):
         tflm_ref.driver_source(["CONV_2D", "SVDF"], methods, n_ops=2, arena_bytes=1024)
 
@@ -94,8 +97,8 @@ def test_the_comparison_puts_op_types_side_by_side_with_the_goal_ratios():
     ref = tflm_ref.TflmReference(
         core="cortex-m4", qemu_machine="mps2-an386", instructions=1000, instructions_range=(1000, 1000),
         op_types=(("MEAN", 2, 600), ("CONV_2D", 1, 300), ("RESHAPE", 1, 100)), flash_bytes=200_000,
-        ram_bytes=130_000, arena_bytes=120_000, stack_bytes=2000, static_ram_bytes=128_000, n_inputs=3,
-        bit_exact=True, fits_chip=True, library={})
+        ram_bytes=130_000, arena_bytes=120_000, arena_used_bytes=119_000, stack_bytes=2000, static_ram_bytes=128_000,
+        n_inputs=3, bit_exact=True, fits_chip=True, library={})
     ours = [("CONV_2D", 1, 250), ("MEAN", 2, 150), ("RESHAPE", 1, 0), ("TRANSPOSE", 1, 40)]
     rows = tflm_ref.side_by_side(ours, ref)
     assert rows == [("MEAN", 2, 150, 2, 600), ("CONV_2D", 1, 250, 1, 300), ("RESHAPE", 1, 0, 1, 100),

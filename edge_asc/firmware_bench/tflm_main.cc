@@ -8,6 +8,8 @@
  * Report lines on the console:
  *   EK calibrate <instructions> <ticks>      a loop of known instruction count (instructions per tick)
  *   TFLM arena <bytes> <used bytes>          the arena given to the interpreter and arena_used_bytes()
+ *   TFLM arena_min <bytes>                   (EK_FIND_ARENA) the smallest arena, in 16-byte steps, with which
+ *                                            AllocateTensors() succeeds (its peak can exceed arena_used_bytes())
  *   EK inference <k> <ticks>                 ticks of inference k
  *   TFLM op <event> <ticks> <TAG>            ticks per profiler event (one per op), summed over all inferences
  *   EK stack <bytes>                         stack high-water mark
@@ -31,6 +33,9 @@ extern "C" {
 #endif
 #ifndef EK_ARENA_BYTES
 #define EK_ARENA_BYTES @ARENA_BYTES@
+#endif
+#ifndef EK_FIND_ARENA
+#define EK_FIND_ARENA @FIND_ARENA@
 #endif
 #define EK_N_OP_TYPES @N_OP_TYPES@
 #define EK_MAX_EVENTS @MAX_EVENTS@
@@ -83,6 +88,18 @@ class EkProfiler : public tflite::MicroProfilerInterface {
 /* constructed in place in main(): a global with a destructor would need __cxa_atexit and __dso_handle */
 alignas(EkProfiler) uint8_t ek_profiler_storage[sizeof(EkProfiler)];
 
+#if EK_FIND_ARENA
+alignas(tflite::MicroInterpreter) uint8_t ek_trial_storage[sizeof(tflite::MicroInterpreter)];
+
+/* AllocateTensors() on a fresh interpreter with the first `bytes` of the arena. */
+bool ek_allocates(const tflite::Model* model, const tflite::MicroOpResolver& resolver, size_t bytes) {
+  auto* it = new (ek_trial_storage) tflite::MicroInterpreter(model, resolver, ek_arena, bytes);
+  const bool ok = it->AllocateTensors() == kTfLiteOk;
+  it->~MicroInterpreter();
+  return ok;
+}
+#endif
+
 void ek_fail(const char* what) {
   ek_puts("EK error: ");
   ek_puts(what);
@@ -114,6 +131,25 @@ int main(void) {
   ek_puts(" ");
   ek_putu(interpreter.arena_used_bytes());
   ek_puts("\n");
+#if EK_FIND_ARENA
+  {
+    /* binary search in 16-byte steps between arena_used_bytes() and the arena that worked */
+    size_t lo = (interpreter.arena_used_bytes() & ~(size_t)15u), hi = EK_ARENA_BYTES;
+    if (ek_allocates(model, resolver, lo)) {
+      hi = lo;
+    } else {
+      while (hi - lo > 16) {
+        const size_t mid = (lo + (hi - lo) / 2) & ~(size_t)15u;
+        if (ek_allocates(model, resolver, mid)) hi = mid; else lo = mid;
+      }
+    }
+    ek_puts("TFLM arena_min ");
+    ek_putu(hi);
+    ek_puts("\n");
+    ek_puts("EK done 0\n");
+    return 0;
+  }
+#endif
 
   uint32_t in_bytes = 0;
   for (size_t i = 0; i < interpreter.inputs_size(); ++i) in_bytes += interpreter.input(i)->bytes;

@@ -19,8 +19,10 @@ Steps, all outside the package:
    ``MicroMutableOpResolver``, and measures with the generated firmware's platform file (``ek_platform_cm.c``):
    SysTick ticks under ``qemu-system-arm -icount shift=0`` calibrated to instructions, a painted stack, semihosting
    files for inputs and outputs; per-op ticks from a ``MicroProfilerInterface`` on the same counter.
-3. A first run with a large arena reads ``arena_used_bytes()``; the firmware is relinked with exactly that arena
-   (what a user ships) and run on the inputs. Flash = vectors + text + rodata + data (+ C++ init array) of the ELF,
+3. A first run with a large arena reads ``arena_used_bytes()`` and searches (binary, 16-byte steps, starting there)
+   the smallest arena with which ``AllocateTensors()`` succeeds: its peak while allocating can exceed
+   ``arena_used_bytes()`` (the 'edge' preset fails with exactly that). The firmware is rebuilt with that arena (what
+   a user ships) and run on the inputs. Flash = vectors + text + rodata + data (+ C++ init array) of the ELF,
    RAM = data + bss (the arena included) + stack high-water mark, as for the generated firmware. The linker script
    gives the emulated board's memory, not the chip's, so a TFLM build too big for the chip is still measured (the
    chip verdict is reported next to it).
@@ -115,6 +117,7 @@ class TflmRun:
     arena_bytes: int
     arena_used_bytes: int
     stack_bytes: int
+    arena_min_bytes: int | None = None
     flash_bytes: int = 0
     static_ram_bytes: int = 0
     console: str = field(default="", repr=False)
@@ -245,6 +248,12 @@ def build_library(root: str | os.PathLike, core: str, build_dir: str | os.PathLi
                        subset=subset)
 
 
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write ``text`` unless the file already holds it (keeps its time stamp, so its object is not rebuilt)."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
 def _first_error(log: str) -> str:
     lines = [ln for ln in log.strip().splitlines() if ln.strip()]
     first = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "no message")
@@ -260,8 +269,9 @@ def model_source(model_bytes: bytes) -> str:
 
 
 def driver_source(op_types: list[str], methods: dict[str, tuple[str, str | None]], n_ops: int,
-                  arena_bytes: int) -> str:
-    """The driver (``tflm_main.cc``) for a model with ``op_types`` (distinct builtin op names) and ``n_ops`` ops.
+                  arena_bytes: int, *, find_arena: bool = False) -> str:
+    """The driver (``tflm_main.cc``) for a model with ``op_types`` (distinct builtin op names) and ``n_ops`` ops;
+    with ``find_arena`` it only searches the smallest arena that allocates (``TFLM arena_min``) and stops.
 
     Raises:
         TflmNotAvailable: an op type TFLM's op resolver has no method for.
@@ -274,7 +284,8 @@ def driver_source(op_types: list[str], methods: dict[str, tuple[str, str | None]
     adds = "\n".join(f"  if (resolver.{methods[op][0]}() != kTfLiteOk) ek_fail(\"registering {op}\");"
                      for op in op_types)
     return (template.replace("@ADD_OPS@", adds).replace("@N_OP_TYPES@", str(max(len(op_types), 1)))
-            .replace("@MAX_EVENTS@", str(n_ops + 8)).replace("@ARENA_BYTES@", str(arena_bytes)))
+            .replace("@MAX_EVENTS@", str(n_ops + 8)).replace("@ARENA_BYTES@", str(arena_bytes))
+            .replace("@FIND_ARENA@", "1" if find_arena else "0"))
 
 
 def linker_script(chip) -> str:
@@ -304,7 +315,7 @@ FLASH_SECTIONS = (".vectors", ".text", ".ARM.exidx", ".init_array", ".data")
 
 
 def build_firmware(lib: TflmLibrary, model_bytes: bytes, op_types: list[str], n_ops: int, chip, out_dir: Path,
-                   arena_bytes: int) -> Path:
+                   arena_bytes: int, *, find_arena: bool = False) -> Path:
     """Write and link the driver for ``chip`` (its core must be ``lib.core``); returns the ELF.
 
     Raises:
@@ -315,10 +326,11 @@ def build_firmware(lib: TflmLibrary, model_bytes: bytes, op_types: list[str], n_
     out.mkdir(parents=True, exist_ok=True)
     pkg = resources.files("edge_asc.firmware_bench.codegen") / "c"
     for name in ("ek_platform.h", "ek_platform_cm.c"):
-        (out / name).write_text((pkg / name).read_text())
-    (out / "tflm_model.cc").write_text(model_source(model_bytes))
-    (out / "tflm_main.cc").write_text(driver_source(op_types, resolver_methods(lib.root), n_ops, arena_bytes))
-    (out / "link.ld").write_text(linker_script(board_chip(chip)))
+        _write_if_changed(out / name, (pkg / name).read_text())
+    _write_if_changed(out / "tflm_model.cc", model_source(model_bytes))
+    _write_if_changed(out / "tflm_main.cc", driver_source(op_types, resolver_methods(lib.root), n_ops, arena_bytes,
+                                                          find_arena=find_arena))
+    _write_if_changed(out / "link.ld", linker_script(board_chip(chip)))
     elf = out / "tflm.elf"
     arch = [f for f in lib.cxxflags if f.startswith(("-mcpu=", "-mfpu=", "-mfloat-abi=", "-mthumb"))]
     cc = lib.cxx[:-3] + "gcc" if lib.cxx.endswith("g++") else "arm-none-eabi-gcc"
@@ -333,6 +345,9 @@ def build_firmware(lib: TflmLibrary, model_bytes: bytes, op_types: list[str], n_
          str(out / "ek_platform_cm.o"), str(lib.lib), *lib.libs],
     ]
     for cmd in steps:
+        src, obj = Path(cmd[-3]), Path(cmd[-1])
+        if "-c" in cmd and obj.exists() and obj.stat().st_mtime > src.stat().st_mtime:
+            continue  # unchanged since the last build (the second build only changes the arena in tflm_main.cc)
         proc = subprocess.run(cmd, cwd=lib.root, capture_output=True, text=True, timeout=900, check=False)
         if proc.returncode:
             log = proc.stdout + proc.stderr
@@ -347,6 +362,7 @@ _ARENA = re.compile(r"^TFLM arena (\d+) (\d+)", re.M)
 _INFER = re.compile(r"^EK inference \d+ (\d+)", re.M)
 _OP = re.compile(r"^TFLM op (\d+) (\d+) (\S+)", re.M)
 _STACK = re.compile(r"^EK stack (\d+)", re.M)
+_ARENA_MIN = re.compile(r"^TFLM arena_min (\d+)", re.M)
 
 
 def parse_console(console: str) -> dict:
@@ -369,6 +385,7 @@ def parse_console(console: str) -> dict:
             "instructions": tuple(round(int(t) * ipt) for t in _INFER.findall(console)),
             "op_events": tuple((tag, round(int(t) * ipt)) for _, t, tag in _OP.findall(console)),
             "stack_bytes": int(stack.group(1)) if stack else 0,
+            "arena_min_bytes": int(m.group(1)) if (m := _ARENA_MIN.search(console)) else None,
             "done": bool(re.search(r"^EK done \d+", console, re.M))}
 
 
@@ -398,18 +415,21 @@ def run_firmware(elf: Path, chip, inputs: np.ndarray, *, timeout_s: float = 900.
         last = (proc.stdout.strip().splitlines() or ["no output"])[-1]
         raise TflmNotAvailable(f"TFLM firmware failed under QEMU (exit {proc.returncode}): {last[:200]}")
     n = len(inputs)
-    out = np.frombuffer((d / "ek_out.bin").read_bytes(), dtype=np.int8).reshape(n, -1)
+    raw = (d / "ek_out.bin").read_bytes() if (d / "ek_out.bin").exists() else b""
+    out = np.frombuffer(raw, dtype=np.int8).reshape(n, -1) if raw else np.zeros((0, 0), np.int8)
     sizes = section_sizes(elf)
     return TflmRun(outputs=out, instructions=rep["instructions"], op_events=rep["op_events"],
                    instructions_per_tick=rep["instructions_per_tick"], arena_bytes=rep["arena_bytes"],
-                   arena_used_bytes=rep["arena_used_bytes"], stack_bytes=rep["stack_bytes"],
+                   arena_used_bytes=rep["arena_used_bytes"], arena_min_bytes=rep["arena_min_bytes"],
+                   stack_bytes=rep["stack_bytes"],
                    flash_bytes=sum(sizes.get(s, 0) for s in FLASH_SECTIONS),
                    static_ram_bytes=sizes.get(".data", 0) + sizes.get(".bss", 0), console=proc.stdout)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TflmReference:
-    """TFLM + CMSIS-NN measured on one model and core (the arena exactly ``arena_used_bytes()``).
+    """TFLM + CMSIS-NN measured on one model and core, with the smallest arena that allocates (``arena_bytes``;
+    ``arena_used_bytes`` is what TFLM reports using).
 
     Attributes:
         instructions: per inference (mean over the inputs); ``op_types``: (op type, count, instructions per
@@ -428,6 +448,7 @@ class TflmReference:
     flash_bytes: int
     ram_bytes: int
     arena_bytes: int
+    arena_used_bytes: int
     stack_bytes: int
     static_ram_bytes: int
     n_inputs: int
@@ -464,14 +485,14 @@ def measure(model_path: str | os.PathLike, chip, root: str | os.PathLike, build_
     fw_dir = top / chip.core / "fw" / f"{Path(model_path).parent.name}-{Path(model_path).stem}"
     probe_arena = (8 << 20) if chip.qemu_machine == "mps3-an547" else (3 << 20)
     try:
-        elf = build_firmware(lib, buf, op_types, len(model.ops), chip, fw_dir, probe_arena)
+        elf = build_firmware(lib, buf, op_types, len(model.ops), chip, fw_dir, probe_arena, find_arena=True)
     except TflmNotAvailable as exc:
         if "undefined reference" not in str(exc):
             raise
         lib = build_library(root_p, chip.core, top, registrations=None, jobs=jobs)
-        elf = build_firmware(lib, buf, op_types, len(model.ops), chip, fw_dir, probe_arena)
+        elf = build_firmware(lib, buf, op_types, len(model.ops), chip, fw_dir, probe_arena, find_arena=True)
     probe = run_firmware(elf, chip, inputs[:1])
-    arena = probe.arena_used_bytes
+    arena = probe.arena_min_bytes or probe.arena_used_bytes
     elf = build_firmware(lib, buf, op_types, len(model.ops), chip, fw_dir, arena)
     run = run_firmware(elf, chip, inputs)
     n = len(inputs)
@@ -486,6 +507,7 @@ def measure(model_path: str | os.PathLike, chip, root: str | os.PathLike, build_
         core=chip.core, qemu_machine=chip.qemu_machine, instructions=round(sum(run.instructions) / n),
         instructions_range=(min(run.instructions), max(run.instructions)), op_types=types,
         flash_bytes=run.flash_bytes, ram_bytes=run.ram_bytes, arena_bytes=run.arena_bytes,
+        arena_used_bytes=run.arena_used_bytes,
         stack_bytes=run.stack_bytes, static_ram_bytes=run.static_ram_bytes, n_inputs=n, bit_exact=exact,
         fits_chip=run.flash_bytes <= chip.flash_bytes and run.ram_bytes <= chip.ram_bytes,
         library={"lib": str(lib.lib), "target_arch": TFLM_ARCH[chip.core], "build_type": "release_with_logs",
