@@ -9,7 +9,7 @@
  *   EK calibrate <instructions> <ticks>      a loop of known instruction count (instructions per tick)
  *   TFLM arena <bytes> <used bytes>          the arena given to the interpreter and arena_used_bytes()
  *   TFLM arena_min <bytes>                   (EK_FIND_ARENA) the smallest arena, in 16-byte steps, with which
- *                                            AllocateTensors() succeeds (its peak can exceed arena_used_bytes())
+ *                                            AllocateTensors() succeeds (exactly arena_used_bytes() can fail)
  *   EK inference <k> <ticks>                 ticks of inference k
  *   TFLM op <event> <ticks> <TAG>            ticks per profiler event (one per op), summed over all inferences
  *   EK stack <bytes>                         stack high-water mark
