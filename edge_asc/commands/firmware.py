@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --run: apt-get install the arm toolchain and QEMU when missing (root)")
     p.add_argument("--tflm-root", metavar="DIR",
                    help="with --run: also build TFLite Micro + CMSIS-NN from DIR and compare (docs/firmware.md)")
+    p.add_argument("--tflm-build", metavar="DIR",
+                   help="where TFLM is built, reused across runs (default: the --tflm-root DIR/edge_asc_build)")
     p.add_argument("--json", metavar="F", help="write the report as JSON ('-' for stdout instead of the table)")
 
 
@@ -99,12 +101,13 @@ def _tflm(rep, args: argparse.Namespace) -> tuple[str, dict | None]:
     model = Path(args.model)
     inputs = seeded_inputs(model.read_bytes(), max(args.verify, 1), args.seed)
     try:
-        ref = tflm_ref.measure(model, get_chip(args.target), args.tflm_root, Path(args.out) / "tflm", inputs,
+        build = Path(args.tflm_build) if args.tflm_build else Path(args.tflm_root) / "edge_asc_build"
+        ref = tflm_ref.measure(model, get_chip(args.target), args.tflm_root, build, inputs,
                                expected=tflm_reference(model, inputs)[0] if args.verify else None)
     except tflm_ref.TflmNotAvailable as exc:
         return f"  {exc}\n", None
     ours = [(name, count, ins) for name, count, ins, _ in rep.op_type_table()]
     kw = {"instructions": rep.instructions, "arena_bytes": rep.arena_bytes, "ram_bytes": rep.ram_bytes,
           "flash_bytes": rep.flash_bytes, "ref": ref}
-    text = tflm_ref.format_comparison("  ours vs TFLite Micro + CMSIS-NN (same file, core and inputs):", ours, **kw)
-    return text + "\n", {**ref.to_json(), "vs_tflm": tflm_ref.ratios(**kw)}
+    text = tflm_ref.format_comparison("ours vs TFLite Micro + CMSIS-NN (same file, core and inputs):", ours, **kw)
+    return "".join(f"  {ln}\n" for ln in text.splitlines()), {**ref.to_json(), "vs_tflm": tflm_ref.ratios(**kw)}
