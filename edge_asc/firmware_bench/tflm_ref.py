@@ -73,8 +73,16 @@ _PRINT_MK = """edge_asc_print:
 \t$(info EDGE_ASC LIB $(MICROLITE_LIB_PATH))
 \t$(info EDGE_ASC LIBS $(MICROLITE_LIBS))
 \t$(info EDGE_ASC KERNEL_SRCS $(MICROLITE_CC_KERNEL_SRCS))
+\t$(info EDGE_ASC KERNEL_OBJDIR $(KERNEL_OBJDIR))
+\t$(info EDGE_ASC KERNEL_OPT $(KERNEL_OPTIMIZATION_LEVEL))
 \t@true
 """
+
+
+#: kernel sources that GCC 12.2 miscompiles for a core at TFLM's flags, built first with extra flags: for the
+#: Cortex-M55 it puts a VFP conversion in an IT block ('vcvtne.f32.s32') that binutils 2.40 rejects
+WORKAROUNDS = {"cortex-m55": {"tensorflow/lite/micro/kernels/resize_nearest_neighbor.cc":
+                              ("-fno-if-conversion", "-fno-if-conversion2")}}
 
 
 class TflmNotAvailable(EdgeAscError):
@@ -235,6 +243,7 @@ def build_library(root: str | os.PathLike, core: str, build_dir: str | os.PathLi
     subset = registrations is not None
     if subset:
         extra = [f"MICROLITE_CC_KERNEL_SRCS={' '.join(kernel_subset(r, kernels, registrations))}"]
+    _build_workarounds(r, core, info, kernel_subset(r, kernels, registrations) if subset else kernels, env)
     log = bd / f"build-{core}.log"
     with open(log, "w") as fh:
         proc = subprocess.run([*args, *extra, f"-j{jobs}", "microlite"], stdout=fh, stderr=subprocess.STDOUT,
@@ -246,6 +255,24 @@ def build_library(root: str | os.PathLike, core: str, build_dir: str | os.PathLi
                        cxxflags=tuple(f for f in shlex.split(info["CXXFLAGS"]) if f != "-MD"),
                        includes=tuple(shlex.split(info["INCLUDES"])), libs=tuple(shlex.split(info["LIBS"])),
                        subset=subset)
+
+
+def _build_workarounds(root: Path, core: str, info: dict[str, str], srcs: list[str], env: dict) -> None:
+    """Compile the :data:`WORKAROUNDS` objects of ``core`` with their extra flags before TFLM's make (which then
+    finds them up to date)."""
+    for src, extra in WORKAROUNDS.get(core, {}).items():
+        if src not in srcs:
+            continue
+        obj = Path(info["KERNEL_OBJDIR"]) / Path(src).with_suffix(".o")
+        if obj.exists() and obj.stat().st_mtime > (root / src).stat().st_mtime:
+            continue
+        obj.parent.mkdir(parents=True, exist_ok=True)
+        flags = [f for f in shlex.split(info["CXXFLAGS"]) if f != "-MD"]
+        cmd = [info["CXX"], *flags, info.get("KERNEL_OPT", "-O2"), *extra, *shlex.split(info["INCLUDES"]), "-c",
+               src, "-o", str(obj)]
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=900, check=False)
+        if proc.returncode:
+            raise TflmNotAvailable(f"TFLM not available: compiling {src} failed: {_first_error(proc.stderr)}")
 
 
 def _write_if_changed(path: Path, text: str) -> None:
