@@ -12,10 +12,14 @@ label-out time (one hop + window layout + model, after a window's last sample) a
 
 Reference points: TFLite Micro's arena for the same file (measured with its Python interpreter) and the TFLM +
 CMSIS-NN instruction count that ``edge-asc report`` estimates from its measured per-op table (``targets.toml``,
-``tflm-cmsis-nn-armv7em``); building TFLM + CMSIS-NN itself for the ratios of issue 17 (``--tflm-root``) is not
-implemented: the script says so and goes on.
+``tflm-cmsis-nn-armv7em``). With ``--tflm-root DIR`` (TFLM's sources with its third-party folders, see
+``docs/firmware.md``) TFLite Micro + CMSIS-NN itself is built for each core and measured on the same file and inputs
+(:mod:`edge_asc.firmware_bench.tflm_ref`): instructions per op type side by side and the ratios of issue 17's goals
+(instructions <= 0.5x, arena <= 0.75x, flash <= 0.65x); without it the script says "TFLM not available" and goes on.
+``--model PRESET=FILE`` measures that ``.tflite`` (e.g. a trained one) instead of the seeded-weights export.
 
     python benchmarks/firmware.py [--presets micro,edge] [--targets nrf52840,stm32l4r5,stm32h7,m55] [--verify 20]
+                                  [--model micro=runs/demo/model.tflite] [--tflm-root DIR [--tflm-build DIR]]
                                   --json runs/bench/firmware.json
 """
 
@@ -55,14 +59,15 @@ def _tflm_reference(model: Path, target_key: str | None) -> dict:
     return out
 
 
-def measure(preset: str, targets: list[str], n_verify: int, work: Path) -> list[dict]:
+def measure(preset: str, targets: list[str], n_verify: int, work: Path, model: Path | None = None) -> list[dict]:
     from edge_asc.export import export_untrained_int8
     from edge_asc.firmware_bench.codegen import LinkOverflowError, firmware, get_chip
     from edge_asc.model import resolve_preset
 
     cfg = resolve_preset(preset).config
     (work / preset).mkdir(parents=True, exist_ok=True)
-    model, _ = export_untrained_int8(cfg, work / preset)
+    if model is None:
+        model, _ = export_untrained_int8(cfg, work / preset)
     hop_s = _hop_seconds(cfg)
     rows = []
     for key in targets:
@@ -92,6 +97,63 @@ def measure(preset: str, targets: list[str], n_verify: int, work: Path) -> list[
         row.update(_frontend_columns(rep))
         rows.append(row)
     return rows
+
+
+def _model_files(specs: list[str]) -> dict[str, Path]:
+    """``--model PRESET=FILE`` options -> {preset: file}."""
+    out = {}
+    for spec in specs:
+        preset, sep, file = spec.partition("=")
+        if not sep or not Path(file).is_file():
+            raise SystemExit(f"--model wants PRESET=FILE with an existing .tflite file, got {spec!r}")
+        out[preset] = Path(file)
+    return out
+
+
+def _tflm_measured(rows: list[dict], files: dict[str, Path], root: str, build: Path, n_verify: int) -> None:
+    """Build TFLite Micro + CMSIS-NN for each (model, core) that fits and add its measurements and the goal ratios to
+    those rows (``tflm``, ``vs_tflm``); prints the side-by-side tables. A missing source or a failed build prints
+    "TFLM not available: ..." and leaves the rows as they are."""
+    from edge_asc.firmware_bench import tflm_ref
+    from edge_asc.firmware_bench.codegen import get_chip
+    from edge_asc.firmware_bench.codegen.verify import seeded_inputs, tflm_reference
+
+    done: dict[tuple[str, str], tflm_ref.TflmReference] = {}
+    for r in rows:
+        if not r["fits"]:
+            continue
+        key = (r["preset"], r["core"])
+        if key not in done:
+            model = files[r["preset"]]
+            inputs = seeded_inputs(model.read_bytes(), max(n_verify, 1), 0)
+            try:
+                done[key] = tflm_ref.measure(model, get_chip(r["target"]), root, build, inputs,
+                                             expected=tflm_reference(model, inputs)[0])
+            except tflm_ref.TflmNotAvailable as exc:
+                print(exc if str(exc).startswith("TFLM not available") else f"TFLM not available: {exc}")
+                return
+        ref = done[key]
+        ours = [(o["op"], o["count"], o["instructions"]) for o in r["op_types"]]
+        kw = {"instructions": r["instructions"], "arena_bytes": r["arena_bytes"], "ram_bytes": r["ram_bytes"],
+              "flash_bytes": r["flash_bytes"], "ref": ref}
+        r["tflm"] = ref.to_json()
+        r["vs_tflm"] = tflm_ref.ratios(**kw)
+        r["tflm_side_by_side"] = [dict(zip(("op", "ours_count", "ours_instructions", "tflm_count",
+                                            "tflm_instructions"), row)) for row in tflm_ref.side_by_side(ours, ref)]
+        print()
+        print(tflm_ref.format_comparison(f"{r['preset']} on {r['target']} ({r['core']}): ours vs TFLite Micro + "
+                                         "CMSIS-NN, instructions per inference (measured, qemu -icount)", ours, **kw))
+
+
+def _tflm_goals(rows: list[dict]) -> dict[str, bool]:
+    """Issue 17's goals against the measured TFLM build (only when one was measured)."""
+    from edge_asc.firmware_bench.tflm_ref import GOALS
+
+    measured = [r for r in rows if r.get("vs_tflm")]
+    if not measured:
+        return {}
+    return {f"{what} <= {limit}x TFLM+CMSIS-NN (measured build)": all(r["vs_tflm"][what] <= limit for r in measured)
+            for what, limit in GOALS.items()}
 
 
 def _table(rows: list[dict]) -> str:
@@ -155,7 +217,14 @@ def main() -> int:
     p.add_argument("--targets", default="nrf52840,stm32l4r5,stm32h7,m55", help="comma-separated firmware targets")
     p.add_argument("--verify", type=int, default=20, help="seeded inputs compared with TFLite Micro (default 20)")
     p.add_argument("--tflm-root", metavar="DIR", help="TFLite Micro + CMSIS-NN sources for a reference build")
+    p.add_argument("--tflm-build", metavar="DIR", help="where TFLM is built (default: DIR/edge_asc_build)")
+    p.add_argument("--model", action="append", default=[], metavar="PRESET=FILE",
+                   help="measure this .tflite for PRESET instead of exporting it with seeded weights (repeatable)")
     args = p.parse_args()
+    models = _model_files(args.model)
+    if not args.tflm_root:
+        print("TFLM not available (no --tflm-root): reference figures are TFLM's measured arena and the report's "
+              "TFLM + CMSIS-NN instruction estimate")
     from edge_asc.firmware_bench.codegen import install_arm_toolchain
 
     if not install_arm_toolchain():
@@ -163,17 +232,17 @@ def main() -> int:
               "libnewlib-arm-none-eabi qemu-system-arm): nothing measured")
         write_json(args.json, {"rows": [], "skipped": "no arm toolchain"})
         return 0
-    if args.tflm_root:
-        print(f"TFLM not available: building TFLite Micro + CMSIS-NN from {args.tflm_root} is not implemented; "
-              "reference figures below are TFLM's measured arena and the report's TFLM + CMSIS-NN estimate")
-    else:
-        print("TFLM not available (no --tflm-root): reference figures are TFLM's measured arena and the report's "
-              "TFLM + CMSIS-NN instruction estimate")
     targets = args.targets.split(",")
     with tempfile.TemporaryDirectory(prefix="edge_asc_fw_bench_") as d:
-        rows = [r for preset in args.presets.split(",") for r in measure(preset, targets, args.verify, Path(d))]
-    print(_table(rows))
-    print(_frontend_table(rows))
+        rows = [r for preset in args.presets.split(",")
+                for r in measure(preset, targets, args.verify, Path(d), models.get(preset))]
+        print(_table(rows))
+        print(_frontend_table(rows))
+        if args.tflm_root:
+            build = Path(args.tflm_build) if args.tflm_build else Path(args.tflm_root) / "edge_asc_build"
+            files = {preset: models.get(preset) or Path(d) / preset / "model.tflite"
+                     for preset in args.presets.split(",")}
+            _tflm_measured(rows, files, args.tflm_root, build, args.verify)
     for r in rows:
         if r["fits"] and r.get("instructions_vs_tflm_cmsis_est"):
             print(f"{r['preset']} on {r['target']}: instructions {r['instructions_vs_tflm_cmsis_est']:.2f}x the "
@@ -189,6 +258,7 @@ def main() -> int:
              "instructions <= 0.5x TFLM+CMSIS-NN (estimate)":
                  all(r.get("instructions_vs_tflm_cmsis_est", 0) <= 0.5 for r in fit
                      if r.get("instructions_vs_tflm_cmsis_est"))}
+    goals.update(_tflm_goals(rows))
     print("goals:", goals_text(goals))
     write_json(args.json, {"rows": rows, "goals": goals})
     return 0

@@ -1,4 +1,5 @@
-"""``edge-asc firmware MODEL --target T --out DIR [--host] [--run] [--frontend [PRESET]] [--verify N] [--json F]``.
+"""``edge-asc firmware MODEL --target T --out DIR [--host] [--run [--tflm-root DIR]] [--frontend [PRESET]] [--verify N]
+[--json F]``.
 
 Generate a self-contained C project of a full-int8 ``.tflite`` for a microcontroller (:mod:`edge_asc.firmware_bench.
 codegen`): weights as const arrays, a static tensor arena, int8 kernels bit-exact with TensorFlow Lite Micro, a
@@ -7,14 +8,18 @@ it with the host's C compiler, ``--run`` for the chip with arm-none-eabi-gcc and
 outputs of seeded inputs with TFLite Micro's. ``--frontend`` adds the model's front end in C (the streaming log-mel of
 its FrontendSpec fed from an int16 ring, producing the int8 input tensor) and an audio-in -> label-out program; with
 ``--run`` it is measured too: instructions per STFT hop, flash and RAM of front end + model linked for the chip,
-audio-in -> label-out milliseconds and duty cycle (estimates at the chip's CPI and clock).
-Exit codes: 1 not bit-exact, an unsupported op or a failed build, 2 usage, 3 the firmware does not fit the chip
-(the linker's overflow).
+audio-in -> label-out milliseconds and duty cycle (estimates at the chip's CPI and clock). With ``--run --tflm-root
+DIR`` TFLite Micro + CMSIS-NN is also built from its sources in DIR for the same core and run on the same inputs
+(:mod:`edge_asc.firmware_bench.tflm_ref`): a TFLM column per op type and the goal ratios (instructions, arena,
+flash) are added. Exit codes: 1 not bit-exact, an
+unsupported op or a failed build, 2 usage, 3 the firmware does not fit the chip (the linker's overflow).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 TARGETS = ("nrf52840", "stm32l4r5", "stm32h7", "m55")
 
@@ -35,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack-bytes", type=int, metavar="B", help="main stack reserved in RAM (default 4096)")
     p.add_argument("--install-toolchain", action="store_true",
                    help="with --run: apt-get install the arm toolchain and QEMU when missing (root)")
+    p.add_argument("--tflm-root", metavar="DIR",
+                   help="with --run: also build TFLite Micro + CMSIS-NN from DIR and compare (docs/firmware.md)")
+    p.add_argument("--tflm-build", metavar="DIR",
+                   help="where TFLM is built, reused across runs (default: the --tflm-root DIR/edge_asc_build)")
     p.add_argument("--json", metavar="F", help="write the report as JSON ('-' for stdout instead of the table)")
 
 
@@ -89,14 +98,40 @@ def run(args: argparse.Namespace) -> int:
 
     if args.run and args.install_toolchain:
         install_arm_toolchain()
+    if args.tflm_root and not args.run:
+        raise UsageError("--tflm-root needs --run (TFLM is compared on the emulated core)")
     rep = firmware(args.model, args.target, args.out, host=args.host, run=args.run, n_verify=args.verify,
                    seed=args.seed, stack_bytes=args.stack_bytes, frontend=args.frontend)
+    out = rep.to_dict()
+    tflm_text = ""
+    if args.tflm_root:
+        tflm_text, out["tflm"] = _tflm(rep, args)
     if args.json == "-":
-        print(rep.to_json())
+        print(json.dumps(out, indent=1))
     else:
-        print(_text(rep), end="")
+        print(_text(rep) + tflm_text, end="")
         if args.json:
-            from pathlib import Path
-
-            Path(args.json).write_text(rep.to_json() + "\n")
+            Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
+
+
+def _tflm(rep, args: argparse.Namespace) -> tuple[str, dict | None]:
+    """TFLite Micro + CMSIS-NN on the same file, core and seeded inputs: (text, JSON); 'TFLM not available: ...'
+    when its sources or build are missing (not an error: the firmware's own results stand)."""
+    from ..firmware_bench import tflm_ref
+    from ..firmware_bench.codegen import get_chip
+    from ..firmware_bench.codegen.verify import seeded_inputs, tflm_reference
+
+    model = Path(args.model)
+    inputs = seeded_inputs(model.read_bytes(), max(args.verify, 1), args.seed)
+    try:
+        build = Path(args.tflm_build) if args.tflm_build else Path(args.tflm_root) / "edge_asc_build"
+        ref = tflm_ref.measure(model, get_chip(args.target), args.tflm_root, build, inputs,
+                               expected=tflm_reference(model, inputs)[0] if args.verify else None)
+    except tflm_ref.TflmNotAvailable as exc:
+        return f"  {exc}\n", None
+    ours = [(name, count, ins) for name, count, ins, _ in rep.op_type_table()]
+    kw = {"instructions": rep.instructions, "arena_bytes": rep.arena_bytes, "ram_bytes": rep.ram_bytes,
+          "flash_bytes": rep.flash_bytes, "ref": ref}
+    text = tflm_ref.format_comparison("ours vs TFLite Micro + CMSIS-NN (same file, core and inputs):", ours, **kw)
+    return "".join(f"  {ln}\n" for ln in text.splitlines()), {**ref.to_json(), "vs_tflm": tflm_ref.ratios(**kw)}
