@@ -366,6 +366,8 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     a line per epoch to ``history.jsonl``: ``train_loss`` (soft-label cross-entropy on the augmented, mixed batches),
     ``train_acc`` (argmax vs each clip's own label on those mixed batches: a rough signal, low under mixup), ``lr``,
     ``clips_per_s``, and with validation ``val_macro_acc`` / ``val_log_loss`` / ``val_{seen,unseen}_macro_acc``.
+    With ``config.distill`` the loss is :func:`edge_asc.train.distill.kd_loss` against the teachers' mean logits on
+    the same augmented batch, and ``train_loss`` reports it.
     Features are cached under ``cache_dir`` (default ``<out_dir>/../feature-cache``).
 
     ``device`` (``auto``, ``cpu``, ``cuda``, ``mps``; :func:`edge_asc.train.device.resolve_device`) and ``precision``
@@ -377,7 +379,8 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
         DatasetError: empty training split, or labels outside the dataset's label set.
         ConfigError: ``out_dir`` already holds a run and ``resume`` is False, or the resumed run used other settings;
             a malformed preset string, one whose ``n_classes`` contradicts the dataset, or an ``in_channels`` no
-            front end gives (1 or 3); a device this machine cannot use, or a precision that device does not support.
+            front end gives (1 or 3); a device this machine cannot use, or a precision that device does not support;
+            a teacher that does not fit the student or changed since the run recorded it; a bad DIR folder.
         ModelContractError: a corrupt checkpoint on resume.
     """
     compute = Compute(device=resolve_device(device), precision=precision)
