@@ -11,6 +11,8 @@ difference ``KD - plain`` is paired per seed (same data, same initialisation, sa
 
 Goal (issue 18): KD improves unseen-device macro accuracy by >= 2 points on average, and by >= 0 for every seed.
 The JSON is rewritten after every seed (``"complete": false`` until the last), so an interrupted run keeps its seeds.
+Seeds run as separate processes (one ``--seeds K --json part_K.json`` each) are summarised together with
+``--combine part_0.json part_1.json ... --json all.json``.
 """
 
 from __future__ import annotations
@@ -56,8 +58,49 @@ def paired_stats(values) -> dict:
             "max": float(v.max()), "n": len(v)}
 
 
+SETTINGS = ("student", "teacher_preset", "clips_per_class", "seconds", "epochs", "teacher_epochs", "batch_size",
+            "kd_temperature", "kd_weight", "threads")
+
+
+def summarise(runs: dict[str, dict], settings: dict) -> dict:
+    """The paired statistics and goal verdicts over ``runs`` (``{"seedK": {...}}``)."""
+    du = paired_stats(x["diff_unseen"] for x in runs.values())
+    ds = paired_stats(x["diff_seen"] for x in runs.values())
+    goals = {"unseen KD - plain >= 0.02 on average": du["mean"] >= 0.02,
+             "unseen KD - plain >= 0 for every seed": du["min"] >= 0}
+    mean = {k: {g: float(np.mean([x[k][g] for x in runs.values()])) for g in ("seen", "unseen")}
+            for k in ("teacher", "plain", "kd")}
+    secs = {k: float(np.mean([x[k]["seconds"] for x in runs.values()])) for k in ("teacher", "plain", "kd")}
+    return {**settings, "seeds": [int(k[4:]) for k in runs], "diff_unseen": du, "diff_seen": ds, "mean": mean,
+            "mean_seconds": secs, "goals": goals, "runs": runs}
+
+
+def report(out: dict) -> None:
+    du, ds, goals = out["diff_unseen"], out["diff_seen"], out["goals"]
+    print(f"distill ({out['student']} <- {out['teacher_preset']}, {len(out['runs'])} seeds): unseen KD - plain "
+          f"{du['mean']:+.3f} (sd {du['sd']:.3f}, se {du['se']:.3f}, min {du['min']:+.3f}); seen {ds['mean']:+.3f} "
+          f"(se {ds['se']:.3f}); means unseen teacher {out['mean']['teacher']['unseen']:.3f} plain "
+          f"{out['mean']['plain']['unseen']:.3f} KD {out['mean']['kd']['unseen']:.3f}; {goals_text(goals)}")
+
+
+def combine(paths: list[str], json_out: str | None) -> int:
+    import json
+
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    settings = {k: parts[0][k] for k in SETTINGS}
+    if any({k: q[k] for k in SETTINGS} != settings for q in parts):
+        print("distill --combine: the parts were run with different settings")
+        return 1
+    runs = {k: v for q in parts for k, v in q["runs"].items()}
+    out = {**summarise(runs, settings), "complete": all(q["complete"] for q in parts), "combined_from": paths}
+    write_json(json_out, out)
+    report(out)
+    return 0
+
+
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
+    p.add_argument("--combine", nargs="+", metavar="JSON", help="summarise the runs of these outputs together")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--clips-per-class", type=int, default=20)
     p.add_argument("--seconds", type=float, default=1.0)
@@ -71,6 +114,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--work", help="keep datasets and runs here (default: a temporary folder)")
     args = p.parse_args()
+    if args.combine:
+        return combine(args.combine, args.json)
 
     from edge_asc.data.synth import synthesize
     from edge_asc.train.distill import DistillConfig, teacher_refs
@@ -101,26 +146,12 @@ def main() -> int:
               f" seen KD {kd['seen']:.3f} vs plain {plain['seen']:.3f} ({r['diff_seen']:+.3f}); teacher unseen "
               f"{teacher['unseen']:.3f} seen {teacher['seen']:.3f}; {kd['seconds'] + plain['seconds']:.0f} s",
               flush=True)
-        du = paired_stats(x["diff_unseen"] for x in runs.values())
-        ds = paired_stats(x["diff_seen"] for x in runs.values())
-        goals = {"unseen KD - plain >= 0.02 on average": du["mean"] >= 0.02,
-                 "unseen KD - plain >= 0 for every seed": du["min"] >= 0}
-        out = {"student": args.student, "teacher_preset": args.teacher_preset, "seeds": args.seeds,
-               "clips_per_class": args.clips_per_class, "seconds": args.seconds, "epochs": args.epochs,
-               "teacher_epochs": args.teacher_epochs, "batch_size": args.batch_size,
-               "kd_temperature": args.kd_temperature, "kd_weight": args.kd_weight, "threads": args.threads,
-               "diff_unseen": du, "diff_seen": ds,
-               "mean": {k: {g: float(np.mean([x[k][g] for x in runs.values()])) for g in ("seen", "unseen")}
-                        for k in ("teacher", "plain", "kd")},
-               "goals": goals, "runs": runs, "complete": len(runs) == len(args.seeds),
+        settings = {k: getattr(args, k) for k in SETTINGS}
+        out = {**summarise(runs, settings), "complete": len(runs) == len(args.seeds),
                "seconds_total": time.perf_counter() - t0}
         write_json(args.json, out)
-    du, ds, goals = out["diff_unseen"], out["diff_seen"], out["goals"]
-    print(f"distill ({args.student} <- {args.teacher_preset}, {len(runs)} seeds): unseen KD - plain "
-          f"{du['mean']:+.3f} (sd {du['sd']:.3f}, se {du['se']:.3f}, min {du['min']:+.3f}); seen {ds['mean']:+.3f} "
-          f"(se {ds['se']:.3f}); means unseen teacher {out['mean']['teacher']['unseen']:.3f} plain "
-          f"{out['mean']['plain']['unseen']:.3f} KD {out['mean']['kd']['unseen']:.3f}; {goals_text(goals)}; "
-          f"{out['seconds_total']:.0f} s")
+    report(out)
+    print(f"  {out['seconds_total']:.0f} s")
     if tmp is not None:
         tmp.cleanup()
     return 0
