@@ -67,7 +67,7 @@ def summarise(runs: dict[str, dict], settings: dict) -> dict:
     du = paired_stats(x["diff_unseen"] for x in runs.values())
     ds = paired_stats(x["diff_seen"] for x in runs.values())
     goals = {"unseen KD - plain >= 0.02 on average": du["mean"] >= 0.02,
-             "unseen KD - plain >= 0 for every seed": du["min"] >= 0}
+             "unseen KD - plain >= 0 for every seed": du["min"] >= -1e-9}
     mean = {k: {g: float(np.mean([x[k][g] for x in runs.values()])) for g in ("seen", "unseen")}
             for k in ("teacher", "plain", "kd")}
     secs = {k: float(np.mean([x[k]["seconds"] for x in runs.values()])) for k in ("teacher", "plain", "kd")}
