@@ -1,5 +1,6 @@
 """``edge-asc train --data DIR --preset edge --epochs N --out runs/NAME [--resume] [--seed K] [--device D]
-[--precision P] [--nproc N]``.
+[--precision P] [--nproc N] [--teacher RUN[,RUN...] --kd-temperature T --kd-weight W] [--freq-mixstyle P] [--dir P
+[--dir-folder DIR]]``.
 
 ``--preset`` is ``NAME[:field=value,...]`` (:func:`edge_asc.model.resolve_preset`), e.g. the ``to train:`` line that
 ``edge-asc fit`` prints.
@@ -38,6 +39,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-specaugment", action="store_true", help="disable SpecAugment masks")
     p.add_argument("--no-shift", action="store_true", help="disable random time/frequency shifts")
     p.add_argument("--no-random-crop", action="store_true", help="use the centre window instead of a random one")
+    p.add_argument("--freq-mixstyle", type=float, metavar="P",
+                   help="Freq-MixStyle: mix per-band feature statistics between clips of a batch with probability P "
+                        "per batch (CP-JKU uses 0.4; default: off)")
+    p.add_argument("--freq-mixstyle-alpha", type=float, metavar="A", help="Freq-MixStyle Beta(A, A) (default: 0.3)")
+    p.add_argument("--dir", type=float, metavar="P",
+                   help="device impulse response augmentation: each clip gets a device's colouration with "
+                        "probability P (default: off; IRs from --dir-folder, else a synthetic device family)")
+    p.add_argument("--dir-folder", metavar="DIR", help="folder of impulse-response WAVs (e.g. MicIRP) for --dir")
+    p.add_argument("--teacher", metavar="RUN[,RUN...]",
+                   help="knowledge distillation from these trained run directories (logits averaged; same front "
+                        "end and window length as the student)")
+    p.add_argument("--kd-temperature", type=float, default=2.0, metavar="T",
+                   help="distillation softmax temperature (default: 2)")
+    p.add_argument("--kd-weight", type=float, default=0.5, metavar="W",
+                   help="weight of the distillation term; 1 - W weighs the label loss (default: 0.5)")
     p.add_argument("--val-every", type=int, default=1,
                    help="validate on the 'evaluate' split every N epochs (0: never)")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: <out>/../feature-cache)")
@@ -77,6 +93,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--mixup-alpha must be >= 0, got {args.mixup_alpha}")
     if args.val_every < 0:
         raise UsageError(f"--val-every must be >= 0, got {args.val_every}")
+    for flag, v in (("--freq-mixstyle", args.freq_mixstyle), ("--dir", args.dir)):
+        if v is not None and not 0 <= v <= 1:
+            raise UsageError(f"{flag} is a probability in [0, 1], got {v}")
+    if args.freq_mixstyle_alpha is not None and not args.freq_mixstyle_alpha > 0:
+        raise UsageError(f"--freq-mixstyle-alpha must be > 0, got {args.freq_mixstyle_alpha}")
+    if args.dir_folder is not None and not args.dir:
+        raise UsageError("--dir-folder needs --dir P (the probability of applying an impulse response)")
+    if not args.kd_temperature > 0:
+        raise UsageError(f"--kd-temperature must be > 0, got {args.kd_temperature}")
+    if not 0 <= args.kd_weight <= 1:
+        raise UsageError(f"--kd-weight must be in [0, 1], got {args.kd_weight}")
     from ..train.distributed import torchrun_world_size
 
     world = torchrun_world_size()
@@ -134,10 +161,26 @@ def run(args: argparse.Namespace) -> int:
         aug_over.update(shift_time=0, shift_freq=0)
     if args.no_random_crop:
         aug_over["random_crop"] = False
+    if args.freq_mixstyle:
+        aug_over["freq_mixstyle"] = args.freq_mixstyle
+    if args.freq_mixstyle_alpha is not None:
+        aug_over["freq_mixstyle_alpha"] = args.freq_mixstyle_alpha
+    if args.dir:
+        aug_over["dir"] = args.dir
+    if args.dir_folder is not None:
+        from pathlib import Path
+
+        aug_over["dir_folder"] = str(Path(args.dir_folder).resolve())
     aug = AugmentConfig.for_window(cfg.n_mels, cfg.n_frames, **aug_over)
+    distill = None
+    if args.teacher:
+        from ..train.distill import DistillConfig, teacher_refs
+
+        runs = [r for r in args.teacher.split(",") if r.strip()]
+        distill = DistillConfig(teachers=teacher_refs(runs), temperature=args.kd_temperature, weight=args.kd_weight)
     config = TrainConfig(preset=preset.name, model_overrides=overrides, epochs=args.epochs,
                          batch_size=args.batch_size, lr_max=args.lr_max, lr_min=args.lr_min, seed=args.seed,
-                         augment=aug, val_every=args.val_every)
+                         augment=aug, val_every=args.val_every, distill=distill)
     dataset = load_dataset(args.data)
     from ..train.distributed import init_from_env
 

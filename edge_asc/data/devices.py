@@ -173,3 +173,41 @@ def compress(x: np.ndarray, sample_rate: int, threshold_db: float, ratio: float,
     centres = (np.arange(nb) + 0.5) * b
     gain = np.interp(np.arange(n), centres, g)
     return x * 10 ** (gain / 20)
+
+
+def dir_family(n: int = 32, seed: int = 0) -> list[DeviceModel]:
+    """A family of ``n`` random devices of the generator's kind, for device impulse response (DIR) augmentation.
+
+    Each draws its band limits, colouration, tilt and enclosure IR uniformly from ranges that span the nine
+    :data:`DEVICES` (high-pass 20-300 Hz, low-pass none or 4.5-8 kHz, colouration 1-7 dB with 2-5 bumps, tilt
+    -2..2 dB/octave, enclosure IR 0-20 ms); the colouration itself is seeded by the name ``dir{seed}-{i}``, so no
+    member is one of the nine (whose colourations are seeded by their own names). Only the linear part of the chain
+    (:func:`linear_impulse_response`) is used for augmentation: compression, saturation and noise are not filters.
+    """
+    rng = np.random.default_rng([seed, 0x0D1E])
+    out = []
+    for i in range(n):
+        ir_ms = float(rng.choice([0.0, rng.uniform(2, 20)]))
+        out.append(DeviceModel(
+            name=f"dir{seed}-{i}", hp_hz=float(rng.uniform(20, 300)),
+            lp_hz=None if rng.random() < 0.15 else float(rng.uniform(4500, 8000)),
+            colour_db=float(rng.uniform(1, 7)), n_bumps=int(rng.integers(2, 6)),
+            tilt_db_per_oct=float(rng.uniform(-2, 2)), ir_ms=ir_ms,
+            ir_wet=float(rng.uniform(0.3, 0.7)) if ir_ms else 0.0,
+            drc_threshold_db=0, drc_ratio=1.0, saturation=0.0, noise_db=-90, noise_tilt_db_per_oct=0.0))
+    return out
+
+
+def linear_impulse_response(dev: DeviceModel, sample_rate: int, length: int | None = None) -> np.ndarray:
+    """The linear part of ``dev``'s chain (band limits + microphone colouration + enclosure IR) as an impulse
+    response ``float64[length]`` (default: 64 ms of samples): the zero-phase response of
+    :func:`device_response_db` times the enclosure IR's spectrum, made causal by a half-length delay and tapered by a
+    Hann window (which smooths the response over about ``2 * sample_rate / length`` Hz)."""
+    n = int(length or round(0.064 * sample_rate))
+    ir = device_ir(dev, sample_rate)
+    freqs = np.fft.rfftfreq(n, 1 / sample_rate)
+    h = 10 ** (device_response_db(dev, freqs) / 20)
+    if ir is not None:
+        h = h * np.fft.rfft(ir[:n], n)
+    y = np.roll(np.fft.irfft(h, n), n // 2)
+    return y * np.hanning(n)

@@ -1,8 +1,16 @@
 """Training augmentations of the paper's recipe, each switchable, on numpy batches with an explicit Generator.
 
-Order applied by the training loop (each step optional): random time crop (per clip) -> random time/frequency shift
--> SpecAugment masks -> mixup. Batches are normalised features float32[B, C, n_mels, W]; masks write 0 (the
+Order applied by the training loop (each step optional): random time crop (per clip) -> device impulse response
+(DIR, per clip, on the dB features) -> normalisation -> Freq-MixStyle (per batch) -> random time/frequency shift ->
+SpecAugment masks -> mixup. Batches are normalised features float32[B, C, n_mels, W]; masks write 0 (the
 training-set mean after normalisation).
+
+DIR augmentation works on cached log-mel features, not on waveforms: a linear time-invariant filter ``h`` multiplies
+the spectrum, so for a signal whose spectrum is smooth within each mel band the band energy changes by the band's
+mean power gain ``G[m] = sum_k W[m, k] |H_k|^2 / sum_k W[m, k]`` (``W`` the mel filterbank), i.e. ``+10 log10 G[m]``
+dB on every frame of the log-mel (deltas are unchanged by a constant offset). The approximation ignores the IR's
+smearing across frames (small when the IR is short against the FFT window) and the log floor; docs/distillation.md
+and tests/test_device_aug.py measure it against convolving the waveform and running the front end.
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import AudioInputError, ConfigError
 from ..frontend import tile_to_window, window_starts
+from ..spec import FrontendSpec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +49,15 @@ class AugmentConfig:
     """max height of a frequency mask in mel bins (paper: 30 of 256)."""
     mixup_alpha: float = 0.3
     """mixup Beta(alpha, alpha) parameter (paper: 0.3); 0 = off."""
+    freq_mixstyle: float = 0.0
+    """probability per batch of Freq-MixStyle (:func:`freq_mixstyle`; CP-JKU: 0.4); 0 = off."""
+    freq_mixstyle_alpha: float = 0.3
+    """Freq-MixStyle Beta(alpha, alpha) parameter of the per-clip mixing weight (CP-JKU: 0.3)."""
+    dir: float = 0.0
+    """probability per clip of device impulse response augmentation (:func:`apply_dir`); 0 = off."""
+    dir_folder: str | None = None
+    """folder of impulse-response WAVs (e.g. MicIRP) for DIR; None = the synthetic device family
+    (:func:`edge_asc.data.devices.dir_family`)."""
 
     def __post_init__(self) -> None:
         for name in ("shift_time", "shift_freq", "time_masks", "time_mask_max", "freq_masks", "freq_mask_max"):
@@ -48,6 +66,12 @@ class AugmentConfig:
                 raise ConfigError(f"augment {name} must be a non-negative integer, got {v!r}")
         if not (self.mixup_alpha >= 0):
             raise ConfigError(f"mixup_alpha must be >= 0, got {self.mixup_alpha!r}")
+        for name in ("freq_mixstyle", "dir"):
+            v = getattr(self, name)
+            if not (0.0 <= v <= 1.0):
+                raise ConfigError(f"augment {name} is a probability in [0, 1], got {v!r}")
+        if not (self.freq_mixstyle_alpha > 0):
+            raise ConfigError(f"freq_mixstyle_alpha must be > 0, got {self.freq_mixstyle_alpha!r}")
 
     @classmethod
     def for_window(cls, n_mels: int, window_frames: int, **overrides: Any) -> AugmentConfig:
@@ -130,3 +154,119 @@ def mixup(batch: np.ndarray, targets: np.ndarray, alpha: float,
     x = (lam * batch + (1.0 - lam) * batch[perm]).astype(np.float32)
     y = (lam * targets + (1.0 - lam) * targets[perm]).astype(np.float32)
     return x, y, lam
+
+
+def freq_mixstyle(batch: np.ndarray, p: float, alpha: float, rng: np.random.Generator,
+                  eps: float = 1e-6) -> np.ndarray:
+    """Freq-MixStyle (Schmid et al., CP-JKU, DCASE 2022/2023): with probability ``p`` for the batch, each clip's
+    per-frequency-band statistics (mean and standard deviation over channels and frames, ``[B, 1, n_mels, 1]``) are
+    replaced by a mix with those of a random other clip of the batch:
+    ``out = (x - mu) / sigma * (lam * sigma + (1 - lam) * sigma[perm]) + lam * mu + (1 - lam) * mu[perm]`` with
+    ``lam ~ Beta(alpha, alpha)`` per clip and ``sigma = sqrt(var + eps)``. A device's colouration is mostly a fixed
+    per-band gain, i.e. a per-band mean; mixing these across clips keeps the scene content and varies the "device".
+    Returns ``batch`` itself when not applied (``p = 0`` draws no random numbers)."""
+    if p <= 0 or rng.random() >= p:
+        return batch
+    b = batch.shape[0]
+    x = batch.astype(np.float64)
+    mu = x.mean(axis=(1, 3), keepdims=True)
+    sig = np.sqrt(x.var(axis=(1, 3), keepdims=True) + eps)
+    lam = rng.beta(alpha, alpha, size=(b, 1, 1, 1))
+    perm = rng.permutation(b)
+    mu_mix = lam * mu + (1.0 - lam) * mu[perm]
+    sig_mix = lam * sig + (1.0 - lam) * sig[perm]
+    return ((x - mu) / sig * sig_mix + mu_mix).astype(np.float32)
+
+
+def ir_band_gains_db(ir: np.ndarray, spec: FrontendSpec) -> np.ndarray:
+    """Per-mel-band power gain in dB, ``float64[n_mels]``, of filtering with impulse response ``ir`` (``float[L]``
+    at ``spec.sample_rate``): ``10 log10(sum_k W[m, k] |H(f_k)|^2 / sum_k W[m, k])`` with the front end's mel
+    filters ``W`` interpolated onto a frequency grid fine enough for the IR (at least ``spec.n_fft`` points and 4x
+    the IR length), so a long IR's fine structure is averaged over each band rather than sampled. Bands with no
+    filter weight get 0 dB.
+
+    Raises:
+        ConfigError: an empty or all-zero ``ir``.
+    """
+    from ..frontend.core import mel_filterbank
+
+    ir = np.asarray(ir, dtype=np.float64).ravel()
+    if ir.size == 0 or not np.any(ir):
+        raise ConfigError("an impulse response is empty or all zeros")
+    n = 1 << int(np.ceil(np.log2(max(spec.n_fft, 4 * ir.size))))
+    power = np.abs(np.fft.rfft(ir, n)) ** 2
+    f_fine = np.fft.rfftfreq(n, 1.0 / spec.sample_rate)
+    f_coarse = np.fft.rfftfreq(spec.n_fft, 1.0 / spec.sample_rate)
+    fb = mel_filterbank(spec)
+    w = np.stack([np.interp(f_fine, f_coarse, row) for row in fb])
+    den = w.sum(axis=1)
+    num = w @ power
+    out = np.zeros(spec.n_mels)
+    ok = den > 0
+    out[ok] = 10.0 * np.log10(np.maximum(num[ok] / den[ok], 1e-20))
+    return out
+
+
+def load_ir_folder(folder: str, sample_rate: int) -> list[np.ndarray]:
+    """The impulse responses in ``folder`` (``*.wav``, ``*.flac``, sorted by name), mono float32 resampled to
+    ``sample_rate`` by :func:`edge_asc.audio.load_audio`.
+
+    Raises:
+        ConfigError: the folder is missing or holds no WAV/FLAC file, or a file is unreadable, empty or all zeros
+            (one line naming the file).
+    """
+    from pathlib import Path
+
+    from ..audio import load_audio
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"--dir-folder {folder!r} is not a folder: give a folder of impulse-response WAVs")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".wav", ".flac") and p.is_file())
+    if not files:
+        raise ConfigError(f"--dir-folder {folder!r} holds no .wav or .flac impulse responses")
+    irs = []
+    for p in files:
+        try:
+            x, _ = load_audio(p, sample_rate)
+        except AudioInputError as exc:
+            raise ConfigError(f"--dir-folder: bad impulse response: {exc}") from None
+        if not np.any(x):
+            raise ConfigError(f"--dir-folder: impulse response {str(p)!r} is all zeros")
+        irs.append(x)
+    return irs
+
+
+def dir_gain_bank(aug: AugmentConfig, spec: FrontendSpec) -> np.ndarray | None:
+    """The DIR bank of a run: ``float32[K, n_mels]`` dB gains, one row per impulse response (from ``aug.dir_folder``
+    or the synthetic device family), each row shifted to zero mean over the bands so that DIR changes the colour of a
+    clip, not its level (an IR's overall gain is arbitrary); None when DIR is off.
+
+    Raises:
+        ConfigError: a bad ``dir_folder`` (:func:`load_ir_folder`).
+    """
+    if aug.dir <= 0:
+        return None
+    if aug.dir_folder is not None:
+        irs = load_ir_folder(aug.dir_folder, spec.sample_rate)
+    else:
+        from ..data.devices import dir_family, linear_impulse_response
+
+        irs = [linear_impulse_response(d, spec.sample_rate) for d in dir_family()]
+    g = np.stack([ir_band_gains_db(ir, spec) for ir in irs])
+    return (g - g.mean(axis=1, keepdims=True)).astype(np.float32)
+
+
+def apply_dir(features: np.ndarray, gains_db: np.ndarray, p: float, rng: np.random.Generator,
+              floor_db: float) -> np.ndarray:
+    """DIR augmentation of un-normalised dB features ``float32[B, C, n_mels, W]``: each clip, with probability
+    ``p``, gets the per-band gains of a uniformly drawn row of ``gains_db`` (``float[K, n_mels]``, dB) added to its
+    log-mel channel (channel 0; delta channels are unchanged by a constant offset), clipped below at the front end's
+    log floor ``floor_db``. Returns a new array."""
+    out = features.copy()
+    b = out.shape[0]
+    hit = rng.random(b) < p
+    pick = rng.integers(0, gains_db.shape[0], size=b)
+    for i in np.flatnonzero(hit):
+        out[i, 0] = np.maximum(out[i, 0] + gains_db[pick[i]][:, None], floor_db)
+    return out

@@ -29,10 +29,11 @@ import numpy as np
 from .._io import append_jsonl
 from ..errors import ConfigError, DatasetError, ModelContractError
 from ..spec import FrontendSpec, frontend_for_model, frontend_preset
-from .augment import AugmentConfig, crop, mixup, random_shift, spec_augment
+from .augment import AugmentConfig, apply_dir, crop, dir_gain_bank, freq_mixstyle, mixup, random_shift, spec_augment
 from .cache import FeatureStore, build_cache
 from .checkpoint import HISTORY_FILE, META_FILE, CheckpointMeta, load_optimizer_state, read_meta, save_checkpoint
 from .device import Compute, resolve_device
+from .distill import DistillConfig, TeacherEnsemble, describe
 from .distributed import DistContext
 from .evaluate import compute_report, predict_clips
 from .splits import SplitData, resolve_split
@@ -71,6 +72,8 @@ class TrainConfig:
     """None: the paper's recipe scaled to the preset (``AugmentConfig.for_window``)."""
     val_every: int = 1
     """evaluate on the dataset's 'evaluate' split every N epochs (0 = never)."""
+    distill: DistillConfig | None = None
+    """knowledge distillation from teacher runs (:mod:`edge_asc.train.distill`); None = plain training."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
@@ -93,6 +96,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["augment"] = None if self.augment is None else self.augment.to_dict()
         d["model_overrides"] = dict(self.model_overrides)
+        d["distill"] = None if self.distill is None else self.distill.to_dict()
         return d
 
     @classmethod
@@ -100,6 +104,8 @@ class TrainConfig:
         kw = dict(d)
         if kw.get("augment") is not None:
             kw["augment"] = AugmentConfig.from_dict(kw["augment"])
+        if kw.get("distill") is not None:
+            kw["distill"] = DistillConfig.from_dict(kw["distill"])
         return cls(**kw)
 
 
@@ -114,11 +120,20 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def make_batch(store: FeatureStore, idx: np.ndarray, y: np.ndarray, n_classes: int, window_frames: int,
                mean: np.ndarray, std: np.ndarray, aug: AugmentConfig,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One training batch: (features float32[B, C, n_mels, W] normalised + augmented, targets float32[B, K])."""
+               rng: np.random.Generator, *, dir_gains: np.ndarray | None = None,
+               floor_db: float = -100.0) -> tuple[np.ndarray, np.ndarray]:
+    """One training batch: (features float32[B, C, n_mels, W] normalised + augmented, targets float32[B, K]).
+    ``dir_gains``: the DIR bank (:func:`edge_asc.train.augment.dir_gain_bank`) when ``aug.dir > 0``; ``floor_db``:
+    the front end's log floor in dB."""
     crop_rng = rng if aug.random_crop else None
     x = np.stack([crop(store[int(i)], window_frames, crop_rng) for i in idx]).astype(np.float32)
+    if aug.dir > 0:
+        if dir_gains is None:
+            raise ConfigError("DIR augmentation is on but no impulse-response bank was given")
+        x = apply_dir(x, dir_gains, aug.dir, rng, floor_db)
     x = (x - mean) / std
+    if aug.freq_mixstyle > 0:
+        x = freq_mixstyle(x, aug.freq_mixstyle, aug.freq_mixstyle_alpha, rng)
     if aug.shift_time or aug.shift_freq:
         x = random_shift(x, aug.shift_time, aug.shift_freq, rng)
     if aug.specaugment:
@@ -165,6 +180,10 @@ class _Data:
     mean: np.ndarray
     std: np.ndarray
     """float32[1, C, 1, 1] normalisation of a batch."""
+    dir_gains: np.ndarray | None = None
+    """the DIR bank, dB float32[K, n_mels] (None: DIR off)."""
+    teachers: TeacherEnsemble | None = None
+    """the distillation teachers (None: plain training)."""
 
 
 def _plan(dataset, config: TrainConfig) -> _Plan:
@@ -303,7 +322,7 @@ def _train_epoch(model, opt, plan: _Plan, data: _Data, epoch: int, progress: boo
             continue
         idx = dist.shard(batch)
         x, t = make_batch(data.train_store, idx, y, len(plan.labels), plan.window, data.mean, data.std, aug,
-                          aug_rng)
+                          aug_rng, dir_gains=data.dir_gains, floor_db=10.0 * math.log10(data.spec.amin))
         lr = sgdr_lr(epoch + b / nb, lr_max=config.lr_max, lr_min=config.lr_min, t0=config.t0,
                      t_mult=config.t_mult)
         for g in opt.param_groups:
@@ -311,7 +330,10 @@ def _train_epoch(model, opt, plan: _Plan, data: _Data, epoch: int, progress: boo
         with compute.autocast():
             logits = model(compute.to_device(x))
         logits = logits.float()  # the loss in float32 whatever the forward precision
-        loss = -(compute.to_device(t) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+        if data.teachers is None:
+            loss = -(compute.to_device(t) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+        else:
+            loss = data.teachers.loss(logits, compute.to_device(t), x)
         opt.zero_grad(set_to_none=True)
         k = len(idx)
         step_loss = dist.scale_loss(loss, k, len(batch))
@@ -383,6 +405,8 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     a line per epoch to ``history.jsonl``: ``train_loss`` (soft-label cross-entropy on the augmented, mixed batches),
     ``train_acc`` (argmax vs each clip's own label on those mixed batches: a rough signal, low under mixup), ``lr``,
     ``clips_per_s``, and with validation ``val_macro_acc`` / ``val_log_loss`` / ``val_{seen,unseen}_macro_acc``.
+    With ``config.distill`` the loss is :func:`edge_asc.train.distill.kd_loss` against the teachers' mean logits on
+    the same augmented batch, and ``train_loss`` reports it.
     Features are cached under ``cache_dir`` (default ``<out_dir>/../feature-cache``).
 
     ``device`` (``auto``, ``cpu``, ``cuda``, ``mps``; :func:`edge_asc.train.device.resolve_device`) and ``precision``
@@ -403,7 +427,8 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
         ConfigError: ``out_dir`` already holds a run and ``resume`` is False, or the resumed run used other settings;
             a batch size that the world size of ``dist`` does not divide;
             a malformed preset string, one whose ``n_classes`` contradicts the dataset, or an ``in_channels`` no
-            front end gives (1 or 3); a device this machine cannot use, or a precision that device does not support.
+            front end gives (1 or 3); a device this machine cannot use, or a precision that device does not support;
+            a teacher that does not fit the student or changed since the run recorded it; a bad DIR folder.
         ModelContractError: a corrupt checkpoint on resume.
     """
     compute = Compute(device=resolve_device(device), precision=precision)
@@ -421,6 +446,7 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     prior = _prior_run(out, plan, resume)
     cache = Path(cache_dir) if cache_dir is not None else out.parent / "feature-cache"
     data = dist.main_first(lambda: _load_data(dataset, plan, cache, prior, progress, log))
+    data = _with_extras(data, plan, compute, log)
     model, opt, start_epoch, run_id, history = _setup_model(plan, out, prior, log, compute)
     net = dist.wrap(model, compute.device)  # DDP around ``model`` (which checkpoints and validation use)
     scaler = compute.grad_scaler()
@@ -446,6 +472,17 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     if meta is None or not dist.is_main:  # resumed a run that had already reached --epochs, or not rank 0
         meta = read_meta(out)
     return TrainResult(run_dir=out, meta=meta, history=tuple(history))
+
+
+def _with_extras(data: _Data, plan: _Plan, compute: Compute, log: Callable[[str], None]) -> _Data:
+    """``data`` with the DIR bank and the distillation teachers the config asks for."""
+    config = plan.config
+    teachers = None
+    if config.distill is not None:
+        teachers = TeacherEnsemble(config.distill, student_spec=data.spec, labels=plan.labels,
+                                   window_frames=plan.window, device=compute.device)
+        log(describe(config.distill))
+    return dataclasses.replace(data, dir_gains=dir_gain_bank(config.augment, data.spec), teachers=teachers)
 
 
 def _summary(m: Mapping[str, Any], epochs: int) -> str:
