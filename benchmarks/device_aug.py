@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from _util import parser, write_json
-from distill import paired_stats, train_run
+from distill import combine, paired_stats, train_run
 
 SETTINGS = ("preset", "clips_per_class", "seconds", "epochs", "batch_size", "fms_p", "dir_p", "threads", "variants")
 
@@ -51,21 +51,6 @@ def report(out: dict) -> None:
         f"{'helps' if s['helps'] else 'does not clearly help'}" for n, s in out["summary"].items()))
 
 
-def combine(paths: list[str], json_out: str | None) -> int:
-    import json
-
-    parts = [json.loads(Path(p).read_text()) for p in paths]
-    settings = {k: parts[0][k] for k in SETTINGS}
-    if any({k: q[k] for k in SETTINGS} != settings for q in parts):
-        print("device_aug --combine: the parts were run with different settings")
-        return 1
-    runs = {k: v for q in parts for k, v in q["runs"].items()}
-    out = {**summarise(runs, settings), "complete": all(q["complete"] for q in parts), "combined_from": paths}
-    write_json(json_out, out)
-    report(out)
-    return 0
-
-
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--combine", nargs="+", metavar="JSON", help="summarise the runs of these outputs together")
@@ -81,7 +66,8 @@ def main() -> int:
     p.add_argument("--work", help="keep datasets and runs here (default: a temporary folder)")
     args = p.parse_args()
     if args.combine:
-        return combine(args.combine, args.json)
+        return combine(args.combine, args.json, name="device_aug", settings_keys=SETTINGS,
+                       summarise_fn=summarise, report_fn=report)
 
     from edge_asc.data.synth import synthesize
 

@@ -83,18 +83,23 @@ def report(out: dict) -> None:
           f"{out['mean']['plain']['unseen']:.3f} KD {out['mean']['kd']['unseen']:.3f}; {goals_text(goals)}")
 
 
-def combine(paths: list[str], json_out: str | None) -> int:
+def combine(paths: list[str], json_out: str | None, *, name: str = "distill", settings_keys=None,
+            summarise_fn=None, report_fn=None) -> int:
+    """``--combine``: summarise seeds run as separate processes (their JSON outputs) as one run; refuses parts run
+    with different settings. ``device_aug.py`` passes its own settings keys, summary and report."""
     import json
 
+    keys = SETTINGS if settings_keys is None else settings_keys
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    settings = {k: parts[0][k] for k in SETTINGS}
-    if any({k: q[k] for k in SETTINGS} != settings for q in parts):
-        print("distill --combine: the parts were run with different settings")
+    settings = {k: parts[0][k] for k in keys}
+    if any({k: q[k] for k in keys} != settings for q in parts):
+        print(f"{name} --combine: the parts were run with different settings")
         return 1
     runs = {k: v for q in parts for k, v in q["runs"].items()}
-    out = {**summarise(runs, settings), "complete": all(q["complete"] for q in parts), "combined_from": paths}
+    out = {**(summarise_fn or summarise)(runs, settings), "complete": all(q["complete"] for q in parts),
+           "combined_from": paths}
     write_json(json_out, out)
-    report(out)
+    (report_fn or report)(out)
     return 0
 
 
