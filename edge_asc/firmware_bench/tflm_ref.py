@@ -422,25 +422,20 @@ def run_firmware(elf: Path, chip, inputs: np.ndarray, *, timeout_s: float = 900.
     Raises:
         TflmNotAvailable: QEMU missing, or the firmware failed (its last console line).
     """
-    from .codegen.runner import section_sizes
+    from .codegen.runner import ToolchainError, qemu_console, section_sizes
 
-    if not shutil.which("qemu-system-arm"):
-        raise TflmNotAvailable("TFLM not available: qemu-system-arm not found")
     d = elf.parent / "run"
     d.mkdir(exist_ok=True)
     (d / "ek_out.bin").unlink(missing_ok=True)
     (d / "ek_in.bin").write_bytes(np.ascontiguousarray(inputs, dtype=np.int8).tobytes())
-    cmd = ["qemu-system-arm", "-M", chip.qemu_machine, "-nographic", "-monitor", "none", "-serial", "none",
-           "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
     try:
-        proc = subprocess.run(cmd, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise TflmNotAvailable(f"TFLM firmware did not finish under QEMU within {timeout_s:.0f} s") from exc
-    rep = parse_console(proc.stdout)
-    if proc.returncode or not rep["done"]:
-        last = (proc.stdout.strip().splitlines() or ["no output"])[-1]
-        raise TflmNotAvailable(f"TFLM firmware failed under QEMU (exit {proc.returncode}): {last[:200]}")
+        rc, console = qemu_console(chip.qemu_machine, elf, d, timeout_s)
+    except ToolchainError as exc:
+        raise TflmNotAvailable(f"TFLM not available: {exc}") from exc
+    rep = parse_console(console)
+    if rc or not rep["done"]:
+        last = (console.strip().splitlines() or ["no output"])[-1]
+        raise TflmNotAvailable(f"TFLM firmware failed under QEMU (exit {rc}): {last[:200]}")
     n = len(inputs)
     raw = (d / "ek_out.bin").read_bytes() if (d / "ek_out.bin").exists() else b""
     out = np.frombuffer(raw, dtype=np.int8).reshape(n, -1) if raw else np.zeros((0, 0), np.int8)
@@ -450,7 +445,7 @@ def run_firmware(elf: Path, chip, inputs: np.ndarray, *, timeout_s: float = 900.
                    arena_used_bytes=rep["arena_used_bytes"], arena_min_bytes=rep["arena_min_bytes"],
                    stack_bytes=rep["stack_bytes"],
                    flash_bytes=sum(sizes.get(s, 0) for s in FLASH_SECTIONS),
-                   static_ram_bytes=sizes.get(".data", 0) + sizes.get(".bss", 0), console=proc.stdout)
+                   static_ram_bytes=sizes.get(".data", 0) + sizes.get(".bss", 0), console=console)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -216,6 +216,26 @@ def added_bytes(elf: Path, base: Path) -> tuple[int, int]:
     return (sum(n for t, n in extra if t in "TtRrDd"), sum(n for t, n in extra if t in "DdBb"))
 
 
+def qemu_console(machine: str, elf: Path, cwd: Path, timeout_s: float) -> tuple[int, str]:
+    """Run ``elf`` bare-metal on QEMU board ``machine`` with semihosting (files in ``cwd``) and ``-icount shift=0``
+    (SysTick then counts instructions, deterministically): (exit code, console).
+
+    Raises:
+        ToolchainError: qemu-system-arm missing, or the run did not finish within ``timeout_s``.
+    """
+    if not which("qemu-system-arm"):
+        raise ToolchainError("qemu-system-arm not found: install the Debian package qemu-system-arm")
+    cmd = ["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none", "-serial", "none",
+           "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
+    try:
+        # QEMU writes the semihosting console to stderr when stdout is not a terminal: read both as one stream
+        proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ToolchainError(f"QEMU ({machine}) did not finish within {timeout_s:.0f} s") from exc
+    return proc.returncode, proc.stdout
+
+
 def run_qemu(project: Project, inputs: np.ndarray | None = None, *, timeout_s: float = 600.0) -> RunResult:
     """Build for the chip and run under ``qemu-system-arm -icount shift=0`` on ``inputs`` (None: one seeded input).
 
@@ -224,22 +244,12 @@ def run_qemu(project: Project, inputs: np.ndarray | None = None, *, timeout_s: f
         ToolchainError: no toolchain / emulator, or the firmware failed.
     """
     elf = build(project, "arm").resolve()
-    if not which("qemu-system-arm"):
-        raise ToolchainError("qemu-system-arm not found: install the Debian package qemu-system-arm")
     d = _run_dir(project, "run-qemu", inputs)
-    cmd = ["qemu-system-arm", "-M", project.chip.qemu_machine, "-nographic", "-monitor", "none", "-serial", "none",
-           "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
-    try:
-        # QEMU writes the semihosting console to stderr when stdout is not a terminal: read both as one stream
-        proc = subprocess.run(cmd, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ToolchainError(f"QEMU ({project.chip.qemu_machine}) did not finish within {timeout_s:.0f} s") from exc
-    console = proc.stdout
-    if proc.returncode or "EK done" not in console:
+    rc, console = qemu_console(project.chip.qemu_machine, elf, d, timeout_s)
+    if rc or "EK done" not in console:
         last = (console.strip().splitlines() or ["no output"])[-1]
         raise ToolchainError(f"the firmware failed under QEMU {project.chip.qemu_machine} "
-                             f"(exit {proc.returncode}): {last[:200]}")
+                             f"(exit {rc}): {last[:200]}")
     cal = re.search(r"^EK calibrate (\d+) (\d+)", console, re.M)
     ipt = int(cal.group(1)) / int(cal.group(2)) if cal and int(cal.group(2)) else 0.0
     ticks = [int(t) for t in re.findall(r"^EK inference \d+ (\d+)", console, re.M)]
@@ -347,21 +357,12 @@ def run_app_qemu(project: Project, audio: np.ndarray, *, timeout_s: float = 600.
     """
     _make(project, "app-arm")
     elf = (project.out_dir / "build" / "arm" / "app.elf").resolve()
-    if not which("qemu-system-arm"):
-        raise ToolchainError("qemu-system-arm not found: install the Debian package qemu-system-arm")
     d = _app_dir(project, "run-app-qemu", audio)
-    cmd = ["qemu-system-arm", "-M", project.chip.qemu_machine, "-nographic", "-monitor", "none", "-serial", "none",
-           "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
-    try:
-        proc = subprocess.run(cmd, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ToolchainError(f"QEMU ({project.chip.qemu_machine}) did not finish within {timeout_s:.0f} s") from exc
-    console = proc.stdout
-    if proc.returncode or "EK done" not in console:
+    rc, console = qemu_console(project.chip.qemu_machine, elf, d, timeout_s)
+    if rc or "EK done" not in console:
         last = (console.strip().splitlines() or ["no output"])[-1]
         raise ToolchainError(f"the audio-in -> label-out firmware failed under QEMU {project.chip.qemu_machine} "
-                             f"(exit {proc.returncode}): {last[:200]}")
+                             f"(exit {rc}): {last[:200]}")
     cal = re.search(r"^EK calibrate (\d+) (\d+)", console, re.M)
     ipt = int(cal.group(1)) / int(cal.group(2)) if cal and int(cal.group(2)) else 0.0
     hops = re.findall(r"^EK hop \d+ (\d+) ([01])", console, re.M)
