@@ -146,11 +146,14 @@ def spec_augment(batch: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
 
 
 def mixup(batch: np.ndarray, targets: np.ndarray, alpha: float,
-          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+          rng: np.random.Generator, *, drawn: dict | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Mixup: ``lam ~ Beta(alpha, alpha)``, a random permutation ``p``; returns ``(lam * x + (1 - lam) * x[p],
-    lam * y + (1 - lam) * y[p], lam)`` with ``targets`` float32[B, K] one-hot / soft labels."""
+    lam * y + (1 - lam) * y[p], lam)`` with ``targets`` float32[B, K] one-hot / soft labels. ``drawn``: a dict that
+    receives ``lam`` and ``perm`` (for mixing anything else per clip the same way, e.g. cached teacher logits)."""
     lam = float(rng.beta(alpha, alpha))
     perm = rng.permutation(batch.shape[0])
+    if drawn is not None:
+        drawn.update(lam=lam, perm=perm)
     x = (lam * batch + (1.0 - lam) * batch[perm]).astype(np.float32)
     y = (lam * targets + (1.0 - lam) * targets[perm]).astype(np.float32)
     return x, y, lam

@@ -18,7 +18,7 @@ torch is imported inside the functions that need it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +117,19 @@ def _spec_mismatch(teacher: FrontendSpec, student: FrontendSpec) -> str | None:
 
 
 class TeacherEnsemble:
-    """The loaded teachers of a :class:`DistillConfig`, in eval mode on ``device``; ``logits(x)`` is their mean."""
+    """The loaded teachers of a :class:`DistillConfig`, in eval mode on ``device``; ``logits(x)`` is their mean.
+
+    Two kinds of teacher:
+
+    * **batch teachers** (the student's features and window): run on the student's augmented batch (mixup
+      included), in their own normalisation;
+    * **clip teachers** (another front end or window, e.g. ``paper`` teaching ``micro``): their features cannot be
+      derived from the student's batch, so each training clip's logits are computed once, un-augmented, from the
+      teacher's own features (:meth:`cache_clip_logits`: mean logits over the clip's windows), and a batch takes
+      its clips' rows, mixed with the batch's mixup weight and partner: ``lam * z[i] + (1 - lam) * z[perm[i]]``.
+
+    The ensemble's logits are the mean over all teachers.
+    """
 
     def __init__(self, config: DistillConfig, *, student_spec: FrontendSpec, labels: Sequence[str],
                  window_frames: int, device: Any = "cpu") -> None:
@@ -135,6 +147,8 @@ class TeacherEnsemble:
 
         self.config = config
         self.models, self.maps = [], []
+        self.clip_teachers: list[tuple[Any, Any]] = []
+        self.clip_logits: np.ndarray | None = None
         c = student_spec.channels
         mean_s = np.broadcast_to(np.asarray(student_spec.norm_mean, np.float32), (c,))
         std_s = np.broadcast_to(np.asarray(student_spec.norm_std, np.float32), (c,))
@@ -147,13 +161,9 @@ class TeacherEnsemble:
             if tuple(meta.labels) != tuple(labels):
                 raise ConfigError(f"{name} has labels {list(meta.labels)} but the dataset has {list(labels)}: "
                                   "teachers must be trained on the same label set")
-            why = _spec_mismatch(meta.frontend, student_spec)
-            if why is not None:
-                raise ConfigError(f"{name} uses other features than the student ({why}): distillation needs "
-                                  "teachers with the student's front end, mel count and channels")
-            if meta.window_frames != window_frames:
-                raise ConfigError(f"{name} takes {meta.window_frames}-frame windows, the student "
-                                  f"{window_frames}: distillation needs the same window length")
+            if _spec_mismatch(meta.frontend, student_spec) is not None or meta.window_frames != window_frames:
+                self.clip_teachers.append((model.to(device).eval(), meta))
+                continue
             mean_t = np.broadcast_to(np.asarray(meta.frontend.norm_mean, np.float32), (c,))
             std_t = np.broadcast_to(np.asarray(meta.frontend.norm_std, np.float32), (c,))
             scale = (std_s / std_t).reshape(1, c, 1, 1).astype(np.float32)
@@ -162,9 +172,33 @@ class TeacherEnsemble:
             self.maps.append((scale, shift))
         self.device = device
 
-    def logits(self, x: np.ndarray):
+    def cache_clip_logits(self, features_for: Callable[[Any], Sequence[np.ndarray]]) -> None:
+        """Compute the clip teachers' logits of every training clip: ``features_for(spec)`` gives the training
+        clips' un-normalised features for a front end (e.g. a feature cache built with it); each clip is cut into the
+        teacher's windows (:func:`edge_asc.frontend.windows`) and its logits averaged over them."""
+        import torch
+
+        from ..frontend.windows import windows
+        from .evaluate import normalize
+
+        total = None
+        for model, meta in self.clip_teachers:
+            clips = features_for(meta.frontend)
+            rows = []
+            with torch.no_grad():
+                for i in range(len(clips)):
+                    w = windows(normalize(np.asarray(clips[i]), meta.frontend), meta.window_frames)
+                    rows.append(model(torch.from_numpy(np.ascontiguousarray(w, np.float32)).to(self.device))
+                                .float().mean(0).cpu().numpy())
+            z = np.stack(rows).astype(np.float64)
+            total = z if total is None else total + z
+        if total is not None:
+            self.clip_logits = (total / len(self.clip_teachers)).astype(np.float32)
+
+    def logits(self, x: np.ndarray, idx: np.ndarray | None = None, mix: tuple[float, np.ndarray] | None = None):
         """Mean teacher logits ``torch.float32[B, K]`` on the ensemble's device for a batch ``x``
-        (``float32[B, C, n_mels, W]``, normalised with the student's statistics)."""
+        (``float32[B, C, n_mels, W]``, normalised with the student's statistics) made of training clips ``idx``,
+        mixed as ``mix`` = (lam, perm) (None: no mixup). ``idx`` is needed only with clip teachers."""
         import torch
 
         out = None
@@ -173,12 +207,24 @@ class TeacherEnsemble:
                 xt = torch.from_numpy(np.ascontiguousarray(x * scale + shift, dtype=np.float32)).to(self.device)
                 z = model(xt).float()
                 out = z if out is None else out + z
-        return out / len(self.models)
+        if self.clip_teachers:
+            if self.clip_logits is None or idx is None:
+                raise ConfigError("teachers with another front end need their clip logits (cache_clip_logits) "
+                                  "and the batch's clip indices")
+            zc = self.clip_logits[np.asarray(idx)]
+            if mix is not None:
+                lam, perm = mix
+                zc = lam * zc + (1.0 - lam) * zc[perm]
+            z = torch.from_numpy(np.ascontiguousarray(zc, np.float32)).to(self.device) * len(self.clip_teachers)
+            out = z if out is None else out + z
+        return out / (len(self.models) + len(self.clip_teachers))
 
-    def loss(self, student_logits, targets, x: np.ndarray):
-        """:func:`kd_loss` of the student's logits against this ensemble on batch ``x``."""
+    def loss(self, student_logits, targets, x: np.ndarray, idx: np.ndarray | None = None,
+             mix: tuple[float, np.ndarray] | None = None):
+        """:func:`kd_loss` of the student's logits against this ensemble on batch ``x`` (clips ``idx``, mixup
+        ``mix``: see :meth:`logits`)."""
         cfg = self.config
-        teacher = None if cfg.weight == 0 else self.logits(x)
+        teacher = None if cfg.weight == 0 else self.logits(x, idx, mix)
         return kd_loss(student_logits, targets, teacher, cfg.temperature, cfg.weight)
 
 

@@ -121,10 +121,10 @@ def _progress(total: int, desc: str, enabled: bool):
 def make_batch(store: FeatureStore, idx: np.ndarray, y: np.ndarray, n_classes: int, window_frames: int,
                mean: np.ndarray, std: np.ndarray, aug: AugmentConfig,
                rng: np.random.Generator, *, dir_gains: np.ndarray | None = None,
-               floor_db: float = -100.0) -> tuple[np.ndarray, np.ndarray]:
+               floor_db: float = -100.0, mixed: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One training batch: (features float32[B, C, n_mels, W] normalised + augmented, targets float32[B, K]).
     ``dir_gains``: the DIR bank (:func:`edge_asc.train.augment.dir_gain_bank`) when ``aug.dir > 0``; ``floor_db``:
-    the front end's log floor in dB."""
+    the front end's log floor in dB; ``mixed``: a dict that receives mixup's ``lam`` and ``perm`` when it mixes."""
     crop_rng = rng if aug.random_crop else None
     x = np.stack([crop(store[int(i)], window_frames, crop_rng) for i in idx]).astype(np.float32)
     if aug.dir > 0:
@@ -140,7 +140,7 @@ def make_batch(store: FeatureStore, idx: np.ndarray, y: np.ndarray, n_classes: i
         x = spec_augment(x, aug, rng)
     t = np.eye(n_classes, dtype=np.float32)[y[idx]]
     if aug.mixup_alpha > 0:
-        x, t, _ = mixup(x, t, aug.mixup_alpha, rng)
+        x, t, _ = mixup(x, t, aug.mixup_alpha, rng, drawn=mixed)
     return np.ascontiguousarray(x, dtype=np.float32), t
 
 
@@ -321,8 +321,10 @@ def _train_epoch(model, opt, plan: _Plan, data: _Data, epoch: int, progress: boo
         if len(batch) < max(2, dist.world_size):  # BatchNorm needs two samples, every rank one: leftovers wait
             continue
         idx = dist.shard(batch)
+        mixed: dict = {}
         x, t = make_batch(data.train_store, idx, y, len(plan.labels), plan.window, data.mean, data.std, aug,
-                          aug_rng, dir_gains=data.dir_gains, floor_db=10.0 * math.log10(data.spec.amin))
+                          aug_rng, dir_gains=data.dir_gains, floor_db=10.0 * math.log10(data.spec.amin),
+                          mixed=mixed)
         lr = sgdr_lr(epoch + b / nb, lr_max=config.lr_max, lr_min=config.lr_min, t0=config.t0,
                      t_mult=config.t_mult)
         for g in opt.param_groups:
@@ -333,7 +335,8 @@ def _train_epoch(model, opt, plan: _Plan, data: _Data, epoch: int, progress: boo
         if data.teachers is None:
             loss = -(compute.to_device(t) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
         else:
-            loss = data.teachers.loss(logits, compute.to_device(t), x)
+            loss = data.teachers.loss(logits, compute.to_device(t), x, idx,
+                                      (mixed["lam"], mixed["perm"]) if mixed else None)
         opt.zero_grad(set_to_none=True)
         k = len(idx)
         step_loss = dist.scale_loss(loss, k, len(batch))
@@ -446,7 +449,7 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     prior = _prior_run(out, plan, resume)
     cache = Path(cache_dir) if cache_dir is not None else out.parent / "feature-cache"
     data = dist.main_first(lambda: _load_data(dataset, plan, cache, prior, progress, log))
-    data = _with_extras(data, plan, compute, log)
+    data = _with_extras(data, plan, compute, log, cache, dist)
     model, opt, start_epoch, run_id, history = _setup_model(plan, out, prior, log, compute)
     net = dist.wrap(model, compute.device)  # DDP around ``model`` (which checkpoints and validation use)
     scaler = compute.grad_scaler()
@@ -474,14 +477,24 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     return TrainResult(run_dir=out, meta=meta, history=tuple(history))
 
 
-def _with_extras(data: _Data, plan: _Plan, compute: Compute, log: Callable[[str], None]) -> _Data:
-    """``data`` with the DIR bank and the distillation teachers the config asks for."""
+def _with_extras(data: _Data, plan: _Plan, compute: Compute, log: Callable[[str], None], cache: Path,
+                 dist: DistContext) -> _Data:
+    """``data`` with the DIR bank and the distillation teachers the config asks for (teachers with another front
+    end get the training clips' features in theirs, cached like the student's, and score every clip once)."""
     config = plan.config
     teachers = None
     if config.distill is not None:
         teachers = TeacherEnsemble(config.distill, student_spec=data.spec, labels=plan.labels,
                                    window_frames=plan.window, device=compute.device)
         log(describe(config.distill))
+        if teachers.clip_teachers:
+            def features_for(spec: FrontendSpec) -> FeatureStore:
+                return dist.main_first(lambda: build_cache(data.train.paths, data.train.clip_ids, spec, cache))
+
+            t0 = time.perf_counter()
+            teachers.cache_clip_logits(features_for)
+            log(f"teachers with another front end: {len(teachers.clip_teachers)}, logits of "
+                f"{len(data.train.paths)} training clips in {time.perf_counter() - t0:.1f} s")
     return dataclasses.replace(data, dir_gains=dir_gain_bank(config.augment, data.spec), teachers=teachers)
 
 
