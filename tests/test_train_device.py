@@ -176,3 +176,29 @@ def test_checkpoint_from_a_gpu_loads_and_evaluates_on_cpu(cpu_run, toy, tmp_path
     ref = evaluate_checkpoint(str(cpu_run), toy, cache_dir=str(tmp_path / "cache"))
     assert rep.overall.n_clips == len(toy.split("evaluate")) > 0
     assert rep.overall.log_loss == ref.overall.log_loss and rep.confusion == ref.confusion
+
+
+def test_fp16_loss_scale_survives_a_checkpoint(cpu_run):
+    """An fp16 run (CUDA) keeps its gradient scaler's state in checkpoint.json's ``compute``; a resume restores it.
+    Exercised with a CPU GradScaler (no GPU here) through the loop's own save / restore helpers and the JSON."""
+    import dataclasses
+
+    import torch
+
+    from edge_asc.train.loop import _restored_scaler, _scaler_state
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=3)
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    for v in (1.0, float("inf"), 1.0):  # an overflow backs the scale off; the tracker counts good steps
+        opt.zero_grad()
+        scaler.scale((w * v).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+    meta = read_meta(cpu_run)
+    saved = dataclasses.replace(meta, compute={**(meta.compute or {}), **_scaler_state(scaler)})
+    again = type(meta).from_dict(json.loads(json.dumps(saved.to_dict())))
+    fresh = _restored_scaler(torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=3), again)
+    assert fresh.get_scale() == scaler.get_scale() == 2.0**15
+    assert fresh.state_dict() == scaler.state_dict()
+    assert _restored_scaler(None, again) is None and _scaler_state(None) == {}

@@ -452,7 +452,7 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     data = _with_extras(data, plan, compute, log, cache, dist)
     model, opt, start_epoch, run_id, history = _setup_model(plan, out, prior, log, compute)
     net = dist.wrap(model, compute.device)  # DDP around ``model`` (which checkpoints and validation use)
-    scaler = compute.grad_scaler()
+    scaler = _restored_scaler(compute.grad_scaler(), prior)
     meta = prior
     for epoch in range(start_epoch, config.epochs):
         steps: list[dict[str, Any]] | None = [] if step_log is not None else None
@@ -466,7 +466,8 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
         meta = save_checkpoint(out, model, CheckpointMeta(
             model_config=plan.model_config, frontend=data.spec, labels=plan.labels, window_frames=plan.window,
             epoch=epoch + 1, metrics=metrics, run_id=run_id, preset=plan.preset_string,
-            train_config=config.to_dict(), compute={**compute.describe(), **dist.describe()}), opt)
+            train_config=config.to_dict(), compute={**compute.describe(), **dist.describe(), **_scaler_state(scaler)}),
+            opt)
         append_jsonl(out / HISTORY_FILE, metrics)
         for row in steps or ():
             append_jsonl(step_log, row)
@@ -475,6 +476,20 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     if meta is None or not dist.is_main:  # resumed a run that had already reached --epochs, or not rank 0
         meta = read_meta(out)
     return TrainResult(run_dir=out, meta=meta, history=tuple(history))
+
+
+def _scaler_state(scaler) -> dict[str, Any]:
+    """The fp16 gradient scaler's state (loss scale, growth tracker) for the checkpoint's ``compute``; {} without."""
+    return {"grad_scaler": dict(scaler.state_dict())} if scaler is not None else {}
+
+
+def _restored_scaler(scaler, prior: CheckpointMeta | None):
+    """``scaler`` with the loss scale a resumed fp16 run had reached (a fresh scaler would restart at 2**16 and skip
+    steps until it has backed off again)."""
+    state = (prior.compute or {}).get("grad_scaler") if prior is not None else None
+    if scaler is not None and state:
+        scaler.load_state_dict(dict(state))
+    return scaler
 
 
 def _with_extras(data: _Data, plan: _Plan, compute: Compute, log: Callable[[str], None], cache: Path,
