@@ -90,8 +90,10 @@ def build(paths: list[Path], cache: Path, workers: int, work: Path, preset: str 
     listing = work / f"clips-{len(paths)}.txt"
     listing.write_text("\n".join(str(p) for p in paths))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(listing), str(cache), str(workers), preset], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_log = work / f"build-{len(paths)}-w{workers}.stderr"  # a file, not a pipe: nobody reads it while polling
+    with open(err_log, "w") as err_fh:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(listing), str(cache), str(workers), preset],
+                                env=env, stdout=subprocess.PIPE, stderr=err_fh, text=True)
     ps = psutil.Process(proc.pid)
     peak_parent = peak_worker = peak_total = 0
     worker_pids: set[int] = set()
@@ -107,7 +109,8 @@ def build(paths: list[Path], cache: Path, workers: int, work: Path, preset: str 
         peak_worker = max([peak_worker, *rss[1:]])
         peak_total = max(peak_total, sum(rss))
         time.sleep(0.01)
-    out, err = proc.communicate()
+    out, _ = proc.communicate()
+    err = err_log.read_text(errors="replace")
     if proc.returncode != 0:
         raise SystemExit(f"cache build failed (exit {proc.returncode}):\n{err[-3000:]}")
     r = json.loads(out.strip().splitlines()[-1])

@@ -48,8 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "probability P (default: off; IRs from --dir-folder, else a synthetic device family)")
     p.add_argument("--dir-folder", metavar="DIR", help="folder of impulse-response WAVs (e.g. MicIRP) for --dir")
     p.add_argument("--teacher", metavar="RUN[,RUN...]",
-                   help="knowledge distillation from these trained run directories (logits averaged; same front "
-                        "end and window length as the student)")
+                   help="knowledge distillation from these trained run directories (logits averaged; a teacher "
+                        "with another front end or window scores each training clip once in its own features)")
     p.add_argument("--kd-temperature", type=float, default=2.0, metavar="T",
                    help="distillation softmax temperature (default: 2)")
     p.add_argument("--kd-weight", type=float, default=0.5, metavar="W",

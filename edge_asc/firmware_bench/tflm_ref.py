@@ -135,6 +135,15 @@ class TflmRun:
         return self.static_ram_bytes + self.stack_bytes
 
 
+def _run_tool(cmd: list[str], *, timeout: float, **kw) -> subprocess.CompletedProcess:
+    """``subprocess.run`` of a build step; a step that hangs past ``timeout`` is a one-line TflmNotAvailable."""
+    try:
+        return subprocess.run(cmd, timeout=timeout, check=False, **kw)
+    except subprocess.TimeoutExpired as exc:
+        raise TflmNotAvailable(f"TFLM not available: {Path(str(cmd[0])).name} did not finish within "
+                               f"{timeout:.0f} s") from exc
+
+
 def check_sources(root: str | os.PathLike) -> Path:
     """The TFLM root, checked for every file a build needs.
 
@@ -233,8 +242,8 @@ def build_library(root: str | os.PathLike, core: str, build_dir: str | os.PathLi
     args = _make_args(r, core, top / "gen")
     env = _make_env(top)
     (bd / "print.mk").write_text(_PRINT_MK)
-    proc = subprocess.run([*args, "-f", str(bd / "print.mk"), "edge_asc_print"], capture_output=True, text=True,
-                          env=env, timeout=600, check=False)
+    proc = _run_tool([*args, "-f", str(bd / "print.mk"), "edge_asc_print"], capture_output=True, text=True,
+                     env=env, timeout=600)
     info = parse_print(proc.stdout)
     if proc.returncode or "LIB" not in info:
         raise TflmNotAvailable(f"TFLM not available: its Makefile failed: {_first_error(proc.stdout + proc.stderr)}")
@@ -246,8 +255,8 @@ def build_library(root: str | os.PathLike, core: str, build_dir: str | os.PathLi
     _build_workarounds(r, core, info, kernel_subset(r, kernels, registrations) if subset else kernels, env)
     log = bd / f"build-{core}.log"
     with open(log, "w") as fh:
-        proc = subprocess.run([*args, *extra, f"-j{jobs}", "microlite"], stdout=fh, stderr=subprocess.STDOUT,
-                              env=env, timeout=timeout_s, check=False)
+        proc = _run_tool([*args, *extra, f"-j{jobs}", "microlite"], stdout=fh, stderr=subprocess.STDOUT,
+                         env=env, timeout=timeout_s)
     if proc.returncode:
         raise TflmNotAvailable(f"TFLM not available: building the library failed ({log}): "
                                f"{_first_error(log.read_text(errors='replace'))}")
@@ -270,7 +279,7 @@ def _build_workarounds(root: Path, core: str, info: dict[str, str], srcs: list[s
         flags = [f for f in shlex.split(info["CXXFLAGS"]) if f != "-MD"]
         cmd = [info["CXX"], *flags, info.get("KERNEL_OPT", "-O2"), *extra, *shlex.split(info["INCLUDES"]), "-c",
                src, "-o", str(obj)]
-        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=900, check=False)
+        proc = _run_tool(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=900)
         if proc.returncode:
             raise TflmNotAvailable(f"TFLM not available: compiling {src} failed: {_first_error(proc.stderr)}")
 
@@ -375,7 +384,7 @@ def build_firmware(lib: TflmLibrary, model_bytes: bytes, op_types: list[str], n_
         src, obj = Path(cmd[-3]), Path(cmd[-1])
         if "-c" in cmd and obj.exists() and obj.stat().st_mtime > src.stat().st_mtime:
             continue  # unchanged since the last build (the second build only changes the arena in tflm_main.cc)
-        proc = subprocess.run(cmd, cwd=lib.root, capture_output=True, text=True, timeout=900, check=False)
+        proc = _run_tool(cmd, cwd=lib.root, capture_output=True, text=True, timeout=900)
         if proc.returncode:
             log = proc.stdout + proc.stderr
             und = re.search(r"undefined reference to [`']([^']+)'", log)

@@ -182,8 +182,9 @@ def freq_mixstyle(batch: np.ndarray, p: float, alpha: float, rng: np.random.Gene
 
 
 def ir_band_gains_db(ir: np.ndarray, spec: FrontendSpec) -> np.ndarray:
-    """Per-mel-band power gain in dB, ``float64[n_mels]``, of filtering with impulse response ``ir`` (``float[L]``
-    at ``spec.sample_rate``): ``10 log10(sum_k W[m, k] |H(f_k)|^2 / sum_k W[m, k])`` with the front end's mel
+    """Per-mel-band gain in dB, ``float64[n_mels]``, of filtering with impulse response ``ir`` (``float[L]``
+    at ``spec.sample_rate``): ``10 log10(sum_k W[m, k] |H(f_k)|^p / sum_k W[m, k])`` (``p = spec.power``, as the
+    front end's bands sum ``|X|^p``) with the front end's mel
     filters ``W`` interpolated onto a frequency grid fine enough for the IR (at least ``spec.n_fft`` points and 4x
     the IR length), so a long IR's fine structure is averaged over each band rather than sampled. Bands with no
     filter weight get 0 dB.
@@ -197,7 +198,7 @@ def ir_band_gains_db(ir: np.ndarray, spec: FrontendSpec) -> np.ndarray:
     if ir.size == 0 or not np.any(ir):
         raise ConfigError("an impulse response is empty or all zeros")
     n = 1 << int(np.ceil(np.log2(max(spec.n_fft, 4 * ir.size))))
-    power = np.abs(np.fft.rfft(ir, n)) ** 2
+    power = np.abs(np.fft.rfft(ir, n)) ** spec.power  # the front end's mel bands sum |X| ** power
     f_fine = np.fft.rfftfreq(n, 1.0 / spec.sample_rate)
     f_coarse = np.fft.rfftfreq(spec.n_fft, 1.0 / spec.sample_rate)
     fb = mel_filterbank(spec)

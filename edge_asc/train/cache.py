@@ -399,6 +399,7 @@ def _run_pool(entry: Path, jobs: dict[int, list[str]], spec: FrontendSpec, worke
     """Compute ``jobs`` (chunk -> paths) in ``workers`` spawned processes, at most ``2 * workers`` in flight."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     out: dict[int, dict] = {}
     queue = iter(sorted(jobs))
@@ -414,7 +415,11 @@ def _run_pool(entry: Path, jobs: dict[int, list[str]], spec: FrontendSpec, worke
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 k = pending.pop(fut)
-                out[k] = fut.result()  # a worker's AudioInputError is raised here, with its one-line message
+                try:
+                    out[k] = fut.result()  # a worker's AudioInputError is raised here, with its one-line message
+                except BrokenProcessPool as exc:
+                    raise DatasetError(f"a feature worker process died ({exc}; out of memory?): the finished "
+                                       "chunks are kept, run again (--workers 1 computes in this process)") from exc
                 report(len(out[k]["frames"]))
                 nxt = next(queue, None)
                 if nxt is not None:

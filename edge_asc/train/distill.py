@@ -9,8 +9,9 @@ their targets are consistent with what the student is asked to fit, with no per-
 mixup. Each teacher gets that batch in its OWN normalisation: the batch is normalised with the student's training
 statistics, and an affine per-channel map ``x_t = (x * std_s + mean_s - mean_t) / std_t`` turns it into the
 teacher's (the map commutes with mixup, and a mask value stays the same dB level). Teachers whose un-normalised
-features differ (another front end, mel count or channel count) or whose window length differs are refused: they
-would need their own feature cache and a crop/shift/mask replay in their frame grid.
+features differ (another front end, mel count or channel count) or whose window length differs cannot run on that
+batch: they are clip teachers (:class:`TeacherEnsemble`), whose logits of each un-augmented training clip are
+computed once in their own features and mixed with the batch's mixup weight and partner.
 
 torch is imported inside the functions that need it.
 """
@@ -139,8 +140,8 @@ class TeacherEnsemble:
             student_spec: the student's front end WITH its training normalisation (the batch's normalisation).
 
         Raises:
-            ConfigError: a teacher whose weights changed since the run recorded it, whose labels, features or window
-                differ from the student's (one line naming the mismatch).
+            ConfigError: a teacher whose weights changed since the run recorded it or whose labels differ from the
+                student's (one line naming the mismatch).
             ModelContractError: a missing or corrupt teacher checkpoint.
         """
         from .checkpoint import load_checkpoint

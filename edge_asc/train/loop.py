@@ -408,8 +408,9 @@ def train(dataset, out_dir: str | os.PathLike, config: TrainConfig, *, resume: b
     a line per epoch to ``history.jsonl``: ``train_loss`` (soft-label cross-entropy on the augmented, mixed batches),
     ``train_acc`` (argmax vs each clip's own label on those mixed batches: a rough signal, low under mixup), ``lr``,
     ``clips_per_s``, and with validation ``val_macro_acc`` / ``val_log_loss`` / ``val_{seen,unseen}_macro_acc``.
-    With ``config.distill`` the loss is :func:`edge_asc.train.distill.kd_loss` against the teachers' mean logits on
-    the same augmented batch, and ``train_loss`` reports it.
+    With ``config.distill`` the loss is :func:`edge_asc.train.distill.kd_loss` against the teachers' mean logits (on
+    the same augmented batch, or a clip teacher's cached clip logits mixed like the batch), and ``train_loss``
+    reports it.
     Features are cached under ``cache_dir`` (default ``<out_dir>/../feature-cache``).
 
     ``device`` (``auto``, ``cpu``, ``cuda``, ``mps``; :func:`edge_asc.train.device.resolve_device`) and ``precision``

@@ -63,7 +63,7 @@ int main(void) {
                 seed ^= seed << 13;
                 seed ^= seed >> 17;
                 seed ^= seed << 5;
-                block[i] = (int16_t)(seed >> 20); /* noise at -24 dBFS */
+                block[i] = (int16_t)(seed >> 20); /* 0..4095: uniform noise on a DC offset of 2048 */
             }
         }
         ek_fe_write(block, n);
