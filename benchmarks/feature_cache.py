@@ -58,7 +58,7 @@ if __name__ == "__main__":
     ids = [p.stem for p in paths]
     rss0 = status("VmRSS")
     t0, c0 = time.perf_counter(), cpu()
-    store = build_cache(paths, ids, PRESETS[sys.argv[4]], sys.argv[2], workers=int(sys.argv[3]))
+    store = build_cache(paths, ids, PRESETS[sys.argv[4]], sys.argv[2], workers=int(sys.argv[3]), dtype="float16")
     build_s, cpu_s = time.perf_counter() - t0, cpu() - c0
     print(json.dumps({"build_s": build_s, "cpu_s": cpu_s, "parent_vmhwm_kb": status("VmHWM"),
                       "parent_rss_before_build_kb": rss0, "entry": str(store.path)}))
@@ -160,7 +160,7 @@ def float16_error(paths: list[Path], entry_cache: Path, n: int = 20) -> dict:
     from edge_asc.train.cache import build_cache
 
     spec = PRESETS["paper"]
-    store = build_cache(paths, [p.stem for p in paths], spec, entry_cache, workers=1)  # already built: opened
+    store = build_cache(paths, [p.stem for p in paths], spec, entry_cache, workers=1, dtype="float16")  # opened
     abs_err = rel_err = 0.0
     lo, hi = np.inf, -np.inf
     for i in range(min(n, len(paths))):

@@ -26,6 +26,7 @@ from edge_asc.spec import PRESETS
 from edge_asc.train.cache import CACHE_VERSION, build_cache
 
 REPO = Path(__file__).resolve().parents[1]
+F16 = {"dtype": "float16"}  # these tests exercise the float16 store (what 'auto' picks for TAU-sized data)
 
 
 def make_clips(folder: Path, n: int, seconds: float, sr: int, seed: int = 0) -> list[Path]:
@@ -58,7 +59,7 @@ def files_of(entry: Path) -> dict[str, bytes]:
 def test_float16_store_within_its_rounding_bound(tmp_path):
     spec = PRESETS["paper"]
     paths = make_clips(tmp_path / "a", 3, 1.0, 44_100)
-    store = build_cache(paths, [p.stem for p in paths], spec, tmp_path / "c", workers=1)
+    store = build_cache(paths, [p.stem for p in paths], spec, tmp_path / "c", workers=1, **F16)
     assert f"-v{CACHE_VERSION}" in store.path.name
     worst = 0.0
     for i, p in enumerate(paths):
@@ -88,7 +89,7 @@ def test_two_workers_write_the_same_bytes_as_one(tmp_path):
     ids = [p.stem for p in paths]
     calls: dict[int, list] = {1: [], 2: []}
     stores = {w: build_cache(paths, ids, spec, tmp_path / f"c{w}", workers=w, chunk_clips=2,
-                             on_clip=lambda d, n, w=w: calls[w].append((d, n))) for w in (1, 2)}
+                             on_clip=lambda d, n, w=w: calls[w].append((d, n)), **F16) for w in (1, 2)}
     for w in (1, 2):
         assert calls[w] == [(d, 12) for d in range(1, 13)]
     one, two = files_of(stores[1].path), files_of(stores[2].path)
@@ -99,7 +100,7 @@ def test_two_workers_write_the_same_bytes_as_one(tmp_path):
         np.testing.assert_array_equal(stores[2][i], offline(load_audio(p)[0], spec).astype(np.float16))
     # reused, not recomputed
     again = []
-    b = build_cache(paths, ids, spec, tmp_path / "c2", workers=2, on_clip=lambda d, n: again.append(d))
+    b = build_cache(paths, ids, spec, tmp_path / "c2", workers=2, on_clip=lambda d, n: again.append(d), **F16)
     assert again == [] and b.path == stores[2].path and len(b) == 12
 
 
@@ -112,7 +113,8 @@ paths = sorted(Path(sys.argv[1]).glob("*.wav"))
 def on_clip(done, total):
     if done == int(sys.argv[3]):  # after this clip's bytes reach the chunk's temporary file, before its rename
         os.kill(os.getpid(), signal.SIGKILL)
-build_cache(paths, [p.stem for p in paths], PRESETS["edge"], sys.argv[2], workers=1, chunk_clips=3, on_clip=on_clip)
+build_cache(paths, [p.stem for p in paths], PRESETS["edge"], sys.argv[2], workers=1, chunk_clips=3, on_clip=on_clip,
+            dtype="float16")
 """
 
 
@@ -138,18 +140,19 @@ def test_sigkill_mid_chunk_resumes_to_the_uninterrupted_cache(tmp_path):
         f.write('{"chunk": 3, "by')
     kept = {k: (entry / "chunks" / f"00000{k}.f16").stat().st_mtime_ns for k in (0, 1)}
     calls = []
-    store = build_cache(paths, ids, spec, tmp_path / "c", workers=1, on_clip=lambda d, n: calls.append(d))
+    store = build_cache(paths, ids, spec, tmp_path / "c", workers=1, on_clip=lambda d, n: calls.append(d), **F16)
     assert calls == list(range(1, 11))  # 6 clips reported as already done, then 4 computed
     assert {k: (entry / "chunks" / f"00000{k}.f16").stat().st_mtime_ns for k in (0, 1)} == kept
     # the torn fragment was dropped: every journal line parses and each chunk is journaled once
     assert sorted(json.loads(x)["chunk"] for x in (entry / "journal.jsonl").read_text().splitlines()) == [0, 1, 2, 3]
     assert not list((entry / "chunks").glob(".*.tmp"))  # the dead build's temporary file is gone
-    ref = build_cache(paths, ids, spec, tmp_path / "ref", workers=1, chunk_clips=5)  # chunk size of the resume wins
+    # the chunk size of the resumed build wins
+    ref = build_cache(paths, ids, spec, tmp_path / "ref", workers=1, chunk_clips=5, **F16)
     assert files_of(store.path).keys() >= {"index.json", "build.json"}
     assert json.loads((store.path / "build.json").read_text())["chunk_clips"] == 3
     for i in range(10):
         np.testing.assert_array_equal(store[i], ref[i])
-    fresh = build_cache(paths, ids, spec, tmp_path / "fresh", workers=1, chunk_clips=3)
+    fresh = build_cache(paths, ids, spec, tmp_path / "fresh", workers=1, chunk_clips=3, **F16)
     assert files_of(store.path) == files_of(fresh.path)
 
 
@@ -160,7 +163,8 @@ from edge_asc.spec import PRESETS
 from edge_asc.train.cache import build_cache
 if __name__ == "__main__":
     paths = sorted(Path(sys.argv[1]).glob("*.wav"))
-    build_cache(paths, [p.stem for p in paths], PRESETS["paper"], sys.argv[2], workers=2, chunk_clips=2)
+    build_cache(paths, [p.stem for p in paths], PRESETS["paper"], sys.argv[2], workers=2, chunk_clips=2,
+                dtype="float16")
 """
 
 
@@ -191,9 +195,9 @@ def test_sigkill_of_a_parallel_build_resumes(tmp_path):
     n_done = len([x for x in journal.read_text().splitlines() if x.strip()])
     assert 1 <= n_done < 12
     calls = []
-    store = build_cache(paths, ids, spec, tmp_path / "c", workers=2, on_clip=lambda d, n: calls.append(d))
+    store = build_cache(paths, ids, spec, tmp_path / "c", workers=2, on_clip=lambda d, n: calls.append(d), **F16)
     assert calls == list(range(1, 25))
-    fresh = build_cache(paths, ids, spec, tmp_path / "fresh", workers=1, chunk_clips=2)
+    fresh = build_cache(paths, ids, spec, tmp_path / "fresh", workers=1, chunk_clips=2, **F16)
     assert files_of(store.path) == files_of(fresh.path)
 
 
@@ -203,7 +207,8 @@ def test_a_corrupt_clip_gives_one_line_and_leaves_no_entry(tmp_path, workers):
     bad = tmp_path / "a" / "clip004.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage" + bytes(100))
     with pytest.raises(AudioInputError) as e:
-        build_cache(paths, [p.stem for p in paths], PRESETS["edge"], tmp_path / "c", workers=workers, chunk_clips=2)
+        build_cache(paths, [p.stem for p in paths], PRESETS["edge"], tmp_path / "c", workers=workers, chunk_clips=2,
+                    **F16)
     msg = str(e.value)
     assert "clip004.wav" in msg and "\n" not in msg
     assert not [p for p in (tmp_path / "c").iterdir() if p.is_dir()]
@@ -214,19 +219,19 @@ def test_bad_arguments_and_a_damaged_entry(tmp_path):
     paths = make_clips(tmp_path / "a", 3, 0.5, 16_000)
     ids = [p.stem for p in paths]
     with pytest.raises(ConfigError, match="workers"):
-        build_cache(paths, ids, spec, tmp_path / "c", workers=0)
+        build_cache(paths, ids, spec, tmp_path / "c", workers=0, **F16)
     with pytest.raises(ConfigError, match="chunk_clips"):
-        build_cache(paths, ids, spec, tmp_path / "c", chunk_clips=0)
+        build_cache(paths, ids, spec, tmp_path / "c", chunk_clips=0, **F16)
     with pytest.raises(DatasetError, match="missing"):
-        build_cache([*paths, tmp_path / "nope.wav"], [*ids, "nope"], spec, tmp_path / "c")
-    store = build_cache(paths, ids, spec, tmp_path / "c", workers=1)
+        build_cache([*paths, tmp_path / "nope.wav"], [*ids, "nope"], spec, tmp_path / "c", **F16)
+    store = build_cache(paths, ids, spec, tmp_path / "c", workers=1, **F16)
     with pytest.raises(IndexError):
         store[3]
     chunk = sorted((store.path / "chunks").glob("*.f16"))[-1]
     with open(chunk, "r+b") as f:
         f.truncate(chunk.stat().st_size - 2)
     with pytest.raises(DatasetError, match="damaged"):
-        build_cache(paths, ids, spec, tmp_path / "c", workers=1)
+        build_cache(paths, ids, spec, tmp_path / "c", workers=1, **F16)
 
 
 def test_features_command_fills_the_cache_that_train_reads(tiny_dataset, tmp_path, capsys):
@@ -268,3 +273,20 @@ def test_features_command_usage_errors(tmp_path, capsys):
     assert main(["features", "--data", str(tmp_path)]) == 2  # no --cache-dir
     assert main(["features", "--data", str(tmp_path), "--cache-dir", str(tmp_path / "c"), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def test_auto_dtype_is_float32_for_small_sets_and_float16_from_the_threshold(tmp_path, monkeypatch):
+    import edge_asc.train.cache as cache_mod
+
+    spec = PRESETS["edge"]
+    paths = make_clips(tmp_path / "a", 3, 1.0, 16_000)
+    ids = [p.stem for p in paths]
+    small = build_cache(paths, ids, spec, tmp_path / "c", workers=1)
+    assert small.path.name.endswith("-float32") and small.raw(0).dtype == np.float32
+    np.testing.assert_array_equal(small[0], offline(load_audio(paths[0])[0], spec))  # exact features
+    monkeypatch.setattr(cache_mod, "FLOAT16_AUDIO_BYTES", sum(p.stat().st_size for p in paths))
+    large = build_cache(paths, ids, spec, tmp_path / "c", workers=1)
+    assert large.path.name.endswith("-float16") and large.raw(0).dtype == np.float16
+    assert large.path != small.path and sorted(p.name for p in (large.path / "chunks").iterdir())[0].endswith(".f16")
+    with pytest.raises(ConfigError, match="float16, float32 or auto"):
+        build_cache(paths, ids, spec, tmp_path / "c", dtype="int8")

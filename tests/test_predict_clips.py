@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
+from conftest import require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 
 
 class OnceInOrder:

@@ -1,11 +1,13 @@
-"""Feature cache: every clip's front-end features computed once, in parallel, stored as memory-mapped float16.
+"""Feature cache: every clip's front-end features computed once, in parallel, stored as memory-mapped float16 (large
+datasets) or float32 (small ones).
 
 Sized for TAU Urban Acoustic Scenes 2020 Mobile (16,935 clips of 10 s at 44.1 kHz: about 11 GB of ``paper``
-features at float16, twice that at float32) and larger. Layout of a cache entry
-``<cache_dir>/<spec.feature_hash()>-<clip-list hash>-v2/``::
+features at float16, twice that at float32) and larger. The dtype is ``build_cache``'s choice (``auto``: float16
+once the audio totals 1 GiB, float32 below, so a small set's features, and the runs trained on them, stay exact).
+Layout of a cache entry ``<cache_dir>/<spec.feature_hash()>-<clip-list hash>-v2-<dtype>/``::
 
     build.json            how the entry is cut into chunks (written first, never changed)
-    chunks/NNNNNN.f16     raw float16 features of clips [k*K, (k+1)*K), each clip as [C, n_mels, T_i], back to back
+    chunks/NNNNNN.f16     raw features (.f16 or .f32) of clips [k*K, (k+1)*K), each clip as [C, n_mels, T_i]
     journal.jsonl         one line per finished chunk: its index, byte count, frame counts, per-clip feature sums
     index.json            clip ids, frame counts, chunk layout; written last: its presence = the entry is complete
 
@@ -20,7 +22,7 @@ is computed by one process in clip order, and the front end is pure numpy withou
 files are bit-identical for any ``workers``.
 
 **Why memory stays bounded.** A worker holds one clip (its audio and features) at a time and streams each clip's
-float16 bytes to its chunk file; the parent keeps at most ``2 * workers`` chunks in flight and never touches
+bytes to its chunk file; the parent keeps at most ``2 * workers`` chunks in flight and never touches
 feature data. The store is a memory map: reading a clip pages in only that clip.
 
 **Why float16 is enough.** Features are dB values (log-mel >= 10*log10(amin) = -100 dB, and far below float16's
@@ -29,7 +31,9 @@ feature data. The store is a memory map: reading a clip pages in only that clip.
 about 0.002 standard deviations after the per-channel normalisation (std ~ 15 dB), far below the quantisation
 of the 16-bit audio itself and the training augmentation. The normalisation statistics themselves come from sums
 the workers take of the exact float32 features, so they are bit-identical to those of a float32 cache.
-``store[i]`` returns float32 (the float16 values widened exactly), so callers see the same dtype as before.
+``store[i]`` returns float32 (float16 values widened exactly), whatever the entry's dtype. It does change what a
+model trains on, by less than the augmentation does: hence float32 for small sets, whose runs are compared bit for
+bit with earlier ones (the demo, the README).
 
 Keyed by :meth:`FrontendSpec.feature_hash` (normalisation excluded) and by the clip list (path, size, mtime), so a
 changed front end or changed audio gives a new entry. numpy only (plus :mod:`edge_asc.audio` /
@@ -58,8 +62,11 @@ from ..spec import FrontendSpec
 
 CACHE_VERSION = 2
 """2: chunked float16 files with a completion journal (1: one float32 file)."""
-STORE_DTYPE = np.dtype(np.float16)
-"""dtype of the feature files; :meth:`FeatureStore.__getitem__` widens to float32."""
+DTYPES = {"float16": np.dtype(np.float16), "float32": np.dtype(np.float32)}
+"""dtypes of the feature files; :meth:`FeatureStore.__getitem__` widens to float32."""
+FLOAT16_AUDIO_BYTES = 2**30
+"""``dtype='auto'`` stores float16 when the clips' audio files total at least this (TAU 2020 Mobile: 22 GB), float32
+below: small sets keep their exact features (and results trained on them), large ones halve the disk."""
 MAX_CHUNK_CLIPS = 32
 """clips per chunk file for large datasets (about 21 MB of ``paper`` features for 10-s clips)."""
 SMALL_DATASET_BYTES = 32 * 2**20
@@ -86,7 +93,7 @@ def chunk_clips_for(n_clips: int) -> int:
 @dataclass(frozen=True)
 class FeatureStore:
     """Read-only view of a cache entry: ``store[i]`` is clip i's features float32[C, n_mels, T_i] (dB), read from
-    the float16 memory map (see the module docstring for the rounding bound)."""
+    the float16 or float32 memory map (see the module docstring for float16's rounding bound)."""
 
     path: Path
     clip_ids: tuple[str, ...]
@@ -97,7 +104,7 @@ class FeatureStore:
     chunk_clips: int
     """clips per chunk file (the last chunk may hold fewer)."""
     chunks: tuple[np.ndarray, ...] = field(repr=False)
-    """float16 flat memmap of each chunk file."""
+    """flat memmap (the entry's dtype) of each chunk file."""
     starts: np.ndarray = field(repr=False)
     """int64[N]: element offset of each clip inside its chunk."""
     sums: np.ndarray = field(repr=False)
@@ -109,7 +116,7 @@ class FeatureStore:
         return len(self.clip_ids)
 
     def raw(self, i: int) -> np.ndarray:
-        """Clip i's stored features, float16[C, n_mels, T_i], a read-only view of the memory map (no copy)."""
+        """Clip i's stored features, float16 or float32 [C, n_mels, T_i], a read-only view of the memory map."""
         i = int(i)
         if not 0 <= i < len(self):
             raise IndexError(f"clip index {i} out of range for a store of {len(self)} clips")
@@ -156,33 +163,34 @@ def _clip_list_hash(paths: Sequence[Path], clip_ids: Sequence[str]) -> tuple[str
     return h.hexdigest()[:16], total
 
 
-def _chunk_path(entry: Path, k: int) -> Path:
-    return entry / "chunks" / f"{k:06d}.f16"
+def _chunk_path(entry: Path, k: int, dtype: str) -> Path:
+    return entry / "chunks" / f"{k:06d}.f{DTYPES[dtype].itemsize * 8}"
 
 
 def _open(entry: Path) -> FeatureStore:
     idx = json.loads((entry / "index.json").read_text())
     frames = np.asarray(idx["frames"], dtype=np.int64)
     c, m, k_clips = int(idx["channels"]), int(idx["n_mels"]), int(idx["chunk_clips"])
+    dtype = idx["dtype"]
     per = c * m
     starts = np.zeros(len(frames), dtype=np.int64)
     chunks = []
     for k, a in enumerate(range(0, len(frames), k_clips)):
         sizes = frames[a:a + k_clips] * per
         starts[a:a + k_clips] = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        path = _chunk_path(entry, k)
-        want = int(sizes.sum()) * STORE_DTYPE.itemsize
+        path = _chunk_path(entry, k, dtype)
+        want = int(sizes.sum()) * DTYPES[dtype].itemsize
         if not path.is_file() or path.stat().st_size != want:
             raise DatasetError(f"feature cache {str(entry)!r} is damaged (chunk {k} missing or of the wrong size): "
                                "delete that folder and run again")
-        chunks.append(np.memmap(path, dtype=STORE_DTYPE, mode="r", shape=(int(sizes.sum()),)))
+        chunks.append(np.memmap(path, dtype=DTYPES[dtype], mode="r", shape=(int(sizes.sum()),)))
     return FeatureStore(path=entry, clip_ids=tuple(idx["clip_ids"]), frames=frames, channels=c, n_mels=m,
                         chunk_clips=k_clips, chunks=tuple(chunks), starts=starts,
                         sums=np.asarray(idx["sums"], dtype=np.float64).reshape(len(frames), c),
                         sums_sq=np.asarray(idx["sums_sq"], dtype=np.float64).reshape(len(frames), c))
 
 
-def _journaled(entry: Path, per_clip_elems: int) -> dict[int, dict]:
+def _journaled(entry: Path, per_clip_elems: int, dtype: str) -> dict[int, dict]:
     """Chunks finished by earlier (possibly interrupted) builds: ``{k: record}`` (the record of
     :func:`_compute_chunk`) for every journal line whose chunk file exists with the journaled size. A torn last line
     (a kill during the append) is dropped and the journal rewritten without it, so later appends start on a fresh
@@ -202,8 +210,8 @@ def _journaled(entry: Path, per_clip_elems: int) -> dict[int, dict]:
         except (ValueError, KeyError, TypeError):
             continue
         good_lines.append(line)
-        p = _chunk_path(entry, k)
-        want = sum(frames) * per_clip_elems * STORE_DTYPE.itemsize
+        p = _chunk_path(entry, k, dtype)
+        want = sum(frames) * per_clip_elems * DTYPES[dtype].itemsize
         if nbytes == want and p.is_file() and p.stat().st_size == nbytes:
             done[k] = rec
     if (text and not text.endswith("\n")) or len(good_lines) != len(text.splitlines()):
@@ -211,7 +219,7 @@ def _journaled(entry: Path, per_clip_elems: int) -> dict[int, dict]:
     return done
 
 
-def _compute_chunk(entry: str, k: int, paths: Sequence[str], spec: FrontendSpec,
+def _compute_chunk(entry: str, k: int, paths: Sequence[str], spec: FrontendSpec, dtype: str,
                    on_clip: Callable[[], None] | None = None) -> dict:
     """Compute chunk ``k`` (the features of ``paths``, in order), write it atomically, then journal it.
 
@@ -226,7 +234,7 @@ def _compute_chunk(entry: str, k: int, paths: Sequence[str], spec: FrontendSpec,
     frames: list[int] = []
     sums: list[list[float]] = []
     sums_sq: list[list[float]] = []
-    with atomic_path(_chunk_path(e, k)) as tmp, open(tmp, "wb") as f:
+    with atomic_path(_chunk_path(e, k, dtype)) as tmp, open(tmp, "wb") as f:
         for p in paths:
             audio, _ = load_audio(p, spec.sample_rate)
             x = offline(audio, spec)
@@ -237,7 +245,7 @@ def _compute_chunk(entry: str, k: int, paths: Sequence[str], spec: FrontendSpec,
             if float(np.max(np.abs(x))) > _FLOAT16_MAX:  # dB features never come near; guard against a bad spec
                 raise ConfigError(f"clip {str(p)!r} has features beyond float16's range (|x| > {_FLOAT16_MAX:g}): "
                                   "the front end does not produce dB values")
-            f.write(np.ascontiguousarray(x, dtype=STORE_DTYPE).tobytes())
+            f.write(np.ascontiguousarray(x, dtype=DTYPES[dtype]).tobytes())
             frames.append(int(x.shape[2]))
             x64 = np.asarray(x, dtype=np.float64)
             sums.append(x64.sum(axis=(1, 2)).tolist())
@@ -277,7 +285,7 @@ def _worker_init() -> None:
 def build_cache(paths: Sequence[str | os.PathLike], clip_ids: Sequence[str], spec: FrontendSpec,
                 cache_dir: str | os.PathLike, *,
                 on_clip: Callable[[int, int], None] | None = None,
-                workers: int | None = None, chunk_clips: int | None = None) -> FeatureStore:
+                workers: int | None = None, chunk_clips: int | None = None, dtype: str = "auto") -> FeatureStore:
     """Compute (or reuse, or finish) the features of ``paths`` through :func:`edge_asc.frontend.offline`.
 
     Args:
@@ -293,13 +301,15 @@ def build_cache(paths: Sequence[str | os.PathLike], clip_ids: Sequence[str], spe
             they save). The cache content is the same for every value.
         chunk_clips: clips per chunk file for a new entry; default :func:`chunk_clips_for` of the clip count (an
             interrupted build resumes with the value it started with).
+        dtype: ``float16``, ``float32``, or ``auto``: float16 when the audio files total at least
+            :data:`FLOAT16_AUDIO_BYTES`, float32 below. Part of the entry's name.
 
     Returns:
         The :class:`FeatureStore` (memory-mapped, read-only).
 
     Raises:
         DatasetError: no clips, or a missing file. AudioInputError: an unreadable clip or one shorter than a frame.
-        ConfigError: ``workers`` or ``chunk_clips`` < 1.
+        ConfigError: ``workers`` or ``chunk_clips`` < 1, an unknown ``dtype``.
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -310,8 +320,12 @@ def build_cache(paths: Sequence[str | os.PathLike], clip_ids: Sequence[str], spe
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
     if chunk_clips is not None and not (isinstance(chunk_clips, int) and chunk_clips >= 1):
         raise ConfigError(f"chunk_clips must be an integer >= 1, got {chunk_clips!r}")
+    if dtype not in (*DTYPES, "auto"):
+        raise ConfigError(f"cache dtype must be float16, float32 or auto, got {dtype!r}")
     key, audio_bytes = _clip_list_hash(paths, clip_ids)
-    entry = Path(cache_dir) / f"{spec.feature_hash()}-{key}-v{CACHE_VERSION}"
+    if dtype == "auto":
+        dtype = "float16" if audio_bytes >= FLOAT16_AUDIO_BYTES else "float32"
+    entry = Path(cache_dir) / f"{spec.feature_hash()}-{key}-v{CACHE_VERSION}-{dtype}"
     if workers is None:
         # starting spawned workers costs about a second; below ~6 min of 44.1-kHz 16-bit audio one process is faster
         workers = 1 if audio_bytes < SMALL_DATASET_BYTES else default_workers()
@@ -322,7 +336,7 @@ def build_cache(paths: Sequence[str | os.PathLike], clip_ids: Sequence[str], spe
     with _entry_lock(entry):
         if (entry / "index.json").exists():  # another process built it while this one waited for the lock
             return _open(entry)
-        _build(entry, paths, clip_ids, spec, on_clip, workers, chunk_clips)
+        _build(entry, paths, clip_ids, spec, on_clip, workers, chunk_clips, dtype)
     return _open(entry)
 
 
@@ -345,7 +359,7 @@ def _entry_lock(entry: Path) -> Iterator[None]:
 
 
 def _build(entry: Path, paths: list[Path], clip_ids: Sequence[str], spec: FrontendSpec,
-           on_clip: Callable[[int, int], None] | None, workers: int, chunk_clips: int | None) -> None:
+           on_clip: Callable[[int, int], None] | None, workers: int, chunk_clips: int | None, dtype: str) -> None:
     """The locked part of :func:`build_cache`: resume from the journal, compute the missing chunks, write the index."""
     (entry / "chunks").mkdir(parents=True, exist_ok=True)  # again: a failed build before us may have removed it
     for stale in (entry / "chunks").glob(".*.tmp"):  # temporary files of a killed build (we hold the lock)
@@ -356,9 +370,9 @@ def _build(entry: Path, paths: list[Path], clip_ids: Sequence[str], spec: Fronte
     else:
         k_clips = chunk_clips or chunk_clips_for(len(paths))
         atomic_write_text(build, json.dumps({"version": CACHE_VERSION, "chunk_clips": k_clips,
-                                             "clips": len(paths), "dtype": STORE_DTYPE.name}))
+                                             "clips": len(paths), "dtype": dtype}))
     n_chunks = -(-len(paths) // k_clips)
-    done = _journaled(entry, spec.channels * spec.n_mels)
+    done = _journaled(entry, spec.channels * spec.n_mels, dtype)
     total, n_done = len(paths), 0
 
     def report(n: int) -> None:
@@ -376,9 +390,9 @@ def _build(entry: Path, paths: list[Path], clip_ids: Sequence[str], spec: Fronte
     try:
         if workers <= 1:
             for k in todo:
-                done[k] = _compute_chunk(str(entry), k, jobs[k], spec, on_clip=lambda: report(1))
+                done[k] = _compute_chunk(str(entry), k, jobs[k], spec, dtype, on_clip=lambda: report(1))
         else:
-            done.update(_run_pool(entry, jobs, spec, workers, report))
+            done.update(_run_pool(entry, jobs, spec, dtype, workers, report))
     except EdgeAscError:
         # a bad clip: fixing or removing it changes the clip list and so the entry, so this one is dead weight
         # (an interruption is not an EdgeAscError: its finished chunks are kept for the resume)
@@ -391,10 +405,10 @@ def _build(entry: Path, paths: list[Path], clip_ids: Sequence[str], spec: Fronte
     atomic_write_text(entry / "index.json", json.dumps({
         "version": CACHE_VERSION, "spec": spec.to_dict(), "clip_ids": list(clip_ids), "frames": column("frames"),
         "sums": column("sums"), "sums_sq": column("sums_sq"),
-        "chunk_clips": k_clips, "dtype": STORE_DTYPE.name, "channels": spec.channels, "n_mels": spec.n_mels}))
+        "chunk_clips": k_clips, "dtype": dtype, "channels": spec.channels, "n_mels": spec.n_mels}))
 
 
-def _run_pool(entry: Path, jobs: dict[int, list[str]], spec: FrontendSpec, workers: int,
+def _run_pool(entry: Path, jobs: dict[int, list[str]], spec: FrontendSpec, dtype: str, workers: int,
               report: Callable[[int], None]) -> dict[int, dict]:
     """Compute ``jobs`` (chunk -> paths) in ``workers`` spawned processes, at most ``2 * workers`` in flight."""
     import multiprocessing as mp
@@ -408,7 +422,7 @@ def _run_pool(entry: Path, jobs: dict[int, list[str]], spec: FrontendSpec, worke
     try:
         with _sigint_ignored():  # the workers start here and inherit the ignored SIGINT, even while importing
             for k in queue:
-                pending[pool.submit(_compute_chunk, str(entry), k, jobs[k], spec)] = k
+                pending[pool.submit(_compute_chunk, str(entry), k, jobs[k], spec, dtype)] = k
                 if len(pending) >= 2 * workers:
                     break
         while pending:
@@ -423,7 +437,7 @@ def _run_pool(entry: Path, jobs: dict[int, list[str]], spec: FrontendSpec, worke
                 report(len(out[k]["frames"]))
                 nxt = next(queue, None)
                 if nxt is not None:
-                    pending[pool.submit(_compute_chunk, str(entry), nxt, jobs[nxt], spec)] = nxt
+                    pending[pool.submit(_compute_chunk, str(entry), nxt, jobs[nxt], spec, dtype)] = nxt
     finally:
         # on an error or Ctrl-C: drop the queued chunks; running ones finish (and are journaled) or are lost
         pool.shutdown(wait=True, cancel_futures=True)
