@@ -46,3 +46,7 @@ def test_predict_clips_streams_and_matches_stacked_windows():
     assert got.shape == (23, cfg.n_classes)
     np.testing.assert_allclose(got, want, atol=2e-6)
     assert np.array_equal(predict_clips(model, clips, spec, w, batch_size=5), got)
+    with torch.no_grad():  # average="logits": the clip's mean window logits (what a distillation teacher gives)
+        want_z = np.stack([model(torch.from_numpy(windows(normalize(c, spec), w))).numpy().mean(0) for c in clips])
+    np.testing.assert_allclose(predict_clips(model, clips, spec, w, batch_size=5, average="logits"), want_z,
+                               atol=2e-5)

@@ -176,22 +176,14 @@ class TeacherEnsemble:
     def cache_clip_logits(self, features_for: Callable[[Any], Sequence[np.ndarray]]) -> None:
         """Compute the clip teachers' logits of every training clip: ``features_for(spec)`` gives the training
         clips' un-normalised features for a front end (e.g. a feature cache built with it); each clip is cut into the
-        teacher's windows (:func:`edge_asc.frontend.windows`) and its logits averaged over them."""
-        import torch
-
-        from ..frontend.windows import windows
-        from .evaluate import normalize
+        teacher's windows (:func:`edge_asc.frontend.windows`) and its logits averaged over them
+        (:func:`edge_asc.train.evaluate.predict_clips`)."""
+        from .evaluate import predict_clips
 
         total = None
         for model, meta in self.clip_teachers:
-            clips = features_for(meta.frontend)
-            rows = []
-            with torch.no_grad():
-                for i in range(len(clips)):
-                    w = windows(normalize(np.asarray(clips[i]), meta.frontend), meta.window_frames)
-                    rows.append(model(torch.from_numpy(np.ascontiguousarray(w, np.float32)).to(self.device))
-                                .float().mean(0).cpu().numpy())
-            z = np.stack(rows).astype(np.float64)
+            z = predict_clips(model, features_for(meta.frontend), meta.frontend, meta.window_frames,
+                              average="logits").astype(np.float64)
             total = z if total is None else total + z
         if total is not None:
             self.clip_logits = (total / len(self.clip_teachers)).astype(np.float32)

@@ -173,11 +173,11 @@ def _device_key(d: str) -> tuple[int, str]:
 
 
 def predict_clips(model, clips: Sequence[np.ndarray], spec, window_frames: int, *, hop: int | None = None,
-                  batch_size: int = 256) -> np.ndarray:
+                  batch_size: int = 256, average: str = "softmax") -> np.ndarray:
     """Clip posteriors float32[N, K]: each clip's features float[C, n_mels, T] (un-normalised dB) are normalised
     with ``spec``, cut into windows (:func:`edge_asc.frontend.windows`, ``hop`` frames apart, default half a
     window), run through ``model`` (eval mode, no grad, on the device of its parameters), and the window softmaxes
-    averaged.
+    averaged (``average="logits"``: the window logits averaged instead, float32[N, K] clip logits).
 
     ``clips`` is read one clip at a time (a :class:`~edge_asc.train.cache.FeatureStore` can be passed as it is) and
     at most ``batch_size`` windows are held, so memory does not grow with the dataset; batches run across clip
@@ -185,6 +185,8 @@ def predict_clips(model, clips: Sequence[np.ndarray], spec, window_frames: int, 
     """
     import torch
 
+    if average not in ("softmax", "logits"):
+        raise ValueError(f"average must be 'softmax' or 'logits', got {average!r}")
     n = len(clips)
     device = next(model.parameters()).device  # the model's device (a GPU while training on one)
     was_training = model.training
@@ -199,7 +201,8 @@ def predict_clips(model, clips: Sequence[np.ndarray], spec, window_frames: int, 
         nonlocal sums, pending, owners, held
         allw, own = np.concatenate(pending), np.concatenate(owners)
         x = torch.from_numpy(np.ascontiguousarray(allw[:k], dtype=np.float32)).to(device)
-        p = softmax(model(x).float().cpu().numpy())
+        z = model(x).float().cpu().numpy()
+        p = z if average == "logits" else softmax(z)
         if sums is None:
             sums = np.zeros((n, p.shape[1]), dtype=np.float64)
         np.add.at(sums, own[:k], p)
