@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from _util import parser, write_json
 
+from edge_asc.metrics import macro_accuracy
+
 TARGET_OVERALL = (0.35, 0.75)
 TARGET_GAP = 0.05
 
@@ -61,11 +63,6 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, k: int, *, l2: float = 1e-2, steps:
     return w, b
 
 
-def macro_acc(pred: np.ndarray, y: np.ndarray, k: int) -> float:
-    accs = [float(np.mean(pred[y == i] == i)) for i in range(k) if np.any(y == i)]
-    return float(np.mean(accs)) if accs else float("nan")
-
-
 def evaluate_dataset(root: Path) -> dict:
     from edge_asc.data import SEEN_DEVICES, UNSEEN_DEVICES, load_dataset
     from edge_asc.spec import PRESETS
@@ -92,13 +89,13 @@ def evaluate_dataset(root: Path) -> dict:
     np.add.at(conf, (yev, pred), 1)
     return {
         "train_clips": len(tr), "evaluate_clips": len(ev),
-        "train_macro_acc": macro_acc(train_pred, ytr, k),
-        "overall_macro_acc": macro_acc(pred, yev, k),
-        "seen_macro_acc": macro_acc(pred[seen], yev[seen], k),
-        "unseen_macro_acc": macro_acc(pred[unseen], yev[unseen], k),
-        "probe_overall_macro_acc": macro_acc(probe_pred, yev, k),
-        "probe_seen_macro_acc": macro_acc(probe_pred[seen], yev[seen], k),
-        "probe_unseen_macro_acc": macro_acc(probe_pred[unseen], yev[unseen], k),
+        "train_macro_acc": macro_accuracy(train_pred, ytr, k),
+        "overall_macro_acc": macro_accuracy(pred, yev, k),
+        "seen_macro_acc": macro_accuracy(pred[seen], yev[seen], k),
+        "unseen_macro_acc": macro_accuracy(pred[unseen], yev[unseen], k),
+        "probe_overall_macro_acc": macro_accuracy(probe_pred, yev, k),
+        "probe_seen_macro_acc": macro_accuracy(probe_pred[seen], yev[seen], k),
+        "probe_unseen_macro_acc": macro_accuracy(probe_pred[unseen], yev[unseen], k),
         "per_device_acc": {d: float(np.mean(pred[dev == d] == yev[dev == d])) for d in ds.devices},
         "per_class_acc": {lab: float(conf[i, i] / max(1, conf[i].sum())) for lab, i in li.items()},
         "labels": list(ds.labels), "confusion": conf.tolist(),

@@ -104,10 +104,13 @@ def test_optional_modules_are_the_readme_extras():
 
 
 def test_no_test_module_bypasses_the_check():
-    """pytest.importorskip would skip under CI too: every test module uses conftest.require instead."""
-    offenders = [f"{p.name}:{i}" for p in sorted((ROOT / "tests").glob("*.py")) if p.name != "test_require.py"
-                 for i, line in enumerate(p.read_text().splitlines(), 1) if "pytest.importorskip(" in line]
-    assert offenders == [], f"use conftest.require(module) instead of pytest.importorskip in {offenders}"
+    """pytest.importorskip, pytest.skip and skipif would skip under CI too: every test module uses conftest.require
+    (a module) or apt_tools.require_binary / skip_or_fail (a program) instead, which fail when CI is set."""
+    helpers = {"test_require.py", "conftest.py", "apt_tools.py"}
+    bypasses = ("pytest.importorskip(", "pytest.skip(", "skipif(")
+    offenders = [f"{p.name}:{i}" for p in sorted((ROOT / "tests").glob("*.py")) if p.name not in helpers
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if any(b in line for b in bypasses)]
+    assert offenders == [], f"use conftest.require / apt_tools.require_binary instead of a plain skip in {offenders}"
 
 
 SUBPROCESS_TEST = f"""

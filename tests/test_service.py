@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -20,6 +19,7 @@ from pathlib import Path
 import fake_sounddevice
 import numpy as np
 import pytest
+from apt_tools import require_binary
 from conftest import require
 
 from edge_asc.audio import write_audio
@@ -146,9 +146,7 @@ def test_unit_spec_validation(kw, match):
 
 
 def _verify(unit_path: Path, *, user: bool = False) -> None:
-    exe = shutil.which("systemd-analyze")
-    if exe is None:
-        pytest.skip("systemd-analyze not available")
+    exe = require_binary("systemd", "systemd-analyze")  # skips without it, fails under CI (tests/apt_tools.py)
     env = dict(os.environ)
     if user:
         rt = tempfile.mkdtemp(prefix="xdg", dir="/tmp")
