@@ -146,6 +146,8 @@ def test_discovery_payloads():
     assert scene["state_topic"] == "edge-asc/pi1/state" and scene["value_template"] == "{{ value_json.label }}"
     assert scene["availability_topic"] == "edge-asc/pi1/availability"
     assert scene["unique_id"] == "edge_asc_pi1_scene" and scene["device"]["identifiers"] == ["edge_asc_pi1"]
+    # the entity id is suggested with default_entity_id (Home Assistant >= 2025.10 deprecates object_id)
+    assert scene["default_entity_id"] == "sensor.edge_asc_pi1_scene" and "object_id" not in scene
     conf = json.loads(msgs["homeassistant/sensor/pi1/confidence/config"])
     assert conf["unit_of_measurement"] == "%" and conf["device"] == scene["device"]
     assert discovery_messages(MqttConfig(host="h", discovery_prefix=""), LABELS) == []
