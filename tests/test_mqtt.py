@@ -146,6 +146,8 @@ def test_discovery_payloads():
     assert scene["state_topic"] == "edge-asc/pi1/state" and scene["value_template"] == "{{ value_json.label }}"
     assert scene["availability_topic"] == "edge-asc/pi1/availability"
     assert scene["unique_id"] == "edge_asc_pi1_scene" and scene["device"]["identifiers"] == ["edge_asc_pi1"]
+    # the entity id is suggested with default_entity_id (Home Assistant >= 2025.10 deprecates object_id)
+    assert scene["default_entity_id"] == "sensor.edge_asc_pi1_scene" and "object_id" not in scene
     conf = json.loads(msgs["homeassistant/sensor/pi1/confidence/config"])
     assert conf["unit_of_measurement"] == "%" and conf["device"] == scene["device"]
     assert discovery_messages(MqttConfig(host="h", discovery_prefix=""), LABELS) == []
@@ -273,6 +275,40 @@ def test_queue_is_bounded_and_never_blocks_without_a_broker(tmp_path):
     assert time.monotonic() - t0 < 5
     assert any("MQTT cannot connect" in x for x in lines)
     assert any("MQTT queue full (5 messages): 195 dropped" in x for x in lines)
+
+
+def test_broker_that_comes_up_after_the_start_gets_what_was_queued(tmp_path):
+    """At boot the broker (e.g. Home Assistant's) may start after listen: the first connection is retried with
+    back-off and the scene change queued meanwhile is delivered once it is up."""
+    from edge_asc.runtime.mqtt import MqttSink
+    from edge_asc.runtime.tracker import SceneChange
+
+    b = Broker(tmp_path / "late_broker")  # configured, not started yet
+    lines = []
+    cfg = MqttConfig(host="127.0.0.1", port=b.port, node="late", username=USER, password=PASSWORD,
+                     backoff_s=(0.2, 1.0))
+    sink = MqttSink(cfg, labels=LABELS, snapshot=lambda: {"label": "low"}, log=lines.append)
+    change = SceneChange(start_s=1.0, label="low", confidence=0.9, top3=(("low", 0.9),))
+    sink.change(change)
+    rec = None
+    try:
+        time.sleep(1.5)
+        assert not sink.connected and any("MQTT cannot connect" in x for x in lines)
+        b.start()
+        t_up = time.monotonic()
+        # The broker's own log shows the queued change arriving (a subscriber could connect after it).
+        while "'edge-asc/late/scene'" not in b.log():
+            assert time.monotonic() - t_up < 5, b.log()[-2000:]  # the back-off is capped at 1 s
+            time.sleep(0.05)
+        assert "Received PUBLISH from edge-asc-late" in b.log()
+        rec = Recorder(b)
+        rec.wait_for(lambda m: m[1] == "edge-asc/late/availability" and m[2] == "online" and m[3])
+    finally:
+        sink.close(flush_s=0.5)
+        if rec is not None:
+            rec.close()
+        b.stop()
+    assert sink.dropped == 0 and any("MQTT connected to" in x for x in lines)
 
 
 def _listen_proc(model_path, wav, url, node, tmp_path, *extra):

@@ -245,8 +245,9 @@ def discovery_messages(cfg: MqttConfig, labels: Sequence[str], *, model_name: st
     }
     out = []
     for key, extra in sensors.items():
+        # default_entity_id, not object_id: Home Assistant 2025.10 deprecated object_id (to stop working in 2026.4).
         payload = {**extra, **common, "unique_id": f"edge_asc_{cfg.node}_{key}",
-                   "object_id": f"edge_asc_{cfg.node}_{key}"}
+                   "default_entity_id": f"sensor.edge_asc_{cfg.node}_{key}"}
         out.append((f"{cfg.discovery_prefix}/sensor/{cfg.node}/{key}/config",
                     json.dumps(payload, sort_keys=True, separators=(",", ":"))))
     return out
