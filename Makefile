@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.installed-all
 
-.PHONY: demo test install bench pi-check firmware-toolchain clean
+.PHONY: demo test install bench pi-check firmware-toolchain test-tools clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "edge-asc needs Python >= 3.11"'
@@ -19,7 +19,7 @@ install: $(STAMP)
 
 # ruff first (pinned in the dev extra; rules in pyproject.toml), then the tests. With CI set in the environment (as
 # .ci/run sets it) a test whose optional dependency is missing fails instead of being skipped (tests/conftest.py).
-test: $(STAMP) firmware-toolchain
+test: $(STAMP) firmware-toolchain test-tools
 	$(VENV)/bin/ruff check edge_asc tests benchmarks scripts
 	$(PY) -m pytest -q --durations=20
 
@@ -34,6 +34,17 @@ firmware-toolchain:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    $(FIRMWARE_APT)) >/dev/null || echo "note: could not install $(FIRMWARE_APT); QEMU firmware tests skip (fail under CI)"; \
 	else echo "note: $(FIRMWARE_APT) missing (install as root); QEMU firmware tests skip (fail under CI)"; fi
+
+# The MQTT broker and the headless browser of the home-integration tests, installed the same way before pytest starts
+# (tests/apt_tools.py would otherwise install them from inside the first test that needs them).
+TEST_APT := mosquitto chromium
+test-tools:
+	@if PATH="$$PATH:/usr/sbin:/sbin" command -v mosquitto >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing $(TEST_APT)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(TEST_APT)) >/dev/null || echo "note: could not install $(TEST_APT); the MQTT and browser tests skip (fail under CI)"; \
+	else echo "note: $(TEST_APT) missing (install as root); the MQTT and browser tests skip (fail under CI)"; fi
 
 demo: $(STAMP)
 	$(VENV)/bin/edge-asc demo
