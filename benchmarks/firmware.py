@@ -35,12 +35,15 @@ from _util import goals_text, parser, write_json
 TFLM_LIBRARY_FLASH_BYTES = 156_000
 
 
-def _hop_seconds(config) -> float:
-    """The runtime's default hop: half a window of the 'edge' front end (64 mels, 16 kHz, hop 256)."""
-    from edge_asc.spec import PRESETS
+def _hop_seconds(preset: str) -> float:
+    """The runtime's default hop for a model preset: half a window (``default_hop_frames``) of its front end."""
+    from edge_asc.frontend.windows import default_hop_frames
+    from edge_asc.model import resolve_preset
+    from edge_asc.spec import frontend_preset
 
-    f = PRESETS["edge"]
-    return (config.n_frames // 2) * f.hop_length / f.sample_rate
+    p = resolve_preset(preset)
+    f = frontend_preset(p.frontend)
+    return default_hop_frames(p.config.n_frames) * f.hop_length / f.sample_rate
 
 
 def _tflm_reference(model: Path, target_key: str | None) -> dict:
@@ -68,7 +71,7 @@ def measure(preset: str, targets: list[str], n_verify: int, work: Path, model: P
     (work / preset).mkdir(parents=True, exist_ok=True)
     if model is None:
         model, _ = export_untrained_int8(cfg, work / preset)
-    hop_s = _hop_seconds(cfg)
+    hop_s = _hop_seconds(preset)
     rows = []
     for key in targets:
         chip = get_chip(key)

@@ -47,7 +47,8 @@ class TargetResult:
     """one inference with ``threads`` threads (measured only)."""
     threads: int = 1
     duty_cycle: float
-    """latency_s / hop."""
+    """busy share of the core while streaming: ``latency_s / hop``, or with a measured on-device front end
+    (``frontend``) its duty cycle, front end included."""
     ram_needed_bytes: int
     ram_source: str
     """what ram_needed_bytes is: 'TFLM arena (measured)', 'Vela SRAM', 'activation peak (estimate)', ..."""
@@ -386,7 +387,8 @@ def evaluate_target(t: Target, *, graph: ModelGraph, hop_s: float, tflm: TflmRes
     fits_flash = None if t.flash_bytes == 0 else flash_needed <= t.flash_bytes
     return TargetResult(
         key=t.key, name=t.name, kind=t.kind, provenance=provenance, latency_s=latency,
-        latency_s_multi=latency_multi, threads=threads, duty_cycle=latency / hop_s,
+        latency_s_multi=latency_multi, threads=threads,
+        duty_cycle=frontend["duty_cycle"] if frontend else latency / hop_s,
         ram_needed_bytes=ram_needed, ram_source=ram_src, ram_available_bytes=t.ram_bytes,
         fits_ram=ram_needed <= t.ram_bytes, flash_needed_bytes=flash_needed, flash_available_bytes=t.flash_bytes,
         fits_flash=fits_flash, runs=runs, cpu_ops=cpu_ops, notes=tuple(notes), frontend=frontend,
