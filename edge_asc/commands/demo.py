@@ -3,9 +3,10 @@
 synthesise a dataset -> train the ``edge`` preset (or ``--preset``, e.g. ``micro``) -> evaluate -> build the
 calibration set -> export full int8 with verification and the export gate's default clauses -> generate the C
 firmware of the int8 model and its front end and run it under QEMU (when the ARM toolchain is installed) -> report
-against the DCASE budget and the targets, the firmware's chip measured -> classify a held-out clip through the streaming path -> summary. Each stage runs the
-very command a user would type (printed before it runs), so the demo doubles as a tour of the CLI. Artifacts go to
-``--out`` (default ``runs/demo``); ``summary.json`` there holds every number shown.
+against the DCASE budget and the targets, the firmware's chip measured -> classify a held-out clip through the
+streaming path -> summary. Each stage runs the very command a user would type (printed before it runs), so the demo
+doubles as a tour of the CLI. Artifacts go to ``--out`` (default ``runs/demo``); ``summary.json`` there holds every
+number shown.
 """
 
 from __future__ import annotations
