@@ -209,6 +209,10 @@ class FrontendSpec:
 #:
 #: ``edge``: for a 1-s window on a microcontroller-class budget — 16 kHz, 512-point FFT (32 ms), hop 256 (16 ms),
 #: 64 Slaney mels up to 8 kHz, log-mel only. A 1-s window is 61 frames (15,872 samples, 0.992 s).
+#:
+#: ``micro``: for a wearable's duty cycle — ``edge`` at a 32-ms hop (512 samples: frames side by side) and 40 mels.
+#: Half the STFT frames per second of ``edge`` and 40 instead of 64 mel bands: a third of the model's cells per
+#: second, so about a third of its work. A 1-s window is 31 frames (15,872 samples, 0.992 s).
 PRESETS: dict[str, FrontendSpec] = {
     "paper": FrontendSpec(
         sample_rate=44_100, n_fft=2048, win_length=2048, hop_length=1024, n_mels=256, fmin=0.0, fmax=None,
@@ -216,6 +220,10 @@ PRESETS: dict[str, FrontendSpec] = {
     ),
     "edge": FrontendSpec(
         sample_rate=16_000, n_fft=512, win_length=512, hop_length=256, n_mels=64, fmin=0.0, fmax=None,
+        deltas=0, norm_mean=(0.0,), norm_std=(1.0,),
+    ),
+    "micro": FrontendSpec(
+        sample_rate=16_000, n_fft=512, win_length=512, hop_length=512, n_mels=40, fmin=0.0, fmax=None,
         deltas=0, norm_mean=(0.0,), norm_std=(1.0,),
     ),
 }

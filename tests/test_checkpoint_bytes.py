@@ -17,7 +17,7 @@ SAVE = textwrap.dedent("""
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(2, *cfg.input_shape[1:])).sum().backward()
     opt.step()
-    meta = save_checkpoint(sys.argv[1], model, CheckpointMeta(model_config=cfg, frontend=PRESETS["edge"],
+    meta = save_checkpoint(sys.argv[1], model, CheckpointMeta(model_config=cfg, frontend=PRESETS["micro"],
                                                               labels=[str(i) for i in range(cfg.n_classes)],
                                                               window_frames=cfg.n_frames), opt)
     print(meta.weights_sha256, meta.optimizer_sha256)

@@ -4,9 +4,9 @@ through the generated C program (ring buffer -> streaming log-mel -> int8 input 
 step), on seeded signals from silence to full scale; under QEMU on the Cortex-M4, the instructions per hop, flash and
 RAM of front end + model, and the link that fails when the front end does not fit.
 
-The 'micro' and 'edge' model presets share one FrontendSpec (the 'edge' preset: 16 kHz, n_fft 512, hop 256, 64
-mels); the tiny model of tests/runtime_models.py carries it in its card (with a non-trivial normalisation). The
-conv model of tests/firmware_codegen_models.py (13 x 11 x 3 input) covers a second spec: 13 mels with deltas."""
+The tiny model of tests/runtime_models.py carries the 'edge' front end (16 kHz, n_fft 512, hop 256, 64 mels) in its
+card (with a non-trivial normalisation). The conv model of tests/firmware_codegen_models.py (13 x 11 x 3 input)
+covers two more: the edge spec at 13 mels with deltas, and the 'micro' spec (hop = n_fft = 512) the same way."""
 
 from __future__ import annotations
 
@@ -72,9 +72,14 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
     card = ModelCard(labels=("a", "b", "c", "d"), frontend=spec, window_frames=11, input_quant=qp(i),
                      output_quant=qp(o), model_preset="test-conv")
-    out = {"edge": d / "edge.tflite", "deltas": d / "deltas.tflite", "nocard": d / "nocard.tflite"}
+    # the micro spec: frames side by side (hop = n_fft = 512), so no sample is in two STFT frames
+    micro = dataclasses.replace(card, frontend=frontend_for_model(PRESETS["micro"], n_mels=13, channels=3).replace(
+        norm_mean=(-40.0, 0.0, 0.0), norm_std=(20.0, 2.0, 1.0)))
+    out = {"edge": d / "edge.tflite", "deltas": d / "deltas.tflite", "micro-hop": d / "micro.tflite",
+           "nocard": d / "nocard.tflite"}
     out["edge"].write_bytes(edge)
     out["deltas"].write_bytes(embed_model_card(raw, card))
+    out["micro-hop"].write_bytes(embed_model_card(raw, micro))
     out["nocard"].write_bytes(raw)
     return out
 
@@ -96,7 +101,7 @@ def arm_toolchain() -> None:
 
 
 @pytest.mark.usefixtures("host_cc")
-@pytest.mark.parametrize("name", ["edge", "deltas"])
+@pytest.mark.parametrize("name", ["edge", "deltas", "micro-hop"])
 def test_host_build_matches_the_python_front_end_and_the_classifier(name, models, tmp_path):
     from edge_asc.firmware_bench.codegen import generate
     from edge_asc.firmware_bench.codegen.runner import run_app_host
@@ -176,6 +181,9 @@ def test_qemu_m4_measures_the_front_end_per_hop_and_links_it(arm_toolchain, mode
                      firmware=(tmp_path / "fw",))
     t = r.target("nrf52840")
     assert t.frontend["hop_instructions"] == fe["hop_instructions"]
+    # the target's duty cycle counts the front end: its hops per window stride on top of the model
+    assert t.duty_cycle == pytest.approx(t.frontend["duty_cycle"])
+    assert t.duty_cycle > t.latency_s / r.hop_seconds + 0.05
     assert t.ram_needed_bytes == fe["ram_bytes"] + 65_536 and t.flash_needed_bytes == fe["flash_bytes"] + 262_144
     assert any("front end on the device" in n for n in t.notes)
 

@@ -78,7 +78,8 @@ def test_every_settable_field_round_trips(act_bound):
 
 BAD = [
     ("", "empty model preset"),
-    ("huge", "unknown model preset 'huge': choose one of ['edge', 'edge-gap', 'micro', 'paper', 'paper-half']"),
+    ("huge", "unknown model preset 'huge': choose one of "
+             "['edge', 'edge-gap', 'micro', 'micro-64', 'paper', 'paper-half']"),
     ("huge:width=0.5", "unknown model preset 'huge'"),
     ("edge:", "nothing after ':'"),
     ("edge:width", "'width' is not field=value"),

@@ -18,7 +18,7 @@ from edge_asc.firmware_bench.codegen import get_chip
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: the console of the TFLM + CMSIS-NN driver built for the 'micro' preset (seeded weights) on Cortex-M4 (mps2-an386,
+#: the console of the TFLM + CMSIS-NN driver built for the 'micro-64' preset (seeded weights) on Cortex-M4 (mps2-an386,
 #: qemu -icount shift=0), two inferences, captured from a real run
 CAPTURED = Path(__file__).with_name("data") / "tflm_console_micro_m4.txt"
 

@@ -228,7 +228,10 @@ class ModelPreset:
 #: with one global average the network must infer spectral position from padding effects); soft SegNet unpooling
 #: and ReLU6 (``act_bound=6``, fused into the int8 convolutions and ADDs) so that int8 noise moves values a little
 #: instead of moving them to another cell, and rare outliers do not set the int8 ranges.
-#: ``micro``: ``edge`` at width 0.125 with 2x2 pooling (Ethos-U upsamples by 2, 4 or 8 only).
+#: ``micro``: ``edge`` at width 0.125 with 2x2 pooling (Ethos-U upsamples by 2, 4 or 8 only) on the ``micro``
+#: front end (40 mels x 31 frames of 32 ms = 1 s), for a Cortex-M4 wearable's RAM and duty cycle.
+#: ``micro-64``: ``micro`` on the ``edge`` front end (64 mels x 61 frames of 16 ms; ``micro`` before it moved to its
+#: own front end, the preset of the measurements in docs/ that say so).
 #: ``edge-gap``: ``edge`` with GAP head and BN (a simpler, export-easiest baseline).
 #: The measurements behind these choices: ``docs/model-design.md`` and ``docs/int8-fidelity.md``.
 MODEL_PRESETS: dict[str, ModelPreset] = {
@@ -256,13 +259,22 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
                     "budget",
     ),
     "micro": ModelPreset(
-        name="micro", frontend="edge",
-        config=MiniSegNetConfig(in_channels=1, n_mels=64, n_frames=61, n_classes=10, width=0.125,
+        name="micro", frontend="micro",
+        config=MiniSegNetConfig(in_channels=1, n_mels=40, n_frames=31, n_classes=10, width=0.125,
                                 pool=(2, 2), unpool="soft", unpool_softness=4.0, norm="mixup", mixup_lambda=0.1,
                                 norm_stat="mad", head="events", topk=4, act_bound=6.0,
                                 gap_bands=8, dense_units=(32, 32), dropout=0.2, int8_native=True),
         description="wearable class (Cortex-M4F, 256 KiB RAM): 'edge' at width 0.125 with 2x2 pooling (Ethos-U "
-                    "maps 2x upsampling only)",
+                    "maps 2x upsampling only) on the 'micro' front end (40 mels, 32-ms hop)",
+    ),
+    "micro-64": ModelPreset(
+        name="micro-64", frontend="edge",
+        config=MiniSegNetConfig(in_channels=1, n_mels=64, n_frames=61, n_classes=10, width=0.125,
+                                pool=(2, 2), unpool="soft", unpool_softness=4.0, norm="mixup", mixup_lambda=0.1,
+                                norm_stat="mad", head="events", topk=4, act_bound=6.0,
+                                gap_bands=8, dense_units=(32, 32), dropout=0.2, int8_native=True),
+        description="'micro' on the 'edge' front end (64 mels, 16-ms hop): three times the work per second of "
+                    "'micro'; for Cortex-M4 parts above 100 MHz",
     ),
     "edge-gap": ModelPreset(
         name="edge-gap", frontend="edge",
