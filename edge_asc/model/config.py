@@ -220,6 +220,11 @@ class ModelPreset:
     description: str = ""
 
 
+#: The wearable configuration, shared by ``micro`` (its own front end) and ``micro-64`` (the ``edge`` one).
+_MICRO = MiniSegNetConfig(in_channels=1, n_mels=40, n_frames=31, n_classes=10, width=0.125, pool=(2, 2), unpool="soft",
+                          unpool_softness=4.0, norm="mixup", mixup_lambda=0.1, norm_stat="mad", head="events", topk=4,
+                          act_bound=6.0, gap_bands=8, dense_units=(32, 32), dropout=0.2, int8_native=True)
+
 #: Named presets (``edge-asc train --preset NAME[:field=value,...]``, see :func:`resolve_preset`).
 #: ``paper``: the paper's model on the ``paper`` front end (3 x 256 mels x 400 frames, 2x3 pooling).
 #: ``paper-half``: the paper's model at width 0.5.
@@ -259,20 +264,12 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
                     "budget",
     ),
     "micro": ModelPreset(
-        name="micro", frontend="micro",
-        config=MiniSegNetConfig(in_channels=1, n_mels=40, n_frames=31, n_classes=10, width=0.125,
-                                pool=(2, 2), unpool="soft", unpool_softness=4.0, norm="mixup", mixup_lambda=0.1,
-                                norm_stat="mad", head="events", topk=4, act_bound=6.0,
-                                gap_bands=8, dense_units=(32, 32), dropout=0.2, int8_native=True),
+        name="micro", frontend="micro", config=_MICRO,
         description="wearable class (Cortex-M4F, 256 KiB RAM): 'edge' at width 0.125 with 2x2 pooling (Ethos-U "
                     "maps 2x upsampling only) on the 'micro' front end (40 mels, 32-ms hop)",
     ),
     "micro-64": ModelPreset(
-        name="micro-64", frontend="edge",
-        config=MiniSegNetConfig(in_channels=1, n_mels=64, n_frames=61, n_classes=10, width=0.125,
-                                pool=(2, 2), unpool="soft", unpool_softness=4.0, norm="mixup", mixup_lambda=0.1,
-                                norm_stat="mad", head="events", topk=4, act_bound=6.0,
-                                gap_bands=8, dense_units=(32, 32), dropout=0.2, int8_native=True),
+        name="micro-64", frontend="edge", config=_MICRO.replace(n_mels=64, n_frames=61),
         description="'micro' on the 'edge' front end (64 mels, 16-ms hop): three times the work per second of "
                     "'micro'; for Cortex-M4 parts above 100 MHz",
     ),
