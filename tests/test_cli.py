@@ -56,7 +56,7 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such file" in err and "Traceback" not in err
     assert main(["features", str(tmp_path / "missing.wav"), "--preset", "bogus"]) == 1
-    assert "choose one of ['edge', 'paper']" in capsys.readouterr().err
+    assert "choose one of ['edge', 'micro', 'paper']" in capsys.readouterr().err
     assert main(["features"]) == 2  # usage error: missing FILE
     assert main(["no-such-command"]) == 2
 
