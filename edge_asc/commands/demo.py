@@ -46,10 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the report are then estimates)")
 
 
-def firmware_target(preset: str) -> str:
-    """The chip the demo builds firmware for: the wearable (nRF52840) for ``micro`` and its variants, the STM32H7
-    class for the larger presets (``edge`` needs more RAM than a wearable has)."""
-    return "nrf52840" if preset.split(":", 1)[0] == "micro" else "stm32h7"
+def firmware_target(preset_name: str) -> str:
+    """The chip the demo builds firmware for, by the preset's name (before any ``:field=value``): the wearable
+    (nRF52840) for ``micro``, the STM32H7 class for the larger presets (``edge`` needs more RAM than a wearable has)."""
+    return "nrf52840" if preset_name == "micro" else "stm32h7"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,15 +63,16 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import main as cli
     from ..errors import ConfigError, EdgeAscError, UsageError
     from ..firmware_bench.codegen.runner import arm_toolchain_present
-    from ..model import resolve_preset
+    from ..model import resolve_preset, split_preset
     from ..train.reproducible import pin_portable_math
 
     resolve_preset(args.preset)  # a bad preset is a one-line error before anything is written
+    preset_name, _ = split_preset(args.preset)
     if args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     pin_portable_math()  # before any stage imports torch (the summary says whether it took effect)
     params = dict(QUICK if args.quick else FULL)
-    if not args.quick and args.preset.split(":", 1)[0] == "micro":
+    if not args.quick and preset_name == "micro":
         params["epochs"] = MICRO_EPOCHS
     if args.epochs is not None:
         params["epochs"] = args.epochs
@@ -107,17 +108,16 @@ def run(args: argparse.Namespace) -> int:
         ("report", ["report", str(model), "--json", str(out / "report.json"), "--md", str(out / "report.md"),
                     "--png", str(out / "report.png"), "--no-layers"] + (["--no-vela"] if args.no_vela else [])),
     ]
-    fw_target = firmware_target(args.preset)
-    if args.no_firmware:
-        pass
-    elif arm_toolchain_present():
+    fw_target = firmware_target(preset_name)
+    report_argv = stages[-1][1]
+    fw_report_args = ["--firmware", str(out / "firmware")]
+    if not args.no_firmware and arm_toolchain_present():
         # The chip's numbers measured instead of estimated: the generated firmware (model + front end) runs under
         # QEMU, bit-exact with TFLite Micro, and the report takes its instructions, flash and RAM for that target.
-        fw_dir = out / "firmware"
-        stages.insert(-1, ("firmware", ["firmware", str(model), "--target", fw_target, "--out", str(fw_dir), "--run",
-                                        "--frontend", "--verify", "3", "--json", str(out / "firmware.json")]))
-        stages[-1][1].extend(["--firmware", str(fw_dir)])
-    else:
+        stages.insert(-1, ("firmware", ["firmware", str(model), "--target", fw_target, "--out", str(out / "firmware"),
+                                        "--run", "--frontend", "--verify", "3", "--json", str(out / "firmware.json")]))
+        report_argv.extend(fw_report_args)
+    elif not args.no_firmware:
         print(f"edge-asc demo: no arm-none-eabi-gcc/qemu-system-arm here, so the {fw_target} row of the report is an "
               "estimate (install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm to measure it)",
               file=sys.stderr)
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             # e.g. a custom preset too large for the chip (the link fails): the report says why with its estimate
             print(f"edge-asc demo: the {fw_target} firmware could not be built or run (exit {rc}); the report "
                   "estimates that target instead", file=sys.stderr)
-            stages[-1][1][-2:] = []
+            del report_argv[-len(fw_report_args):]
             continue
         if rc != 0 and name == "export" and _gate_failed(model):
             # The export ran and verified, but failed a clause of the export gate (the defaults 'edge-asc export'
