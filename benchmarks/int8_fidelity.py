@@ -6,7 +6,7 @@ every held-out clip); then fine-tune that run with ``edge_asc.train.qat`` (``--q
 QAT run the same way. Same data, same calibration windows, same held-out windows for both.
 
     .venv/bin/python benchmarks/int8_fidelity.py --json runs/bench/int8_fidelity.json \
-        [--seeds 0 1 2 3 4] [--presets edge micro] [--epochs 70] [--qat-epochs 3] [--work DIR]
+        [--seeds 0 1 2 3 4] [--presets edge micro] [--epochs N] [--qat-epochs 3] [--work DIR]
 
 Per row (seed x preset x {plain, qat}): float and int8 clip macro accuracy, window top-1 agreement, the int8
 output grid's ceiling on it, agreement on confident windows (float top-2 margin >= 0.5), event top-4 set agreement,
@@ -67,7 +67,7 @@ def main() -> int:
     p.add_argument("--presets", nargs="+", default=["edge", "micro"])
     p.add_argument("--clips-per-class", type=int, default=100)
     p.add_argument("--seconds", type=float, default=1.0)
-    p.add_argument("--epochs", type=int, default=70, help="float training epochs (the demo's 70)")
+    p.add_argument("--epochs", type=int, help="float training epochs (default: the demo's, 70 and 150 for micro)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--qat-epochs", type=int, default=3)
     p.add_argument("--qat-lr", type=float, default=1e-3)
@@ -90,6 +90,7 @@ def main() -> int:
 
     import torch
 
+    from edge_asc.commands.demo import FULL, MICRO_EPOCHS
     from edge_asc.data import load_dataset
     from edge_asc.data.synth import synthesize
     from edge_asc.train.loop import TrainConfig, train
@@ -107,6 +108,7 @@ def main() -> int:
                      calib_size=args.calib_size)
     # QAT runs are kept per settings: a re-run with other settings does not reuse them
     qtag = hashlib.sha256(json.dumps(qcfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    epochs = {p: args.epochs or (MICRO_EPOCHS if p == "micro" else FULL["epochs"]) for p in args.presets}
     rows: list[dict] = []
     for seed in args.seeds:
         data = work / f"seed{seed}" / "data"
@@ -116,16 +118,16 @@ def main() -> int:
         ds = load_dataset(data)
         for preset in args.presets:
             root = work / f"seed{seed}" / preset
-            plain = root / f"plain-e{args.epochs}"
+            plain = root / f"plain-e{epochs[preset]}"
             t = time.perf_counter()
             if not (plain / "checkpoint.json").exists():
-                train(ds, plain, TrainConfig(preset=preset, epochs=args.epochs, batch_size=args.batch_size,
+                train(ds, plain, TrainConfig(preset=preset, epochs=epochs[preset], batch_size=args.batch_size,
                                              seed=seed, val_every=0), cache_dir=work / "feature-cache",
                       progress=False, log=lambda s: None)
             train_s = time.perf_counter() - t
             row_plain = {"seed": seed, "preset": preset, "variant": "plain", "train_s": train_s,
-                         **_export(plain, root / f"plain-e{args.epochs}.tflite", ds, args.calib_size)}
-            qat = root / f"qat-e{args.epochs}-{qtag}{args.qat_tag}"
+                         **_export(plain, root / f"plain-e{epochs[preset]}.tflite", ds, args.calib_size)}
+            qat = root / f"qat-e{epochs[preset]}-{qtag}{args.qat_tag}"
             t = time.perf_counter()
             if not (qat / "checkpoint.json").exists():
                 qat_finetune(plain, ds, qat, qcfg, cache_dir=work / "feature-cache",
@@ -168,7 +170,7 @@ def main() -> int:
             }
             goals.update(g)
     out = {"seeds": args.seeds, "presets": args.presets, "clips_per_class": args.clips_per_class,
-           "seconds": args.seconds, "epochs": args.epochs, "batch_size": args.batch_size, "qat": qcfg.to_dict(),
+           "seconds": args.seconds, "epochs": epochs, "batch_size": args.batch_size, "qat": qcfg.to_dict(),
            "threads": args.threads, "rows": rows, "summary": summary, "goals": goals,
            "seconds_total": time.perf_counter() - t0}
     write_json(args.json, out)
