@@ -54,7 +54,7 @@ def _export(run: Path, out: Path, ds, calib_size: int) -> dict:
     if not report.exists():
         from edge_asc.export import ExportConfig, export_checkpoint
 
-        export_checkpoint(run, out, config=ExportConfig(mode="int8", min_agreement=0.0, calib_size=calib_size),
+        export_checkpoint(run, out, config=ExportConfig(mode="int8", gate=False, calib_size=calib_size),
                           dataset=ds)
     v = json.loads(report.read_text())["verification"]
     if "input_grid_agreement" not in v:  # a report written before the verifier measured the input-grid floor
