@@ -230,6 +230,44 @@ def test_output_grid_top1_rounds_saturates_and_breaks_ties_low():
     assert output_grid_top1(logits, QuantParams()) is None  # float output: no grid
 
 
+def test_input_grid_run_is_the_float_model_on_int8_rounded_inputs():
+    """The input-grid floor: the float model on its windows rounded to the exported input's grid, compared with
+    itself on the exact windows (top-1 and the event top-k set)."""
+    torch = require("torch")
+    from types import SimpleNamespace
+
+    from edge_asc.export.verify import ExportedRun, compare, input_grid_run, run_float
+    from edge_asc.model import build_model, model_preset
+    from edge_asc.spec import QuantParams
+
+    torch.manual_seed(0)
+    cfg = model_preset("micro")
+    model = build_model(cfg).eval()
+    wins = np.random.default_rng(0).normal(size=(12, *cfg.input_shape[1:])).astype(np.float32)
+    q = QuantParams(dtype="int8", scale=0.05, zero_point=3)
+    ig = input_grid_run(model, wins, q)
+    rounded = ((np.clip(np.rint(wins.astype(np.float64) / 0.05) + 3, -128, 127) - 3) * 0.05).astype(np.float32)
+    assert not np.array_equal(rounded, wins)
+    assert np.array_equal(ig.logits, run_float(model, rounded).logits)
+    assert input_grid_run(model, wins, QuantParams()) is None  # a float input has no grid
+
+    fl = run_float(model, wins)
+    n = len(wins)
+    exported = ExportedRun(windows=wins, owners=np.arange(n), logits=fl.logits,
+                           clip_probs=np.eye(10)[np.zeros(n, int)], y=np.zeros(n, np.int64), events=fl.events,
+                           stream_offline_max_prob_diff=0.0)
+    kw = {"card": SimpleNamespace(output_quant=QuantParams()), "n_labels": 10, "mode": "int8", "split": "evaluate",
+          "hop": 1, "topk": cfg.topk}
+    v = compare(exported, fl, input_grid=ig, **kw)
+    assert v.input_grid_agreement == pytest.approx(np.mean(ig.logits.argmax(1) == fl.logits.argmax(1)))
+    same = [set(a) == set(b) for a, b in zip(fl.events.tolist(), ig.events.tolist())]
+    assert v.events_input_grid_set_agreement == pytest.approx(np.mean(same))
+    assert "input-grid floor" in v.summary()
+    exact = compare(exported, fl, input_grid=fl, **kw)
+    assert exact.input_grid_agreement == 1.0 and exact.events_input_grid_set_agreement == 1.0
+    assert compare(exported, fl, **kw).input_grid_agreement is None
+
+
 def test_event_ranking_reproduces_the_event_block():
     """The verifier's numpy ranking of first-argmax counts equals the torch event block (ties and all), so its
     count-grid ceiling ranks exactly as the model does."""

@@ -90,6 +90,12 @@ def test_train_calibrate_export_int8_verify(tiny_dataset, tmp_path):
     assert rep["calibration"]["windows"] == 60 and rep["mode"] == "int8"
     assert 0.0 <= v["output_grid_agreement"] <= 1.0 and 0.0 <= v["confident_fraction"] <= 1.0
     assert 0.0 <= v["events_count_grid_set_agreement"] <= 1.0  # the count tensor was found in the int8 graph
+    # the input-grid floor: the float model on the same windows, rounded to the int8 input's grid
+    assert 0.0 <= v["input_grid_agreement"] <= 1.0 and 0.0 <= v["events_input_grid_set_agreement"] <= 1.0
+    from edge_asc.export.verify import held_out_clips, held_out_windows
+
+    held_out = held_out_windows(clf.card.frontend, clf.card.window_frames, ds, held_out_clips(ds, clf.labels))
+    assert len(held_out) == v["n_windows"]
     # the edge preset's ReLU6 is fused into the int8 convolutions: the four BN blocks' outputs are calibrated within
     # [0, 6], and those whose calibration reached the bound end exactly at 6 (an unfused bound would leave each
     # convolution's output quantised over its whole, outlier-set range, negative part included)

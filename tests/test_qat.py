@@ -303,6 +303,13 @@ def test_float_mode_is_the_model(preset, rng):
     x = torch.from_numpy(rng.standard_normal((4, *m.config.input_shape[1:])).astype(np.float32))
     with torch.no_grad():
         assert torch.allclose(sim(x), m(x), atol=1e-4)
+    # its event block output is the model's: the indices the verifier reads off both
+    from edge_asc.model import verification_probe
+
+    with verification_probe(m).recording() as rec, torch.no_grad():
+        m(x)
+    c = m.config.channels[0]
+    assert np.array_equal(np.rint(sim.events_out.numpy() * c).astype(np.int64), rec.indices())
 
 
 def test_quant_mode_needs_calibration(rng):

@@ -78,6 +78,13 @@ class VerificationReport:
     against the exact ranking (None when the tensor was not found)."""
     events_count_grid_top1_agreement: float | None = None
     """the same for the most frequent index."""
+    input_grid_agreement: float | None = None
+    """top-1 agreement of the float model with *itself on its inputs rounded to the exported input's int8 grid*:
+    what quantising the input alone (every full-int8 file does) costs. Not a bound on ``window_top1_agreement``
+    (errors elsewhere can cancel), but the scale of what an int8 export can reach on this model: windows whose
+    decision flips under a one-step input change (None for a float input)."""
+    events_input_grid_set_agreement: float | None = None
+    """event head: the top-k set agreement of the float model with itself on the int8-rounded inputs."""
     stream_offline_max_prob_diff: float = 0.0
     """max |posterior| difference between classify_audio's windows and the offline windows run through the same
     Classifier (0 when the streaming path equals the offline one)."""
@@ -106,6 +113,10 @@ class VerificationReport:
                    f"{self.events_count_grid_top1_agreement:.3f})")
         if self.output_grid_agreement is not None:
             ev += f", output-grid ceiling {self.output_grid_agreement:.3f}"
+        if self.input_grid_agreement is not None:
+            ev += f", input-grid floor {self.input_grid_agreement:.3f}"
+            if self.events_input_grid_set_agreement is not None:
+                ev += f" (events {self.events_input_grid_set_agreement:.3f})"
         if self.confident_top1_agreement is not None:
             ev += (f", {self.confident_top1_agreement:.3f} on the {100 * self.confident_fraction:.0f}% windows with "
                    f"margin >= {CONFIDENT_MARGIN}")
@@ -125,6 +136,38 @@ def output_grid_top1(logits: np.ndarray, quant: Any) -> np.ndarray | None:
     if quant.dtype not in ("int8", "uint8", "int16"):
         return None
     return np.argmax(_to_grid(logits, quant.scale, quant.zero_point, quant.dtype), axis=1)
+
+
+def input_grid_run(torch_model: Any, windows: np.ndarray, quant: Any, *, batch_size: int = 64) -> FloatRun | None:
+    """:func:`run_float` on ``windows`` (normalised float32[N, C, n_mels, W]) rounded to the grid of an integer
+    input ``quant`` (:class:`edge_asc.spec.QuantParams`) and back: the float model with only its input quantised.
+    None for a float input."""
+    if quant.dtype not in ("int8", "uint8", "int16"):
+        return None
+    g = (_to_grid(windows, quant.scale, quant.zero_point, quant.dtype) - quant.zero_point) * quant.scale
+    return run_float(torch_model, g.astype(np.float32), batch_size=batch_size)
+
+
+def grid_agreement(fl: FloatRun, other: FloatRun) -> tuple[float, float | None]:
+    """(top-1 agreement, event top-k set agreement or None) of two float runs on the same windows."""
+    top1 = float(np.mean(np.argmax(other.logits, 1) == np.argmax(fl.logits, 1)))
+    ev = _event_agreement(fl.events, other.events)[0] if fl.events is not None and other.events is not None else None
+    return top1, ev
+
+
+def held_out_windows(spec: Any, window_frames: int, dataset: Any, clips: Sequence[Any],
+                     hop_seconds: float | None = None) -> np.ndarray:
+    """float32[N, C, n_mels, W]: the normalised windows of ``clips`` that :func:`run_exported` gives the float model
+    of an export with front end ``spec`` and ``window_frames`` (same starts and order), without an exported model."""
+    from ..audio import load_audio
+    from ..calibration import clip_path
+    from ..frontend import hop_frames, normalize, offline, windows
+
+    hop = hop_frames(spec, window_frames, hop_seconds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a short clip is tiled to one window, as in run_exported
+        return np.concatenate([normalize(windows(offline(load_audio(clip_path(dataset, c), spec.sample_rate)[0],
+                                                         spec), window_frames, hop), spec) for c in clips])
 
 
 def _to_grid(x: np.ndarray, scale: float, zero_point: int, dtype: str = "int8") -> np.ndarray:
@@ -320,7 +363,8 @@ def run_float(torch_model: Any, windows: np.ndarray, *, batch_size: int = 64) ->
 
 def compare(exported: ExportedRun, fl: FloatRun, *, card: Any, n_labels: int, mode: str, split: str, hop: int,
             topk: int | None = None, count_units: float = 1.0, count_grid: tuple[float, int] | None = None,
-            notes: Sequence[str] = (), seconds: float = 0.0) -> VerificationReport:
+            input_grid: FloatRun | None = None, notes: Sequence[str] = (), seconds: float = 0.0
+            ) -> VerificationReport:
     """The :class:`VerificationReport` of a float and an exported run on the same windows.
 
     Args:
@@ -328,6 +372,8 @@ def compare(exported: ExportedRun, fl: FloatRun, *, card: Any, n_labels: int, mo
         n_labels: K, the number of classes (for the macro accuracy).
         topk, count_units: the event block's k and count units (:class:`edge_asc.model.probe.EventBlockSpec`).
         count_grid: (scale, zero point) of the exported count tensor, or None when it was not found.
+        input_grid: the float model on the same windows rounded to the exported input's grid
+            (:func:`input_grid_run`), or None.
     """
     fl_all, ql_all = fl.logits, exported.logits
     own = exported.owners
@@ -350,6 +396,7 @@ def compare(exported: ExportedRun, fl: FloatRun, *, card: Any, n_labels: int, mo
         exact = fl.counts
         cg_set, cg_top1 = _event_agreement(event_ranking(exact, topk),
                                            event_ranking(_to_grid(exact * count_units, *count_grid), topk))
+    ig_top, ig_ev = grid_agreement(fl, input_grid) if input_grid is not None else (None, None)
     return VerificationReport(
         mode=mode, split=split, n_clips=n_clips, n_windows=int(fl_all.shape[0]), hop_frames=hop,
         window_top1_agreement=agree, clip_top1_agreement=float(np.mean(fpred == qpred)),
@@ -358,6 +405,7 @@ def compare(exported: ExportedRun, fl: FloatRun, *, card: Any, n_labels: int, mo
         max_logit_error=float(err.max()), mean_logit_error=float(err.mean()),
         events_topk_set_agreement=ev_set, events_top1_agreement=ev_top1, events_count_grid_set_agreement=cg_set,
         events_count_grid_top1_agreement=cg_top1, output_grid_agreement=out_grid,
+        input_grid_agreement=ig_top, events_input_grid_set_agreement=ig_ev,
         confident_fraction=float(np.mean(sure)),
         confident_top1_agreement=float(np.mean(fl_top[sure] == q_top[sure])) if sure.any() else None,
         stream_offline_max_prob_diff=exported.stream_offline_max_prob_diff,
@@ -401,9 +449,10 @@ def verify_export(model_path: str | Path, torch_model: Any, dataset: Any, labels
             grid = _count_grid(model_bytes, events.channels, reader.interp)
     exported = run_exported(clf, dataset, clips, labels, hop_seconds=hop_seconds, events=reader)
     fl = run_float(torch_model, exported.windows, batch_size=batch_size)
+    ig = input_grid_run(torch_model, exported.windows, clf.card.input_quant, batch_size=batch_size)
     return compare(exported, fl, card=clf.card, n_labels=len(labels), mode=mode, split=split,
                    hop=hop_frames_for(clf.card, hop_seconds), topk=events.topk if events else None,
-                   count_units=events.count_units if events else 1.0, count_grid=grid,
+                   count_units=events.count_units if events else 1.0, count_grid=grid, input_grid=ig,
                    notes=notes + list(exported.notes), seconds=time.perf_counter() - t0)
 
 

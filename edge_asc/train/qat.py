@@ -357,6 +357,8 @@ class QuantSim(nn.Module):
         self.head = "head" if model.events is not None else "gap"
         self.decoder_out: torch.Tensor | None = None
         """the last forward's decoder output float[N, c1, H, W] (what the event block ranks per cell)."""
+        self.events_out: torch.Tensor | None = None
+        """the last forward's event block output [N, k] (index / C, as the head takes it), or None without one."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m, cfg, q = self.model, self.model.config, self.q
@@ -376,6 +378,7 @@ class QuantSim(nn.Module):
         g = q_gap(q, d, cfg.gap_bands, self.head)
         if m.events is not None:
             g = q.a("head", torch.cat([g, q_events(q, m.events, d, self.head)], dim=1))
+            self.events_out = g[:, -m.events.k:].detach()
         h = m.drop(q.a("fc1", F.relu(F.linear(g, q.w(m.fc1.weight), m.fc1.bias))))
         h = m.drop(q.a("fc2", F.relu(F.linear(h, q.w(m.fc2.weight), m.fc2.bias))))
         return q.a("logits", F.linear(h, q.w(m.out.weight), m.out.bias))
