@@ -39,7 +39,7 @@ def main() -> int:
 
     from edge_asc.calibration import build_calibration
     from edge_asc.data import load_dataset
-    from edge_asc.export.verify import held_out_clips, held_out_windows
+    from edge_asc.export.verify import FloatRun, grid_agreement, held_out_clips, held_out_windows
     from edge_asc.train.checkpoint import load_checkpoint
     from edge_asc.train.qat import QuantSim, activation_qparams
 
@@ -55,7 +55,7 @@ def main() -> int:
     sim.calibrate(calib)
     channels = model.config.channels[0]
 
-    def forward(mode: str, only: set[str] | None, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def forward(mode: str, only: set[str] | None, x: np.ndarray) -> FloatRun:
         sim.q.mode, sim.q.only = mode, only
         logits, events = [], []
         with torch.no_grad():
@@ -63,29 +63,27 @@ def main() -> int:
                 logits.append(sim(torch.from_numpy(np.ascontiguousarray(x[s:s + 128]))).numpy())
                 if sim.events_out is not None:
                     events.append(np.rint(sim.events_out.numpy() * channels).astype(np.int64))
-        return np.concatenate(logits), (np.concatenate(events) if events else None)
+        return FloatRun(logits=np.concatenate(logits), events=np.concatenate(events) if events else None, counts=None)
 
-    fl, fev = forward("float", None, wins)
-    ftop = fl.argmax(1)
+    fl = forward("float", None, wins)
 
-    def agreement(logits: np.ndarray, events: np.ndarray | None) -> dict[str, float | None]:
-        ev = None if events is None else float(np.mean([set(a) == set(b) for a, b in
-                                                         zip(events.tolist(), fev.tolist())]))
-        return {"top1": float(np.mean(logits.argmax(1) == ftop)), "event_set": ev}
+    def agreement(run: FloatRun) -> dict[str, float | None]:
+        top1, ev = grid_agreement(fl, run)
+        return {"top1": top1, "event_set": ev}
 
     points = sorted(sim.q.observed)
     event_points = {n for n in points if n.startswith("ev.")}
     groups = {"all": None, "weights": {"weights"}, "input": {"input"}, "logits": {"logits"},
               "event block": event_points, "all but the event block": (set(points) - event_points) | {"weights"}}
-    group_rows = {name: agreement(*forward("quant", only, wins)) for name, only in groups.items()}
-    single = {n: agreement(*forward("quant", {n}, wins)) for n in points}
+    group_rows = {name: agreement(forward("quant", only, wins)) for name, only in groups.items()}
+    single = {n: agreement(forward("quant", {n}, wins)) for n in points}
     weights, kept_float = _weight_budget(sim, forward, agreement, wins, set(args.float_weights))
     step = activation_qparams(*sim.q.range_of("input"))[0]
     rng = np.random.default_rng(0)
     noise = {}
     for frac in args.noise:
         noisy = wins + rng.uniform(-frac * step, frac * step, wins.shape).astype(np.float32)
-        noise[f"{frac:g}"] = agreement(*forward("float", None, noisy))
+        noise[f"{frac:g}"] = agreement(forward("float", None, noisy))
 
     out = {"run": str(Path(args.run)), "data": str(Path(args.data)), "n_windows": len(wins),
            "calib_size": args.calib_size, "input_step": step, "groups": group_rows, "single_points": single,
@@ -132,22 +130,17 @@ def _weight_budget(sim, forward, agreement, wins: np.ndarray, keep_float: set[in
 
     def run(quantise: set[int], only: set[str] | None):
         state["quantise"] = quantise
-        logits, events = [], []
-        for s in range(0, len(wins), 128):  # one forward per batch: the index restarts with each
-            state["i"] = 0
-            lg, ev = forward("quant", only, wins[s:s + 128])
-            logits.append(lg)
-            if ev is not None:
-                events.append(ev)
-        return np.concatenate(logits), (np.concatenate(events) if events else None)
+        return forward("quant", only, wins)
 
     sim.q.w = w
+    restart = sim.register_forward_pre_hook(lambda *_: state.update(i=0))  # indices count within one forward
     try:
         run(set(), set())
-        rows = [{"index": i, "shape": list(shape), **agreement(*run({i}, set()))} for i, shape in enumerate(seen)]
-        kept = agreement(*run(set(range(len(seen))) - keep_float, None)) if keep_float else None
+        rows = [{"index": i, "shape": list(shape), **agreement(run({i}, set()))} for i, shape in enumerate(seen)]
+        kept = agreement(run(set(range(len(seen))) - keep_float, None)) if keep_float else None
         return rows, kept
     finally:
+        restart.remove()
         del sim.q.w
 
 
